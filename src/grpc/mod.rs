@@ -1,0 +1,64 @@
+//! The gRPC layer: generated `keygate.v1` types, conversion between them and the
+//! domain, and the one mapping from [`ServiceError`] to `tonic::Status`.
+//! Nothing outside this module names a generated type.
+
+mod convert;
+mod key_service;
+
+pub use key_service::KeyServiceHandler;
+
+use tonic::metadata::MetadataMap;
+use tonic::Status;
+
+use crate::error::ServiceError;
+
+/// Generated code for the `keygate.v1` package.
+#[allow(clippy::all, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+pub mod pb {
+    tonic::include_proto!("keygate.v1");
+
+    /// Encoded descriptors of every Keygate proto file, for server reflection.
+    pub const FILE_DESCRIPTOR_SET: &[u8] =
+        include_bytes!(concat!(env!("OUT_DIR"), "/keygate_descriptor.bin"));
+}
+
+/// Maps a lifecycle error to the status the caller sees. Causes of internal and
+/// availability errors are logged here and never sent.
+pub fn status_from_error(error: ServiceError) -> Status {
+    match error {
+        ServiceError::InvalidArgument(field_error) => {
+            Status::invalid_argument(field_error.to_string())
+        }
+        ServiceError::Unauthenticated(cause) => {
+            tracing::info!(cause, "caller not authenticated");
+            Status::unauthenticated(
+                "missing, malformed or invalid bearer token, or the key is not active",
+            )
+        }
+        ServiceError::PermissionDenied(message) => Status::permission_denied(message),
+        ServiceError::NotFound(what) => Status::not_found(format!("{what} not found")),
+        ServiceError::FailedPrecondition(message) => Status::failed_precondition(message),
+        ServiceError::Unavailable(cause) => {
+            tracing::warn!(error = %anyhow::Error::from(cause), "database unavailable");
+            Status::unavailable("database unavailable; retry later")
+        }
+        ServiceError::Internal(cause) => {
+            tracing::error!(error = format!("{cause:#}"), "internal error");
+            Status::internal("internal error")
+        }
+    }
+}
+
+/// The token from `authorization: Bearer <token>`, if the header is there and readable.
+pub fn bearer_token(metadata: &MetadataMap) -> Result<Option<&str>, ServiceError> {
+    let Some(value) = metadata.get("authorization") else {
+        return Ok(None);
+    };
+    let text = value
+        .to_str()
+        .map_err(|_| ServiceError::Unauthenticated("malformed_key"))?;
+    match text.split_once(' ') {
+        Some((scheme, token)) if scheme.eq_ignore_ascii_case("bearer") => Ok(Some(token.trim())),
+        _ => Err(ServiceError::Unauthenticated("malformed_key")),
+    }
+}

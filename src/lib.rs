@@ -1,0 +1,26 @@
+//! Keygate: a gRPC authorization service for scoped API keys.
+//!
+//! Start reading here. A client holds a [`token`] (`kg_live_…`); Keygate stores
+//! only an argon2id hash of its secret ([`hashing`]). A key ([`key`]) holds scopes
+//! ([`permission`]) granted from the catalog in the policy file ([`policy`]).
+//! [`authorizer`] verifies a presented token; [`lifecycle`] creates and manages
+//! keys for callers identified through that same path, under the rules in
+//! [`access`]; every change writes an audit event ([`events`]) in the same
+//! transaction ([`store`]). [`grpc`] converts between proto and domain types;
+//! [`server`] wires it together from [`config`].
+
+pub mod access;
+pub mod authorizer;
+pub mod config;
+pub mod error;
+pub mod events;
+pub mod grpc;
+pub mod hashing;
+pub mod key;
+pub mod lifecycle;
+pub mod paging;
+pub mod permission;
+pub mod policy;
+pub mod server;
+pub mod store;
+pub mod token;

@@ -1,0 +1,287 @@
+//! The key lifecycle: create, read, change and remove keys on behalf of an
+//! identified caller. Input arrives here already parsed into domain types, except
+//! scopes, which need the policy's catalog; every write and its audit event share
+//! one transaction.
+
+mod mutations;
+mod organizations;
+
+pub use mutations::{KeyUpdate, Rotation};
+pub use organizations::BootstrapError;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use ipnet::IpNet;
+use secrecy::SecretString;
+use serde_json::json;
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use crate::access::Caller;
+use crate::authorizer::Authorizer;
+use crate::error::ServiceError;
+use crate::events::{EventAction, KeyEvent};
+use crate::hashing::SecretHasher;
+use crate::key::{
+    check_expiry, check_metadata, Description, DisplayName, FieldError, Key, KeyKind,
+};
+use crate::paging::{into_page, parse_page_size, parse_page_token};
+use crate::permission::Scope;
+use crate::policy::Policy;
+use crate::store::events::{insert_event, list_events, EventFilter, NewEvent};
+use crate::store::keys::{find_key_by_id, insert_key, list_keys, KeyFilter, NewKey};
+use crate::store::StoreError;
+use crate::token::{Environment, KeyId, Token, TokenPrefix};
+
+/// Scopes as a request names them: listed, or a preset from the catalog.
+pub enum RequestedScopes {
+    Listed(Vec<String>),
+    Preset(String),
+}
+
+/// A parsed CreateKey request.
+pub struct NewKeyRequest {
+    pub organization_id: Option<Uuid>,
+    pub kind: KeyKind,
+    pub environment: Environment,
+    pub name: DisplayName,
+    pub description: Description,
+    pub scopes: RequestedScopes,
+    pub allowed_cidrs: Vec<IpNet>,
+    pub expires_at: Option<DateTime<Utc>>,
+    pub metadata: BTreeMap<String, String>,
+    pub lock_scopes: bool,
+}
+
+/// A key together with its token, from the two calls that reveal one.
+pub struct KeyWithToken {
+    pub key: Key,
+    pub token: SecretString,
+}
+
+/// A page of results and the token for the next one (empty on the last page).
+pub struct Page<T> {
+    pub items: Vec<T>,
+    pub next_page_token: String,
+}
+
+#[derive(Clone)]
+pub struct KeyManager {
+    pool: PgPool,
+    hasher: SecretHasher,
+    prefix: TokenPrefix,
+    policy: Arc<Policy>,
+    authorizer: Authorizer,
+}
+
+impl KeyManager {
+    pub fn new(
+        pool: PgPool,
+        hasher: SecretHasher,
+        prefix: TokenPrefix,
+        policy: Arc<Policy>,
+    ) -> KeyManager {
+        let authorizer =
+            Authorizer::new(pool.clone(), hasher.clone(), prefix.clone(), policy.clone());
+        KeyManager {
+            pool,
+            hasher,
+            prefix,
+            policy,
+            authorizer,
+        }
+    }
+
+    pub fn prefix(&self) -> &TokenPrefix {
+        &self.prefix
+    }
+
+    /// Identifies the caller from its bearer token, through the Authorize path.
+    pub async fn authenticate(&self, bearer: Option<&str>) -> Result<Caller, ServiceError> {
+        let presented = bearer.unwrap_or_default();
+        match self.authorizer.verify(presented, Utc::now()).await? {
+            Ok(verified) => Ok(Caller::new(verified)),
+            Err(denial) => Err(ServiceError::Unauthenticated(denial.as_str())),
+        }
+    }
+
+    fn resolve_scopes(&self, requested: RequestedScopes) -> Result<Vec<Scope>, FieldError> {
+        let catalog = &self.policy.catalog;
+        match requested {
+            RequestedScopes::Preset(name) => catalog
+                .preset(&name)
+                .map(<[Scope]>::to_vec)
+                .map_err(|message| FieldError::new("preset", message)),
+            RequestedScopes::Listed(texts) if texts.is_empty() => Err(FieldError::new(
+                "scopes",
+                "give at least one scope, or a preset",
+            )),
+            RequestedScopes::Listed(texts) => catalog
+                .parse_scopes(&texts)
+                .map_err(|message| FieldError::new("scopes", message)),
+        }
+    }
+
+    /// Loads a key the caller may see; any other key is NOT_FOUND.
+    async fn visible_key(&self, caller: &Caller, key_id: &KeyId) -> Result<Key, ServiceError> {
+        match find_key_by_id(&self.pool, key_id).await? {
+            Some(stored) if caller.can_see(&stored.key) => Ok(stored.key),
+            _ => Err(ServiceError::NotFound("key")),
+        }
+    }
+
+    pub async fn create_key(
+        &self,
+        caller: &Caller,
+        request: NewKeyRequest,
+    ) -> Result<KeyWithToken, ServiceError> {
+        caller.require("api_keys:create")?;
+        let now = Utc::now();
+        check_expiry(request.expires_at, now)?;
+        check_metadata(&request.metadata)?;
+        let scopes = self.resolve_scopes(request.scopes)?;
+        let organization_id = caller.organization_for_new_key(
+            request.kind,
+            request.organization_id,
+            request.environment,
+        )?;
+        caller.check_grant(&scopes)?;
+        caller.check_expiry_within_own(request.expires_at)?;
+
+        let key_id = KeyId::generate();
+        let issued = Token::issue(&self.prefix, request.environment, &key_id);
+        let secret_hash = self.hasher.hash(&issued.secret).await?;
+        let new_key = NewKey {
+            id: key_id,
+            organization_id,
+            kind: request.kind,
+            environment: request.environment,
+            name: request.name.as_str(),
+            description: request.description.as_str(),
+            scopes: &scopes,
+            allowed_cidrs: &request.allowed_cidrs,
+            expires_at: request.expires_at,
+            metadata: &request.metadata,
+            lock_scopes: request.lock_scopes,
+            secret_hash: &secret_hash,
+            created_by: Some(caller.key().id),
+        };
+        let mut transaction = self.pool.begin().await.map_err(StoreError::from)?;
+        let key = match insert_key(&mut *transaction, &new_key).await {
+            Ok(key) => key,
+            Err(StoreError::MissingReference(_)) => {
+                return Err(ServiceError::NotFound("organization"))
+            }
+            Err(other) => return Err(other.into()),
+        };
+        let changes = creation_changes(&key);
+        record(
+            &mut transaction,
+            &key,
+            Some(caller),
+            EventAction::Created,
+            changes,
+        )
+        .await?;
+        transaction.commit().await.map_err(StoreError::from)?;
+        tracing::info!(key_id = %key.id, actor_key_id = %caller.key().id, "key created");
+        Ok(KeyWithToken {
+            key,
+            token: issued.token,
+        })
+    }
+
+    pub async fn get_key(&self, caller: &Caller, key_id: &KeyId) -> Result<Key, ServiceError> {
+        caller.require("api_keys:read")?;
+        self.visible_key(caller, key_id).await
+    }
+
+    pub async fn list_keys(
+        &self,
+        caller: &Caller,
+        organization_id: Option<Uuid>,
+        page_size: i32,
+        page_token: &str,
+    ) -> Result<Page<Key>, ServiceError> {
+        caller.require("api_keys:read")?;
+        let page_size = parse_page_size(page_size)?;
+        let before = parse_page_token("keys", page_token)?;
+        let filter = KeyFilter {
+            organization_id: caller.organization_filter(organization_id)?,
+            organization_keys_only: !caller.is_system(),
+            environment: caller.environment_filter(),
+        };
+        let rows = list_keys(&self.pool, &filter, before, page_size + 1).await?;
+        let (items, next_page_token) = into_page("keys", rows, page_size);
+        Ok(Page {
+            items,
+            next_page_token,
+        })
+    }
+
+    pub async fn list_events(
+        &self,
+        caller: &Caller,
+        key_id: Option<KeyId>,
+        page_size: i32,
+        page_token: &str,
+    ) -> Result<Page<KeyEvent>, ServiceError> {
+        caller.require("api_keys:read")?;
+        let page_size = parse_page_size(page_size)?;
+        let before = parse_page_token("events", page_token)?;
+        let filter = EventFilter {
+            key_id,
+            organization_id: caller.organization_filter(None)?,
+            organization_events_only: !caller.is_system(),
+            environment: caller.environment_filter(),
+        };
+        let events = list_events(&self.pool, &filter, before, page_size + 1).await?;
+        let rows = events
+            .into_iter()
+            .map(|event| (event.sequence, event))
+            .collect();
+        let (items, next_page_token) = into_page("events", rows, page_size);
+        Ok(Page {
+            items,
+            next_page_token,
+        })
+    }
+}
+
+fn creation_changes(key: &Key) -> serde_json::Value {
+    let scopes: Vec<String> = key.scopes.iter().map(Scope::to_string).collect();
+    let cidrs: Vec<String> = key.allowed_cidrs.iter().map(IpNet::to_string).collect();
+    json!({
+        "kind": key.kind.as_str(),
+        "environment": key.environment.as_str(),
+        "name": key.name,
+        "description": key.description,
+        "scopes": scopes,
+        "allowed_cidrs": cidrs,
+        "expire_time": key.expires_at,
+        "metadata": key.metadata,
+        "lock_scopes": key.lock_scopes,
+    })
+}
+
+/// Writes the audit event for a change to `key`, inside the change's transaction.
+async fn record(
+    transaction: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+    key: &Key,
+    actor: Option<&Caller>,
+    action: EventAction,
+    changes: serde_json::Value,
+) -> Result<(), StoreError> {
+    let event = NewEvent {
+        key_id: &key.id,
+        organization_id: key.organization_id,
+        environment: key.environment,
+        actor_key_id: actor.map(|caller| &caller.key().id),
+        action,
+        changes,
+    };
+    insert_event(&mut **transaction, event).await?;
+    Ok(())
+}

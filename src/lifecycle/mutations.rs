@@ -1,0 +1,280 @@
+//! Changes to existing keys. Each locks the key's row, checks the caller and the
+//! key's state, writes the change with a version bump, and records its event, all
+//! in one transaction.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Duration, Utc};
+use ipnet::IpNet;
+use serde_json::{json, Map, Value};
+use sqlx::{Postgres, Transaction};
+
+use super::{record, KeyManager, KeyWithToken, RequestedScopes};
+use crate::access::Caller;
+use crate::error::ServiceError;
+use crate::events::EventAction;
+use crate::key::{
+    check_expiry, check_metadata, Description, DisplayName, FieldError, Key, KeyState,
+};
+use crate::permission::Scope;
+use crate::store::keys::{
+    delete_key, lock_key_by_id, rotate_secret, set_disabled, set_revoked, update_fields, KeyFields,
+};
+use crate::store::StoreError;
+use crate::token::{KeyId, Token};
+
+/// The longest grace period a rotation may grant the previous secret.
+pub const MAX_GRACE_PERIOD: Duration = Duration::days(30);
+
+/// A parsed UpdateKey request: `Some` for each field named in the update mask.
+#[derive(Default)]
+pub struct KeyUpdate {
+    pub name: Option<DisplayName>,
+    pub description: Option<Description>,
+    pub scopes: Option<Vec<String>>,
+    pub allowed_cidrs: Option<Vec<IpNet>>,
+    /// `Some(None)` clears the expiry.
+    pub expires_at: Option<Option<DateTime<Utc>>>,
+    pub metadata: Option<BTreeMap<String, String>>,
+}
+
+/// A parsed RotateKey request.
+pub struct Rotation {
+    pub grace_period: Duration,
+}
+
+impl Rotation {
+    /// Zero refuses the previous secret at once; at most 30 days; never negative.
+    pub fn new(grace_period: Duration) -> Result<Rotation, FieldError> {
+        if grace_period < Duration::zero() || grace_period > MAX_GRACE_PERIOD {
+            return Err(FieldError::new(
+                "grace_period",
+                "must be between 0 and 30 days",
+            ));
+        }
+        Ok(Rotation { grace_period })
+    }
+}
+
+type Tx = Transaction<'static, Postgres>;
+
+impl KeyManager {
+    /// Opens a transaction and locks a key the caller may see.
+    async fn begin_on_key(
+        &self,
+        caller: &Caller,
+        key_id: &KeyId,
+    ) -> Result<(Tx, Key), ServiceError> {
+        let mut transaction = self.pool.begin().await.map_err(StoreError::from)?;
+        match lock_key_by_id(&mut *transaction, key_id).await? {
+            Some(stored) if caller.can_see(&stored.key) => Ok((transaction, stored.key)),
+            _ => Err(ServiceError::NotFound("key")),
+        }
+    }
+
+    pub async fn update_key(
+        &self,
+        caller: &Caller,
+        key_id: &KeyId,
+        update: KeyUpdate,
+    ) -> Result<Key, ServiceError> {
+        caller.require("api_keys:update")?;
+        let now = Utc::now();
+        if let Some(expiry) = update.expires_at {
+            check_expiry(expiry, now)?;
+        }
+        if let Some(metadata) = &update.metadata {
+            check_metadata(metadata)?;
+        }
+        let new_scopes = match update.scopes {
+            Some(texts) => Some(self.resolve_scopes(RequestedScopes::Listed(texts))?),
+            None => None,
+        };
+        let (mut transaction, current) = self.begin_on_key(caller, key_id).await?;
+        if current.state(now) == KeyState::Revoked {
+            return Err(ServiceError::FailedPrecondition(
+                "key is revoked".to_owned(),
+            ));
+        }
+        if new_scopes.is_some() && current.lock_scopes {
+            return Err(ServiceError::FailedPrecondition(
+                "scopes: this key was created with lock_scopes; its scopes cannot change"
+                    .to_owned(),
+            ));
+        }
+        caller.check_holds_all_of(&current)?;
+        if let Some(scopes) = &new_scopes {
+            caller.check_grant(scopes)?;
+        }
+        if let Some(expiry) = update.expires_at {
+            caller.check_expiry_within_own(expiry)?;
+        }
+
+        let mut changes = Map::new();
+        let name = update
+            .name
+            .as_ref()
+            .map_or(current.name.as_str(), DisplayName::as_str);
+        let description = update
+            .description
+            .as_ref()
+            .map_or(current.description.as_str(), Description::as_str);
+        let scopes = new_scopes.as_deref().unwrap_or(&current.scopes);
+        let allowed_cidrs = update
+            .allowed_cidrs
+            .as_deref()
+            .unwrap_or(&current.allowed_cidrs);
+        let expires_at = update.expires_at.unwrap_or(current.expires_at);
+        let metadata = update.metadata.as_ref().unwrap_or(&current.metadata);
+        if update.name.is_some() {
+            changes.insert("name".into(), json!(name));
+        }
+        if update.description.is_some() {
+            changes.insert("description".into(), json!(description));
+        }
+        if new_scopes.is_some() {
+            changes.insert(
+                "scopes".into(),
+                json!(scopes.iter().map(Scope::to_string).collect::<Vec<_>>()),
+            );
+        }
+        if update.allowed_cidrs.is_some() {
+            let texts: Vec<String> = allowed_cidrs.iter().map(IpNet::to_string).collect();
+            changes.insert("allowed_cidrs".into(), json!(texts));
+        }
+        if update.expires_at.is_some() {
+            changes.insert("expire_time".into(), json!(expires_at));
+        }
+        if update.metadata.is_some() {
+            changes.insert("metadata".into(), json!(metadata));
+        }
+        let fields = KeyFields {
+            name,
+            description,
+            scopes,
+            allowed_cidrs,
+            expires_at,
+            metadata,
+        };
+        let key = update_fields(&mut *transaction, key_id, &fields).await?;
+        record(
+            &mut transaction,
+            &key,
+            Some(caller),
+            EventAction::Updated,
+            Value::Object(changes),
+        )
+        .await?;
+        transaction.commit().await.map_err(StoreError::from)?;
+        tracing::info!(key_id = %key.id, version = key.version, "key updated");
+        Ok(key)
+    }
+
+    pub async fn rotate_key(
+        &self,
+        caller: &Caller,
+        key_id: &KeyId,
+        rotation: Rotation,
+    ) -> Result<KeyWithToken, ServiceError> {
+        caller.require("api_keys:update")?;
+        let (mut transaction, current) = self.begin_on_key(caller, key_id).await?;
+        if current.revoked_at.is_some() {
+            return Err(ServiceError::FailedPrecondition(
+                "key is revoked; it cannot be rotated".to_owned(),
+            ));
+        }
+        caller.check_holds_all_of(&current)?;
+        let issued = Token::issue(&self.prefix, current.environment, key_id);
+        let new_hash = self.hasher.hash(&issued.secret).await?;
+        let previous_valid_until =
+            (rotation.grace_period > Duration::zero()).then(|| Utc::now() + rotation.grace_period);
+        let key = rotate_secret(&mut *transaction, key_id, &new_hash, previous_valid_until).await?;
+        let changes = json!({
+            "grace_period_seconds": rotation.grace_period.num_seconds(),
+            "previous_secret_expire_time": previous_valid_until,
+        });
+        record(
+            &mut transaction,
+            &key,
+            Some(caller),
+            EventAction::Rotated,
+            changes,
+        )
+        .await?;
+        transaction.commit().await.map_err(StoreError::from)?;
+        tracing::info!(key_id = %key.id, grace_seconds = rotation.grace_period.num_seconds(), "key rotated");
+        Ok(KeyWithToken {
+            key,
+            token: issued.token,
+        })
+    }
+
+    /// Disables (`disabled = true`) or re-enables a key; a no-op when already so.
+    pub async fn set_key_disabled(
+        &self,
+        caller: &Caller,
+        key_id: &KeyId,
+        disabled: bool,
+    ) -> Result<Key, ServiceError> {
+        caller.require("api_keys:update")?;
+        let (mut transaction, current) = self.begin_on_key(caller, key_id).await?;
+        if current.revoked_at.is_some() {
+            let verb = if disabled { "disabled" } else { "enabled" };
+            return Err(ServiceError::FailedPrecondition(format!(
+                "key is revoked; it cannot be {verb}"
+            )));
+        }
+        if current.disabled_at.is_some() == disabled {
+            return Ok(current);
+        }
+        let key = set_disabled(&mut *transaction, key_id, disabled).await?;
+        let action = if disabled {
+            EventAction::Disabled
+        } else {
+            EventAction::Enabled
+        };
+        record(&mut transaction, &key, Some(caller), action, json!({})).await?;
+        transaction.commit().await.map_err(StoreError::from)?;
+        tracing::info!(key_id = %key.id, disabled, "key state changed");
+        Ok(key)
+    }
+
+    /// Revokes a key for good; a no-op when already revoked.
+    pub async fn revoke_key(&self, caller: &Caller, key_id: &KeyId) -> Result<Key, ServiceError> {
+        caller.require("api_keys:delete")?;
+        let (mut transaction, current) = self.begin_on_key(caller, key_id).await?;
+        if current.revoked_at.is_some() {
+            return Ok(current);
+        }
+        let key = set_revoked(&mut *transaction, key_id).await?;
+        record(
+            &mut transaction,
+            &key,
+            Some(caller),
+            EventAction::Revoked,
+            json!({}),
+        )
+        .await?;
+        transaction.commit().await.map_err(StoreError::from)?;
+        tracing::info!(key_id = %key.id, "key revoked");
+        Ok(key)
+    }
+
+    /// Removes a key; its events stay in the audit log.
+    pub async fn delete_key(&self, caller: &Caller, key_id: &KeyId) -> Result<(), ServiceError> {
+        caller.require("api_keys:delete")?;
+        let (mut transaction, current) = self.begin_on_key(caller, key_id).await?;
+        delete_key(&mut *transaction, key_id).await?;
+        record(
+            &mut transaction,
+            &current,
+            Some(caller),
+            EventAction::Deleted,
+            json!({}),
+        )
+        .await?;
+        transaction.commit().await.map_err(StoreError::from)?;
+        tracing::info!(key_id = %current.id, "key deleted");
+        Ok(())
+    }
+}

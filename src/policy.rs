@@ -1,0 +1,342 @@
+//! The policy file: the permission catalog keys are granted from.
+//!
+//! ```yaml
+//! catalog:
+//!   resources:            # resource path -> the actions it offers
+//!     customers: [read, write]
+//!     refunds: [write]
+//!     account_updater:schedules: [create, read]
+//!   implications:         # holding the action on the left implies the ones on the right,
+//!     write: [read]       # where the resource offers them
+//!   presets:              # named scope sets CreateKey may ask for instead of scopes
+//!     read_only: [customers:read]
+//! ```
+//!
+//! Keygate's own resources, `api_keys` and `organizations`, are always in the catalog.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+
+use anyhow::Context;
+use serde::Deserialize;
+
+use crate::permission::{EffectivePermissions, Permission, Scope};
+
+/// The policy used when no `--policy` file is given: the PayNext example.
+pub const EMBEDDED_DEFAULT_POLICY: &str = include_str!("../policies/paynext.yaml");
+
+const BUILT_IN_RESOURCES: [(&str, &[&str]); 2] = [
+    ("api_keys", &["create", "read", "update", "delete"]),
+    ("organizations", &["create", "read"]),
+];
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PolicyFile {
+    catalog: CatalogFile,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CatalogFile {
+    resources: BTreeMap<String, Vec<String>>,
+    #[serde(default)]
+    implications: BTreeMap<String, Vec<String>>,
+    #[serde(default)]
+    presets: BTreeMap<String, Vec<String>>,
+}
+
+/// A loaded, validated policy.
+#[derive(Debug, Clone)]
+pub struct Policy {
+    pub catalog: Catalog,
+}
+
+impl Policy {
+    pub fn load(path: Option<&Path>) -> anyhow::Result<Policy> {
+        let Some(path) = path else {
+            return Policy::parse(EMBEDDED_DEFAULT_POLICY)
+                .context("failed to load the embedded policy");
+        };
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("failed to read policy file {}", path.display()))?;
+        Policy::parse(&text).with_context(|| format!("invalid policy file {}", path.display()))
+    }
+
+    pub fn parse(text: &str) -> anyhow::Result<Policy> {
+        let file: PolicyFile = serde_yaml_ng::from_str(text).context("policy is not valid YAML")?;
+        Ok(Policy {
+            catalog: Catalog::build(file.catalog)?,
+        })
+    }
+}
+
+/// Resources, the actions each offers, implications between actions, and presets.
+#[derive(Debug, Clone)]
+pub struct Catalog {
+    resources: BTreeMap<String, BTreeSet<String>>,
+    /// Action -> every action it implies, transitively.
+    implications: BTreeMap<String, BTreeSet<String>>,
+    presets: BTreeMap<String, Vec<Scope>>,
+}
+
+impl Catalog {
+    fn build(file: CatalogFile) -> anyhow::Result<Catalog> {
+        let mut resources = BTreeMap::new();
+        for (resource, actions) in BUILT_IN_RESOURCES {
+            let actions = actions.iter().map(|action| action.to_string()).collect();
+            resources.insert(resource.to_owned(), actions);
+        }
+        for (resource, actions) in file.resources {
+            if resources.contains_key(&resource) {
+                anyhow::bail!("resources.{resource}: reserved for Keygate's own permissions");
+            }
+            let mut offered = BTreeSet::new();
+            for action in actions {
+                let permission = format!("{resource}:{action}");
+                Permission::parse(&permission)
+                    .map_err(|error| anyhow::anyhow!("resources.{resource}: {error}"))?;
+                if !offered.insert(action.clone()) {
+                    anyhow::bail!("resources.{resource}: action {action:?} listed twice");
+                }
+            }
+            if offered.is_empty() {
+                anyhow::bail!("resources.{resource}: offers no action");
+            }
+            resources.insert(resource, offered);
+        }
+        let implications = transitive_closure(&file.implications);
+        let mut catalog = Catalog {
+            resources,
+            implications,
+            presets: BTreeMap::new(),
+        };
+        for (name, scope_texts) in file.presets {
+            let scopes = catalog
+                .parse_scopes(&scope_texts)
+                .map_err(|error| anyhow::anyhow!("presets.{name}: {error}"))?;
+            catalog.presets.insert(name, scopes);
+        }
+        Ok(catalog)
+    }
+
+    /// Parses and validates scopes against the catalog; the error names what is valid.
+    pub fn parse_scopes(&self, texts: &[String]) -> Result<Vec<Scope>, String> {
+        let mut scopes = Vec::with_capacity(texts.len());
+        for text in texts {
+            let scope = Scope::parse(text).map_err(|error| error.to_string())?;
+            self.check_offered(&scope)?;
+            if !scopes.contains(&scope) {
+                scopes.push(scope);
+            }
+        }
+        Ok(scopes)
+    }
+
+    fn check_offered(&self, scope: &Scope) -> Result<(), String> {
+        match scope {
+            Scope::Everything => Ok(()),
+            Scope::Below(prefix) => {
+                let known = self.resources.keys().any(|resource| {
+                    resource == prefix
+                        || (resource.starts_with(prefix.as_str())
+                            && resource.as_bytes().get(prefix.len()) == Some(&b':'))
+                });
+                if known {
+                    return Ok(());
+                }
+                Err(format!(
+                    "{prefix}:*: unknown resource {prefix:?}; valid resources: {}",
+                    self.resource_list()
+                ))
+            }
+            Scope::Exactly(permission) => {
+                let Some(actions) = self.resources.get(permission.resource()) else {
+                    return Err(format!(
+                        "{permission}: unknown resource {:?}; valid resources: {}",
+                        permission.resource(),
+                        self.resource_list()
+                    ));
+                };
+                if actions.contains(permission.action()) {
+                    return Ok(());
+                }
+                let offered: Vec<&str> = actions.iter().map(String::as_str).collect();
+                Err(format!(
+                    "{permission}: resource {:?} offers only {}",
+                    permission.resource(),
+                    offered.join(", ")
+                ))
+            }
+        }
+    }
+
+    fn resource_list(&self) -> String {
+        self.resources
+            .keys()
+            .cloned()
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
+    /// The scopes of a named preset; the error lists the presets there are.
+    pub fn preset(&self, name: &str) -> Result<&[Scope], String> {
+        self.presets.get(name).map(Vec::as_slice).ok_or_else(|| {
+            let names: Vec<&str> = self.presets.keys().map(String::as_str).collect();
+            format!(
+                "unknown preset {name:?}; valid presets: {}",
+                names.join(", ")
+            )
+        })
+    }
+
+    /// Expands scopes with the catalog's implications into what checks look up.
+    pub fn effective(&self, scopes: &[Scope]) -> EffectivePermissions {
+        let mut implied = Vec::new();
+        for scope in scopes {
+            let Scope::Exactly(permission) = scope else {
+                continue;
+            };
+            let (Some(implied_actions), Some(offered)) = (
+                self.implications.get(permission.action()),
+                self.resources.get(permission.resource()),
+            ) else {
+                continue;
+            };
+            for action in implied_actions.intersection(offered) {
+                let text = format!("{}:{action}", permission.resource());
+                if let Ok(implied_permission) = Permission::parse(&text) {
+                    implied.push(implied_permission);
+                }
+            }
+        }
+        EffectivePermissions::new(scopes, implied)
+    }
+}
+
+fn transitive_closure(
+    direct: &BTreeMap<String, Vec<String>>,
+) -> BTreeMap<String, BTreeSet<String>> {
+    let mut closure = BTreeMap::new();
+    for start in direct.keys() {
+        let mut reached = BTreeSet::new();
+        let mut pending: Vec<&String> = direct[start].iter().collect();
+        while let Some(action) = pending.pop() {
+            if action != start && reached.insert(action.clone()) {
+                pending.extend(direct.get(action).into_iter().flatten());
+            }
+        }
+        closure.insert(start.clone(), reached);
+    }
+    closure
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn paynext() -> Catalog {
+        Policy::parse(EMBEDDED_DEFAULT_POLICY).unwrap().catalog
+    }
+
+    fn strings(items: &[&str]) -> Vec<String> {
+        items.iter().map(|item| item.to_string()).collect()
+    }
+
+    #[test]
+    fn offered_scopes_are_accepted() {
+        let scopes = strings(&[
+            "customers:read",
+            "refunds:write",
+            "payments:*",
+            "*",
+            "api_keys:create",
+        ]);
+        assert_eq!(paynext().parse_scopes(&scopes).unwrap().len(), 5);
+    }
+
+    #[test]
+    fn actions_a_resource_does_not_offer_are_refused_with_what_it_offers() {
+        let error = paynext()
+            .parse_scopes(&strings(&["refunds:read"]))
+            .unwrap_err();
+        assert!(error.contains("offers only write"), "{error}");
+    }
+
+    #[test]
+    fn unknown_resources_are_refused_with_the_list() {
+        let error = paynext()
+            .parse_scopes(&strings(&["widgets:read"]))
+            .unwrap_err();
+        assert!(
+            error.contains("valid resources: api_keys, client_sessions"),
+            "{error}"
+        );
+        assert!(paynext().parse_scopes(&strings(&["widgets:*"])).is_err());
+    }
+
+    #[test]
+    fn write_implies_read_where_offered() {
+        let catalog = paynext();
+        let scopes = catalog
+            .parse_scopes(&strings(&["customers:write", "refunds:write"]))
+            .unwrap();
+        let effective = catalog.effective(&scopes);
+        assert!(effective.allows(&Permission::parse("customers:read").unwrap()));
+        assert!(!effective.allows(&Permission::parse("refunds:read").unwrap()));
+    }
+
+    #[test]
+    fn nested_resources_and_prefix_wildcards() {
+        let policy = Policy::parse(include_str!("../policies/payconex.yaml")).unwrap();
+        let catalog = policy.catalog;
+        assert!(catalog
+            .parse_scopes(&strings(&["pcx:account_updater:*"]))
+            .is_ok());
+        assert!(catalog.parse_scopes(&strings(&["pcx:*"])).is_ok());
+        assert!(catalog
+            .parse_scopes(&strings(&["pcx:account_updater:schedules:patch"]))
+            .is_ok());
+        assert!(catalog
+            .parse_scopes(&strings(&["pcx:account_updater:results:create"]))
+            .is_err());
+        assert!(catalog.parse_scopes(&strings(&["pcx:account:*"])).is_err());
+    }
+
+    #[test]
+    fn presets_resolve_and_unknown_ones_list_the_valid_names() {
+        let catalog = paynext();
+        assert!(!catalog.preset("read_only").unwrap().is_empty());
+        let error = catalog.preset("admin").unwrap_err();
+        assert!(error.contains("full_access, read_only, write"), "{error}");
+    }
+
+    #[test]
+    fn invalid_catalogs_are_refused() {
+        let cases = [
+            "catalog: {resources: {api_keys: [read]}}",
+            "catalog: {resources: {customers: []}}",
+            "catalog: {resources: {customers: [read, read]}}",
+            "catalog: {resources: {Customers: [read]}}",
+            "catalog: {resources: {customers: [read]}, presets: {x: [orders:read]}}",
+            "catalog: {resources: {customers: [read]}, unknown: 1}",
+            "not yaml: [",
+        ];
+        for text in cases {
+            assert!(Policy::parse(text).is_err(), "{text}");
+        }
+    }
+
+    #[test]
+    fn implications_are_transitive() {
+        let policy = Policy::parse(
+            "catalog: {resources: {docs: [admin, write, read]}, implications: {admin: [write], write: [read]}}",
+        )
+        .unwrap();
+        let catalog = policy.catalog;
+        let scopes = catalog.parse_scopes(&strings(&["docs:admin"])).unwrap();
+        assert!(catalog
+            .effective(&scopes)
+            .allows(&Permission::parse("docs:read").unwrap()));
+    }
+}

@@ -1,0 +1,128 @@
+//! Server wiring: connect, migrate, build the services, serve until told to stop.
+//! Tests drive the same [`Application`] on `127.0.0.1:0`.
+
+use std::future::Future;
+use std::net::SocketAddr;
+
+use anyhow::Context;
+use sqlx::PgPool;
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::Server;
+
+use crate::config::{DatabaseSettings, KeySettings, Settings};
+use crate::grpc::pb::key_service_server::KeyServiceServer;
+use crate::grpc::KeyServiceHandler;
+use crate::hashing::SecretHasher;
+use crate::lifecycle::KeyManager;
+use crate::policy::Policy;
+use crate::store;
+
+/// A bound, ready-to-serve Keygate.
+pub struct Application {
+    listener: TcpListener,
+    local_addr: SocketAddr,
+    manager: KeyManager,
+    pool: PgPool,
+}
+
+/// Connects to the database, creating and migrating it when asked.
+pub async fn open_database(settings: &DatabaseSettings, migrate: bool) -> anyhow::Result<PgPool> {
+    if let (true, Some(url)) = (migrate, &settings.create_if_missing_url) {
+        store::create_database_if_missing(url).await?;
+    }
+    let pool = store::connect(&settings.connect_options, settings.max_connections).await?;
+    if migrate {
+        store::migrate(&pool).await?;
+    }
+    Ok(pool)
+}
+
+/// Builds the key manager over an open pool.
+pub fn key_manager(
+    pool: PgPool,
+    keys: &KeySettings,
+    policy: std::sync::Arc<Policy>,
+) -> anyhow::Result<KeyManager> {
+    let hasher = SecretHasher::new(keys.hashing, keys.hash_concurrency)
+        .context("invalid argon2 settings")?;
+    Ok(KeyManager::new(pool, hasher, keys.prefix.clone(), policy))
+}
+
+impl Application {
+    pub async fn build(settings: Settings) -> anyhow::Result<Application> {
+        let pool = open_database(&settings.database, settings.migrate).await?;
+        let manager = key_manager(pool.clone(), &settings.keys, settings.policy.clone())?;
+        let listener = TcpListener::bind(settings.listen)
+            .await
+            .with_context(|| format!("failed to listen on {}", settings.listen))?;
+        let local_addr = listener
+            .local_addr()
+            .context("failed to read the bound address")?;
+        Ok(Application {
+            listener,
+            local_addr,
+            manager,
+            pool,
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    pub fn manager(&self) -> &KeyManager {
+        &self.manager
+    }
+
+    /// Serves until `shutdown` completes, then lets in-flight calls finish.
+    pub async fn run_until(self, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+        let (health_reporter, health_service) = tonic_health::server::health_reporter();
+        health_reporter
+            .set_serving::<KeyServiceServer<KeyServiceHandler>>()
+            .await;
+        let key_service = KeyServiceServer::new(KeyServiceHandler::new(self.manager));
+        tracing::info!(address = %self.local_addr, "keygate serving");
+        let drain_reporter = health_reporter.clone();
+        let shutdown = async move {
+            shutdown.await;
+            tracing::info!("shutting down");
+            drain_reporter
+                .set_not_serving::<KeyServiceServer<KeyServiceHandler>>()
+                .await;
+        };
+        Server::builder()
+            .add_service(health_service)
+            .add_service(key_service)
+            .serve_with_incoming_shutdown(TcpListenerStream::new(self.listener), shutdown)
+            .await
+            .context("gRPC server failed")?;
+        self.pool.close().await;
+        tracing::info!("keygate stopped");
+        Ok(())
+    }
+}
+
+/// Completes on SIGTERM or SIGINT.
+pub async fn shutdown_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut terminate) => {
+                tokio::select! {
+                    _ = interrupt => {},
+                    _ = terminate.recv() => {},
+                }
+            }
+            Err(error) => {
+                tracing::warn!(%error, "cannot listen for SIGTERM; only SIGINT stops the server");
+                let _ = interrupt.await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = interrupt.await;
+    }
+}

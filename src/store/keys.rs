@@ -1,0 +1,303 @@
+//! The `api_keys` table.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use ipnet::IpNet;
+use sqlx::postgres::PgRow;
+use sqlx::types::Json;
+use sqlx::{PgExecutor, Row};
+use uuid::Uuid;
+
+use super::StoreError;
+use crate::hashing::SecretHash;
+use crate::key::{Key, KeyKind};
+use crate::permission::Scope;
+use crate::token::{Environment, KeyId};
+
+/// A key with its secret hashes, as loaded for verification or mutation.
+pub struct StoredKey {
+    pub key: Key,
+    pub secret_hash: SecretHash,
+    pub previous_secret_hash: Option<SecretHash>,
+}
+
+/// What CreateKey writes.
+pub struct NewKey<'a> {
+    pub id: KeyId,
+    pub organization_id: Option<Uuid>,
+    pub kind: KeyKind,
+    pub environment: Environment,
+    pub name: &'a str,
+    pub description: &'a str,
+    pub scopes: &'a [Scope],
+    pub allowed_cidrs: &'a [IpNet],
+    pub expires_at: Option<DateTime<Utc>>,
+    pub metadata: &'a BTreeMap<String, String>,
+    pub lock_scopes: bool,
+    pub secret_hash: &'a SecretHash,
+    pub created_by: Option<KeyId>,
+}
+
+/// Which keys a listing may return.
+pub struct KeyFilter {
+    pub organization_id: Option<Uuid>,
+    pub organization_keys_only: bool,
+    pub environment: Option<Environment>,
+}
+
+const KEY_COLUMNS: &str =
+    "id, seq, organization_id, kind, environment, name, description, scopes, \
+    allowed_cidrs, expires_at, metadata, lock_scopes, secret_hash, previous_secret_hash, \
+    previous_secret_expires_at, disabled_at, revoked_at, version, created_by, created_at, \
+    updated_at, last_used_at";
+
+fn scope_texts(scopes: &[Scope]) -> Vec<String> {
+    scopes.iter().map(Scope::to_string).collect()
+}
+
+fn cidr_texts(cidrs: &[IpNet]) -> Vec<String> {
+    cidrs.iter().map(IpNet::to_string).collect()
+}
+
+fn corrupt(what: &str, id: Uuid) -> StoreError {
+    StoreError::Corrupt(format!("api_keys row {id}: invalid {what}"))
+}
+
+fn stored_key_from_row(row: &PgRow) -> Result<StoredKey, StoreError> {
+    let id: Uuid = row.try_get("id")?;
+    let kind_text: String = row.try_get("kind")?;
+    let environment_text: String = row.try_get("environment")?;
+    let scope_texts: Vec<String> = row.try_get("scopes")?;
+    let cidr_texts: Vec<String> = row.try_get("allowed_cidrs")?;
+    let Json(metadata): Json<BTreeMap<String, String>> = row.try_get("metadata")?;
+    let scopes = scope_texts
+        .iter()
+        .map(|text| Scope::parse(text))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|_| corrupt("scopes", id))?;
+    let allowed_cidrs = cidr_texts
+        .iter()
+        .map(|text| text.parse::<IpNet>())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|_| corrupt("allowed_cidrs", id))?;
+    let key = Key {
+        id: KeyId::from_uuid(id),
+        organization_id: row.try_get("organization_id")?,
+        kind: KeyKind::parse(&kind_text).ok_or_else(|| corrupt("kind", id))?,
+        environment: Environment::parse(&environment_text)
+            .ok_or_else(|| corrupt("environment", id))?,
+        name: row.try_get("name")?,
+        description: row.try_get("description")?,
+        scopes,
+        allowed_cidrs,
+        expires_at: row.try_get("expires_at")?,
+        metadata,
+        lock_scopes: row.try_get("lock_scopes")?,
+        version: row.try_get("version")?,
+        created_by: row
+            .try_get::<Option<Uuid>, _>("created_by")?
+            .map(KeyId::from_uuid),
+        created_at: row.try_get("created_at")?,
+        updated_at: row.try_get("updated_at")?,
+        disabled_at: row.try_get("disabled_at")?,
+        revoked_at: row.try_get("revoked_at")?,
+        previous_secret_expires_at: row.try_get("previous_secret_expires_at")?,
+        last_used_at: row.try_get("last_used_at")?,
+    };
+    Ok(StoredKey {
+        key,
+        secret_hash: SecretHash::from_stored(row.try_get("secret_hash")?),
+        previous_secret_hash: row
+            .try_get::<Option<String>, _>("previous_secret_hash")?
+            .map(SecretHash::from_stored),
+    })
+}
+
+pub async fn insert_key(
+    executor: impl PgExecutor<'_>,
+    new_key: &NewKey<'_>,
+) -> Result<Key, StoreError> {
+    let sql = format!(
+        "INSERT INTO api_keys (id, organization_id, kind, environment, name, description, scopes, \
+         allowed_cidrs, expires_at, metadata, lock_scopes, secret_hash, created_by) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) RETURNING {KEY_COLUMNS}"
+    );
+    let row = sqlx::query(&sql)
+        .bind(new_key.id.as_uuid())
+        .bind(new_key.organization_id)
+        .bind(new_key.kind.as_str())
+        .bind(new_key.environment.as_str())
+        .bind(new_key.name)
+        .bind(new_key.description)
+        .bind(scope_texts(new_key.scopes))
+        .bind(cidr_texts(new_key.allowed_cidrs))
+        .bind(new_key.expires_at)
+        .bind(Json(new_key.metadata))
+        .bind(new_key.lock_scopes)
+        .bind(new_key.secret_hash.as_str())
+        .bind(new_key.created_by.map(|id| id.as_uuid()))
+        .fetch_one(executor)
+        .await?;
+    Ok(stored_key_from_row(&row)?.key)
+}
+
+/// Loads a key with its hashes; `None` when there is no such key.
+pub async fn find_key_by_id(
+    executor: impl PgExecutor<'_>,
+    id: &KeyId,
+) -> Result<Option<StoredKey>, StoreError> {
+    let sql = format!("SELECT {KEY_COLUMNS} FROM api_keys WHERE id = $1");
+    let row = sqlx::query(&sql)
+        .bind(id.as_uuid())
+        .fetch_optional(executor)
+        .await?;
+    row.as_ref().map(stored_key_from_row).transpose()
+}
+
+/// Loads and row-locks a key inside a transaction, so mutations of one key serialize.
+pub async fn lock_key_by_id(
+    executor: impl PgExecutor<'_>,
+    id: &KeyId,
+) -> Result<Option<StoredKey>, StoreError> {
+    let sql = format!("SELECT {KEY_COLUMNS} FROM api_keys WHERE id = $1 FOR UPDATE");
+    let row = sqlx::query(&sql)
+        .bind(id.as_uuid())
+        .fetch_optional(executor)
+        .await?;
+    row.as_ref().map(stored_key_from_row).transpose()
+}
+
+/// One page of keys, newest first, strictly older than `before_seq`; also returns
+/// each key's sequence number for the page token.
+pub async fn list_keys(
+    executor: impl PgExecutor<'_>,
+    filter: &KeyFilter,
+    before_seq: Option<i64>,
+    limit: i64,
+) -> Result<Vec<(i64, Key)>, StoreError> {
+    let sql = format!(
+        "SELECT {KEY_COLUMNS} FROM api_keys \
+         WHERE ($1::uuid IS NULL OR organization_id = $1) \
+           AND (NOT $2 OR kind = 'organization') \
+           AND ($3::text IS NULL OR environment = $3) \
+           AND ($4::bigint IS NULL OR seq < $4) \
+         ORDER BY seq DESC LIMIT $5"
+    );
+    let rows = sqlx::query(&sql)
+        .bind(filter.organization_id)
+        .bind(filter.organization_keys_only)
+        .bind(filter.environment.map(Environment::as_str))
+        .bind(before_seq)
+        .bind(limit)
+        .fetch_all(executor)
+        .await?;
+    rows.iter()
+        .map(|row| Ok((row.try_get("seq")?, stored_key_from_row(row)?.key)))
+        .collect()
+}
+
+/// The editable fields of a key, as they should be after an update.
+pub struct KeyFields<'a> {
+    pub name: &'a str,
+    pub description: &'a str,
+    pub scopes: &'a [Scope],
+    pub allowed_cidrs: &'a [IpNet],
+    pub expires_at: Option<DateTime<Utc>>,
+    pub metadata: &'a BTreeMap<String, String>,
+}
+
+pub async fn update_fields(
+    executor: impl PgExecutor<'_>,
+    id: &KeyId,
+    fields: &KeyFields<'_>,
+) -> Result<Key, StoreError> {
+    let sql = format!(
+        "UPDATE api_keys SET name = $2, description = $3, scopes = $4, allowed_cidrs = $5, \
+         expires_at = $6, metadata = $7, version = version + 1, updated_at = now() \
+         WHERE id = $1 RETURNING {KEY_COLUMNS}"
+    );
+    let row = sqlx::query(&sql)
+        .bind(id.as_uuid())
+        .bind(fields.name)
+        .bind(fields.description)
+        .bind(scope_texts(fields.scopes))
+        .bind(cidr_texts(fields.allowed_cidrs))
+        .bind(fields.expires_at)
+        .bind(Json(fields.metadata))
+        .fetch_one(executor)
+        .await?;
+    Ok(stored_key_from_row(&row)?.key)
+}
+
+/// Replaces the secret; the old one stays valid until `previous_valid_until`, or
+/// is dropped at once when that is `None`.
+pub async fn rotate_secret(
+    executor: impl PgExecutor<'_>,
+    id: &KeyId,
+    new_hash: &SecretHash,
+    previous_valid_until: Option<DateTime<Utc>>,
+) -> Result<Key, StoreError> {
+    let sql = format!(
+        "UPDATE api_keys SET \
+           previous_secret_hash = CASE WHEN $3::timestamptz IS NULL THEN NULL ELSE secret_hash END, \
+           previous_secret_expires_at = $3, secret_hash = $2, \
+           version = version + 1, updated_at = now() \
+         WHERE id = $1 RETURNING {KEY_COLUMNS}"
+    );
+    let row = sqlx::query(&sql)
+        .bind(id.as_uuid())
+        .bind(new_hash.as_str())
+        .bind(previous_valid_until)
+        .fetch_one(executor)
+        .await?;
+    Ok(stored_key_from_row(&row)?.key)
+}
+
+/// Sets or clears `disabled_at`.
+pub async fn set_disabled(
+    executor: impl PgExecutor<'_>,
+    id: &KeyId,
+    disabled: bool,
+) -> Result<Key, StoreError> {
+    let sql = format!(
+        "UPDATE api_keys SET disabled_at = CASE WHEN $2 THEN now() ELSE NULL END, \
+         version = version + 1, updated_at = now() WHERE id = $1 RETURNING {KEY_COLUMNS}"
+    );
+    let row = sqlx::query(&sql)
+        .bind(id.as_uuid())
+        .bind(disabled)
+        .fetch_one(executor)
+        .await?;
+    Ok(stored_key_from_row(&row)?.key)
+}
+
+pub async fn set_revoked(executor: impl PgExecutor<'_>, id: &KeyId) -> Result<Key, StoreError> {
+    let sql = format!(
+        "UPDATE api_keys SET revoked_at = now(), previous_secret_hash = NULL, \
+         previous_secret_expires_at = NULL, version = version + 1, updated_at = now() \
+         WHERE id = $1 RETURNING {KEY_COLUMNS}"
+    );
+    let row = sqlx::query(&sql)
+        .bind(id.as_uuid())
+        .fetch_one(executor)
+        .await?;
+    Ok(stored_key_from_row(&row)?.key)
+}
+
+pub async fn delete_key(executor: impl PgExecutor<'_>, id: &KeyId) -> Result<(), StoreError> {
+    sqlx::query("DELETE FROM api_keys WHERE id = $1")
+        .bind(id.as_uuid())
+        .execute(executor)
+        .await?;
+    Ok(())
+}
+
+/// Whether any system key exists (bootstrap refuses then).
+pub async fn system_key_exists(executor: impl PgExecutor<'_>) -> Result<bool, StoreError> {
+    let exists: bool =
+        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM api_keys WHERE kind = 'system')")
+            .fetch_one(executor)
+            .await?;
+    Ok(exists)
+}

@@ -1,0 +1,96 @@
+//! Postgres access: plain functions over a pool or a transaction, SQL beside them.
+//!
+//! Errors are classified here, once, by SQLSTATE and constraint name; callers
+//! match on [`StoreError`] and never on message text.
+
+pub mod events;
+pub mod keys;
+pub mod organizations;
+
+use std::time::Duration;
+
+use anyhow::Context;
+use sqlx::migrate::MigrateDatabase;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::PgPool;
+
+/// The migrations in `migrations/`, embedded in the binary.
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+
+const FOREIGN_KEY_VIOLATION: &str = "23503";
+const UNIQUE_VIOLATION: &str = "23505";
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database could not be reached or the pool is exhausted or closed.
+    #[error("database unavailable")]
+    Unavailable(#[source] sqlx::Error),
+    /// A foreign key pointed nowhere; holds the constraint's name.
+    #[error("foreign key {0} violated")]
+    MissingReference(String),
+    /// A unique index refused a duplicate; holds the constraint's name.
+    #[error("unique constraint {0} violated")]
+    Duplicate(String),
+    /// A row that does not decode into domain types.
+    #[error("stored row is invalid: {0}")]
+    Corrupt(String),
+    #[error("database error")]
+    Other(#[source] sqlx::Error),
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(error: sqlx::Error) -> StoreError {
+        match &error {
+            sqlx::Error::Io(_)
+            | sqlx::Error::Tls(_)
+            | sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::WorkerCrashed => StoreError::Unavailable(error),
+            sqlx::Error::Database(database_error) => {
+                let constraint = database_error.constraint().unwrap_or_default().to_owned();
+                match database_error.code().as_deref() {
+                    Some(FOREIGN_KEY_VIOLATION) => StoreError::MissingReference(constraint),
+                    Some(UNIQUE_VIOLATION) => StoreError::Duplicate(constraint),
+                    // Class 08: connection exceptions; 57P0x: the server is shutting down.
+                    Some(code) if code.starts_with("08") || code.starts_with("57P") => {
+                        StoreError::Unavailable(error)
+                    }
+                    _ => StoreError::Other(error),
+                }
+            }
+            _ => StoreError::Other(error),
+        }
+    }
+}
+
+/// Opens a pool; with `create_if_missing`, creates the database first when absent.
+pub async fn connect(options: &PgConnectOptions, max_connections: u32) -> anyhow::Result<PgPool> {
+    PgPoolOptions::new()
+        .max_connections(max_connections)
+        .acquire_timeout(Duration::from_secs(5))
+        .connect_with(options.clone())
+        .await
+        .context("failed to connect to the database")
+}
+
+/// Creates the database named in `url` when it does not exist yet.
+pub async fn create_database_if_missing(url: &str) -> anyhow::Result<()> {
+    let exists = sqlx::Postgres::database_exists(url)
+        .await
+        .context("failed to check whether the database exists")?;
+    if !exists {
+        tracing::info!("database does not exist; creating it");
+        sqlx::Postgres::create_database(url)
+            .await
+            .context("failed to create the database")?;
+    }
+    Ok(())
+}
+
+/// Applies pending migrations; concurrent replicas serialize on sqlx's advisory lock.
+pub async fn migrate(pool: &PgPool) -> anyhow::Result<()> {
+    MIGRATOR
+        .run(pool)
+        .await
+        .context("failed to apply migrations")
+}
