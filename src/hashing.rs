@@ -25,7 +25,7 @@ pub struct HashingParams {
 impl HashingParams {
     /// Keygate's default: see the README's "Hashing" section for the reasoning.
     pub const DEFAULT: HashingParams = HashingParams {
-        memory_kib: 8192,
+        memory_kib: 4096,
         iterations: 1,
         parallelism: 1,
     };

@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use anyhow::Context;
 use sqlx::PgPool;
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::server::TcpIncoming;
 use tonic::transport::Server;
 
 use crate::config::{DatabaseSettings, KeySettings, Settings};
@@ -91,10 +91,11 @@ impl Application {
                 .set_not_serving::<KeyServiceServer<KeyServiceHandler>>()
                 .await;
         };
+        let incoming = TcpIncoming::from(self.listener).with_nodelay(Some(true));
         Server::builder()
             .add_service(health_service)
             .add_service(key_service)
-            .serve_with_incoming_shutdown(TcpListenerStream::new(self.listener), shutdown)
+            .serve_with_incoming_shutdown(incoming, shutdown)
             .await
             .context("gRPC server failed")?;
         self.pool.close().await;

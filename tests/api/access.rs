@@ -1,0 +1,534 @@
+//! Who may call what: isolation between organizations and environments,
+//! least privilege, and the credential checks.
+
+use keygate::grpc::pb::{self, Environment, KeyKind};
+use prost_types::{FieldMask, Timestamp};
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use tonic::metadata::MetadataValue;
+use tonic::{Code, Request};
+
+use crate::helpers::{assert_status, authed, key_request, spawn_app};
+
+const MANAGER: &[&str] = &["api_keys:*", "customers:*", "payments:read"];
+
+#[sqlx::test(migrations = false)]
+async fn organization_keys_see_only_their_own_organization(
+    _pool: PgPoolOptions,
+    db: PgConnectOptions,
+) {
+    let app = spawn_app(db).await;
+    let acme = app.create_organization("Acme").await;
+    let globex = app.create_organization("Globex").await;
+    let (_, acme_token) = app.org_key(&acme, Environment::Live, MANAGER).await;
+    let (acme_key, _) = app
+        .org_key(&acme, Environment::Live, &["customers:read"])
+        .await;
+    let (globex_key, _) = app
+        .org_key(&globex, Environment::Live, &["customers:read"])
+        .await;
+    let mut client = app.client.clone();
+    let before = app.row_counts().await;
+
+    // Another organization's key answers NOT_FOUND to every call, as would a missing one.
+    let id = globex_key.id.clone();
+    assert_status(
+        client
+            .get_key(authed(
+                &acme_token,
+                pb::GetKeyRequest { key_id: id.clone() },
+            ))
+            .await,
+        Code::NotFound,
+        "key not found",
+    );
+    assert_status(
+        client
+            .disable_key(authed(
+                &acme_token,
+                pb::DisableKeyRequest { key_id: id.clone() },
+            ))
+            .await,
+        Code::NotFound,
+        "key not found",
+    );
+    assert_status(
+        client
+            .revoke_key(authed(
+                &acme_token,
+                pb::RevokeKeyRequest { key_id: id.clone() },
+            ))
+            .await,
+        Code::NotFound,
+        "key not found",
+    );
+    assert_status(
+        client
+            .delete_key(authed(
+                &acme_token,
+                pb::DeleteKeyRequest { key_id: id.clone() },
+            ))
+            .await,
+        Code::NotFound,
+        "key not found",
+    );
+    let request = pb::RotateKeyRequest {
+        key_id: id.clone(),
+        grace_period: None,
+    };
+    assert_status(
+        client.rotate_key(authed(&acme_token, request)).await,
+        Code::NotFound,
+        "key not found",
+    );
+    let update = pb::UpdateKeyRequest {
+        key: Some(globex_key.clone()),
+        update_mask: Some(FieldMask {
+            paths: vec!["name".into()],
+        }),
+    };
+    assert_status(
+        client.update_key(authed(&acme_token, update)).await,
+        Code::NotFound,
+        "key not found",
+    );
+    // Nor can it see the system key.
+    let request = pb::GetKeyRequest {
+        key_id: app.admin_key_id.clone(),
+    };
+    assert_status(
+        client.get_key(authed(&acme_token, request)).await,
+        Code::NotFound,
+        "key not found",
+    );
+    assert_eq!(app.row_counts().await, before);
+
+    // Listing shows only its own organization, and naming another is refused.
+    let listed = client
+        .list_keys(authed(&acme_token, pb::ListKeysRequest::default()))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(listed.keys.len(), 2);
+    assert!(listed.keys.iter().all(|key| key.organization_id == acme));
+    assert!(listed.keys.iter().any(|key| key.id == acme_key.id));
+    let request = pb::ListKeysRequest {
+        organization_id: globex.clone(),
+        ..Default::default()
+    };
+    assert_status(
+        client.list_keys(authed(&acme_token, request)).await,
+        Code::PermissionDenied,
+        "own organization",
+    );
+
+    // Its events are confined the same way.
+    let request = pb::ListKeyEventsRequest::default();
+    let events = client
+        .list_key_events(authed(&acme_token, request))
+        .await
+        .unwrap()
+        .into_inner()
+        .events;
+    assert!(events.iter().all(|event| event.organization_id == acme));
+    let request = pb::ListKeyEventsRequest {
+        key_id: globex_key.id.clone(),
+        ..Default::default()
+    };
+    let events = client
+        .list_key_events(authed(&acme_token, request))
+        .await
+        .unwrap()
+        .into_inner()
+        .events;
+    assert!(events.is_empty());
+
+    // Creating in another organization is refused and writes nothing.
+    let request = key_request(&globex, Environment::Live, &["customers:read"]);
+    assert_status(
+        app.create_key_as(&acme_token, request).await,
+        Code::PermissionDenied,
+        "own organization",
+    );
+    assert_eq!(app.row_counts().await, before);
+
+    // Leaving the organization empty means its own.
+    let (created, _) = app
+        .create_key_as(
+            &acme_token,
+            key_request("", Environment::Live, &["customers:read"]),
+        )
+        .await
+        .unwrap();
+    assert_eq!(created.organization_id, acme);
+}
+
+#[sqlx::test(migrations = false)]
+async fn test_keys_manage_only_test_keys(_pool: PgPoolOptions, db: PgConnectOptions) {
+    let app = spawn_app(db).await;
+    let org = app.create_organization("Acme").await;
+    let (_, test_token) = app.org_key(&org, Environment::Test, MANAGER).await;
+    let (live_key, _) = app
+        .org_key(&org, Environment::Live, &["customers:read"])
+        .await;
+    let mut client = app.client.clone();
+    let before = app.row_counts().await;
+
+    let request = key_request(&org, Environment::Live, &["customers:read"]);
+    assert_status(
+        app.create_key_as(&test_token, request).await,
+        Code::PermissionDenied,
+        "test keys",
+    );
+    let request = pb::GetKeyRequest {
+        key_id: live_key.id.clone(),
+    };
+    assert_status(
+        client.get_key(authed(&test_token, request)).await,
+        Code::NotFound,
+        "key not found",
+    );
+    let request = pb::RevokeKeyRequest {
+        key_id: live_key.id.clone(),
+    };
+    assert_status(
+        client.revoke_key(authed(&test_token, request)).await,
+        Code::NotFound,
+        "key not found",
+    );
+    assert_eq!(app.row_counts().await, before);
+
+    let (created, token) = app
+        .create_key_as(
+            &test_token,
+            key_request(&org, Environment::Test, &["customers:read"]),
+        )
+        .await
+        .unwrap();
+    assert!(token.starts_with("kg_test_"));
+    let listed = client
+        .list_keys(authed(&test_token, pb::ListKeysRequest::default()))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(listed
+        .keys
+        .iter()
+        .all(|key| key.environment() == Environment::Test));
+    assert!(listed.keys.iter().any(|key| key.id == created.id));
+}
+
+#[sqlx::test(migrations = false)]
+async fn no_caller_grants_more_than_it_holds(_pool: PgPoolOptions, db: PgConnectOptions) {
+    let app = spawn_app(db).await;
+    let org = app.create_organization("Acme").await;
+    let (_, token) = app.org_key(&org, Environment::Live, MANAGER).await;
+    let before = app.row_counts().await;
+
+    // payments:read cannot become payments:* or payments:write; customers:* cannot become *.
+    for wanted in [
+        &["payments:*"][..],
+        &["payments:write"],
+        &["*"],
+        &["customers:read", "refunds:write"],
+        &["organizations:read"],
+    ] {
+        let result = app
+            .create_key_as(&token, key_request(&org, Environment::Live, wanted))
+            .await;
+        assert_status(result, Code::PermissionDenied, "cannot grant");
+    }
+    let mut preset = key_request(&org, Environment::Live, &[]);
+    preset.preset = "write".into();
+    assert_status(
+        app.create_key_as(&token, preset).await,
+        Code::PermissionDenied,
+        "cannot grant",
+    );
+    assert_eq!(app.row_counts().await, before);
+
+    // What it holds, wildcards and implications included, it may grant.
+    for allowed in [
+        &["customers:*"][..],
+        &["customers:read"],
+        &["payments:read", "api_keys:read"],
+    ] {
+        app.create_key_as(&token, key_request(&org, Environment::Live, allowed))
+            .await
+            .unwrap();
+    }
+    let (_, writer) = app
+        .org_key(
+            &org,
+            Environment::Live,
+            &["api_keys:create", "customers:write"],
+        )
+        .await;
+    app.create_key_as(
+        &writer,
+        key_request(&org, Environment::Live, &["customers:read"]),
+    )
+    .await
+    .unwrap();
+    let result = app
+        .create_key_as(
+            &writer,
+            key_request(&org, Environment::Live, &["customers:*"]),
+        )
+        .await;
+    assert_status(result, Code::PermissionDenied, "cannot grant customers:*");
+}
+
+#[sqlx::test(migrations = false)]
+async fn no_caller_widens_or_takes_over_a_broader_key(_pool: PgPoolOptions, db: PgConnectOptions) {
+    let app = spawn_app(db).await;
+    let org = app.create_organization("Acme").await;
+    let (_, token) = app.org_key(&org, Environment::Live, MANAGER).await;
+    let (own, _) = app
+        .create_key_as(
+            &token,
+            key_request(&org, Environment::Live, &["customers:read"]),
+        )
+        .await
+        .unwrap();
+    let (broader, _) = app
+        .org_key(&org, Environment::Live, &["refunds:write"])
+        .await;
+    let mut client = app.client.clone();
+    let before = app.row_counts().await;
+
+    let mut widened = own.clone();
+    widened.scopes = vec!["payments:write".into()];
+    let request = pb::UpdateKeyRequest {
+        key: Some(widened),
+        update_mask: Some(FieldMask {
+            paths: vec!["scopes".into()],
+        }),
+    };
+    assert_status(
+        client.update_key(authed(&token, request)).await,
+        Code::PermissionDenied,
+        "cannot grant",
+    );
+
+    let request = pb::RotateKeyRequest {
+        key_id: broader.id.clone(),
+        grace_period: None,
+    };
+    assert_status(
+        client.rotate_key(authed(&token, request)).await,
+        Code::PermissionDenied,
+        "target key holds scopes",
+    );
+    let mut renamed = broader.clone();
+    renamed.name = "mine now".into();
+    let request = pb::UpdateKeyRequest {
+        key: Some(renamed),
+        update_mask: Some(FieldMask {
+            paths: vec!["name".into()],
+        }),
+    };
+    assert_status(
+        client.update_key(authed(&token, request)).await,
+        Code::PermissionDenied,
+        "target key holds scopes",
+    );
+    assert_eq!(app.row_counts().await, before);
+}
+
+#[sqlx::test(migrations = false)]
+async fn expiring_callers_cannot_outlive_themselves(_pool: PgPoolOptions, db: PgConnectOptions) {
+    let app = spawn_app(db).await;
+    let org = app.create_organization("Acme").await;
+    let in_days = |days: i64| {
+        let time = chrono::Utc::now() + chrono::Duration::days(days);
+        Some(Timestamp {
+            seconds: time.timestamp(),
+            nanos: 0,
+        })
+    };
+    let mut request = key_request(&org, Environment::Live, MANAGER);
+    request.expire_time = in_days(7);
+    let (_, token) = app.create_key(request).await;
+    let before = app.row_counts().await;
+
+    for expiry in [None, in_days(8)] {
+        let mut request = key_request(&org, Environment::Live, &["customers:read"]);
+        request.expire_time = expiry;
+        assert_status(
+            app.create_key_as(&token, request).await,
+            Code::PermissionDenied,
+            "expire_time",
+        );
+    }
+    assert_eq!(app.row_counts().await, before);
+    let mut request = key_request(&org, Environment::Live, &["customers:read"]);
+    request.expire_time = in_days(6);
+    let (created, _) = app.create_key_as(&token, request).await.unwrap();
+
+    let mut cleared = created.clone();
+    cleared.expire_time = None;
+    let request = pb::UpdateKeyRequest {
+        key: Some(cleared),
+        update_mask: Some(FieldMask {
+            paths: vec!["expire_time".into()],
+        }),
+    };
+    assert_status(
+        app.client.clone().update_key(authed(&token, request)).await,
+        Code::PermissionDenied,
+        "expire_time",
+    );
+}
+
+#[sqlx::test(migrations = false)]
+async fn only_system_keys_create_system_keys(_pool: PgPoolOptions, db: PgConnectOptions) {
+    let app = spawn_app(db).await;
+    let org = app.create_organization("Acme").await;
+    let (_, token) = app.org_key(&org, Environment::Live, &["*"]).await;
+    let before = app.row_counts().await;
+    let mut request = key_request("", Environment::Live, &["customers:read"]);
+    request.kind = KeyKind::System.into();
+    assert_status(
+        app.create_key_as(&token, request.clone()).await,
+        Code::PermissionDenied,
+        "system key",
+    );
+    assert_eq!(app.row_counts().await, before);
+
+    let (system_key, _) = app.create_key(request).await;
+    assert_eq!(system_key.kind(), KeyKind::System);
+    assert_eq!(system_key.organization_id, "");
+}
+
+#[sqlx::test(migrations = false)]
+async fn callers_need_the_matching_permission(_pool: PgPoolOptions, db: PgConnectOptions) {
+    let app = spawn_app(db).await;
+    let org = app.create_organization("Acme").await;
+    let (target, _) = app
+        .org_key(&org, Environment::Live, &["customers:read"])
+        .await;
+    let (_, reader) = app
+        .org_key(&org, Environment::Live, &["api_keys:read", "customers:*"])
+        .await;
+    let mut client = app.client.clone();
+    let before = app.row_counts().await;
+    let id = || target.id.clone();
+
+    client
+        .get_key(authed(&reader, pb::GetKeyRequest { key_id: id() }))
+        .await
+        .unwrap();
+    let request = key_request(&org, Environment::Live, &["customers:read"]);
+    assert_status(
+        app.create_key_as(&reader, request).await,
+        Code::PermissionDenied,
+        "lacks api_keys:create",
+    );
+    assert_status(
+        client
+            .disable_key(authed(&reader, pb::DisableKeyRequest { key_id: id() }))
+            .await,
+        Code::PermissionDenied,
+        "lacks api_keys:update",
+    );
+    let request = pb::RotateKeyRequest {
+        key_id: id(),
+        grace_period: None,
+    };
+    assert_status(
+        client.rotate_key(authed(&reader, request)).await,
+        Code::PermissionDenied,
+        "lacks api_keys:update",
+    );
+    assert_status(
+        client
+            .revoke_key(authed(&reader, pb::RevokeKeyRequest { key_id: id() }))
+            .await,
+        Code::PermissionDenied,
+        "lacks api_keys:delete",
+    );
+    assert_status(
+        client
+            .delete_key(authed(&reader, pb::DeleteKeyRequest { key_id: id() }))
+            .await,
+        Code::PermissionDenied,
+        "lacks api_keys:delete",
+    );
+
+    let (_, no_read) = app
+        .org_key(&org, Environment::Live, &["customers:read"])
+        .await;
+    let before_listing = app.row_counts().await;
+    assert_status(
+        client
+            .list_keys(authed(&no_read, pb::ListKeysRequest::default()))
+            .await,
+        Code::PermissionDenied,
+        "lacks api_keys:read",
+    );
+    assert_eq!(
+        (before.0 + 1, before.1 + 1),
+        before_listing,
+        "refused calls wrote nothing"
+    );
+}
+
+#[sqlx::test(migrations = false)]
+async fn missing_or_bad_credentials_are_unauthenticated(
+    _pool: PgPoolOptions,
+    db: PgConnectOptions,
+) {
+    let app = spawn_app(db).await;
+    let mut client = app.client.clone();
+    let admin = app.admin_token.clone();
+    let body_start = "kg_live_".len();
+    let mut wrong_secret = admin.clone().into_bytes();
+    wrong_secret[body_start + 30] = if wrong_secret[body_start + 30] == b'a' {
+        b'b'
+    } else {
+        b'a'
+    };
+    let wrong_secret = String::from_utf8(wrong_secret).unwrap();
+    let issued_for_unknown = keygate::token::Token::issue(
+        &keygate::token::TokenPrefix::default(),
+        keygate::token::Environment::Live,
+        &keygate::token::KeyId::generate(),
+    );
+    let unknown = secrecy::ExposeSecret::expose_secret(&issued_for_unknown.token).to_owned();
+    let wrong_environment = admin.replacen("kg_live_", "kg_test_", 1);
+
+    let bad_headers = [
+        String::new(),
+        "Bearer ".to_owned(),
+        "Basic dXNlcjpwYXNz".to_owned(),
+        format!("Bearer {}", &admin[..admin.len() - 1]),
+        format!("Bearer {}", admin.replacen("kg_", "sk_", 1)),
+        format!("Bearer {wrong_secret}"),
+        format!("Bearer {unknown}"),
+        format!("Bearer {wrong_environment}"),
+        format!("Bearer {admin}x"),
+        "Bearer kg_live_garbage".to_owned(),
+    ];
+    for header in bad_headers {
+        let mut request = Request::new(pb::ListKeysRequest::default());
+        if !header.is_empty() {
+            request.metadata_mut().insert(
+                "authorization",
+                MetadataValue::try_from(header.as_str()).unwrap(),
+            );
+        }
+        assert_status(
+            client.list_keys(request).await,
+            Code::Unauthenticated,
+            "bearer token",
+        );
+    }
+    // Messages never echo what was presented.
+    let mut request = Request::new(pb::ListKeysRequest::default());
+    request.metadata_mut().insert(
+        "authorization",
+        MetadataValue::try_from(format!("Bearer {wrong_secret}")).unwrap(),
+    );
+    let status = client.list_keys(request).await.unwrap_err();
+    assert!(!status.message().contains(&wrong_secret[body_start..]));
+}

@@ -1,0 +1,169 @@
+//! The `keygate` binary end to end: migrate, bootstrap, serve, stop on SIGTERM,
+//! and no secret material anywhere in what it printed.
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use keygate::grpc::pb::key_service_client::KeyServiceClient;
+use keygate::grpc::pb::{self, Environment};
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
+use tokio::process::Command;
+
+use crate::helpers::{authed, key_request};
+
+const KEYGATE: &str = env!("CARGO_BIN_EXE_keygate");
+
+fn database_url(options: &PgConnectOptions) -> String {
+    format!(
+        "postgres://{}@{}:{}/{}",
+        options.get_username(),
+        options.get_host(),
+        options.get_port(),
+        options.get_database().unwrap_or_default()
+    )
+}
+
+fn keygate(url: &str, arguments: &[&str]) -> Command {
+    let mut command = Command::new(KEYGATE);
+    command
+        .args(arguments)
+        .env("KEYGATE_DATABASE_URL", url)
+        .env("KEYGATE_ARGON2_MEMORY_KIB", "64")
+        .env("RUST_LOG", "debug")
+        .kill_on_drop(true);
+    command
+}
+
+#[sqlx::test(migrations = false)]
+async fn migrate_bootstrap_serve_and_stop_without_leaking_secrets(
+    _pool: PgPoolOptions,
+    db: PgConnectOptions,
+) {
+    let url = database_url(&db);
+    let migrated = keygate(&url, &["migrate"]).output().await.unwrap();
+    assert!(
+        migrated.status.success(),
+        "{}",
+        String::from_utf8_lossy(&migrated.stderr)
+    );
+
+    let bootstrapped = keygate(&url, &["bootstrap", "--name", "first admin"])
+        .output()
+        .await
+        .unwrap();
+    assert!(bootstrapped.status.success());
+    let stdout = String::from_utf8(bootstrapped.stdout).unwrap();
+    let admin_token = stdout
+        .lines()
+        .find_map(|line| line.strip_prefix("token (shown once, store it now): "))
+        .unwrap()
+        .to_owned();
+    let again = keygate(&url, &["bootstrap"]).output().await.unwrap();
+    assert!(!again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("a system key already exists"));
+
+    let mut server = keygate(&url, &["serve", "--listen", "127.0.0.1:0"])
+        .stderr(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = BufReader::new(server.stderr.take().unwrap());
+    let mut log = String::new();
+    let address = loop {
+        let mut line = String::new();
+        let read = tokio::time::timeout(Duration::from_secs(30), stderr.read_line(&mut line))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(read > 0, "server exited early:\n{log}");
+        log.push_str(&line);
+        if line.contains("keygate serving") {
+            let start = line.find("address=").unwrap() + "address=".len();
+            break line[start..].split_whitespace().next().unwrap().to_owned();
+        }
+    };
+    let log_reader = tokio::spawn(async move {
+        let mut rest = String::new();
+        stderr.read_to_string(&mut rest).await.unwrap();
+        rest
+    });
+
+    let mut client = KeyServiceClient::connect(format!("http://{address}"))
+        .await
+        .unwrap();
+    let request = pb::CreateOrganizationRequest {
+        display_name: "Acme".into(),
+    };
+    let org = client
+        .create_organization(authed(&admin_token, request))
+        .await
+        .unwrap()
+        .into_inner()
+        .id;
+    let request = key_request(&org, Environment::Live, &["api_keys:read"]);
+    let created = client
+        .create_key(authed(&admin_token, request))
+        .await
+        .unwrap()
+        .into_inner();
+    let created_key_id = created.key.clone().unwrap().id;
+    let request = pb::RotateKeyRequest {
+        key_id: created_key_id.clone(),
+        grace_period: None,
+    };
+    let rotated = client
+        .rotate_key(authed(&admin_token, request))
+        .await
+        .unwrap()
+        .into_inner();
+    let refused = client
+        .list_keys(authed(&created.token, pb::ListKeysRequest::default()))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::Unauthenticated);
+
+    let pid = server.id().unwrap().to_string();
+    let terminated = Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .await
+        .unwrap();
+    assert!(terminated.success());
+    let exit = tokio::time::timeout(Duration::from_secs(30), server.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(exit.success(), "server exit: {exit:?}");
+    log.push_str(&log_reader.await.unwrap());
+    let mut stdout = String::new();
+    server
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut stdout)
+        .await
+        .unwrap();
+    log.push_str(&stdout);
+    assert!(log.contains("keygate stopped"));
+    // The log was captured: it names the keys it acted on, by id only.
+    assert!(log.contains(&format!("key_id={created_key_id}")));
+
+    let pool = sqlx::PgPool::connect_with(db).await.unwrap();
+    let hashes: Vec<String> = sqlx::query_scalar("SELECT secret_hash FROM api_keys")
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+    let secret_of = |token: &str| token[token.len() - 49..].to_owned();
+    for secret in [
+        secret_of(&admin_token),
+        secret_of(&created.token),
+        secret_of(&rotated.token),
+    ] {
+        assert!(!log.contains(&secret), "a secret reached the log");
+    }
+    for hash in hashes {
+        assert!(!log.contains(&hash), "a hash reached the log");
+    }
+    assert!(!log.contains("$argon2id$"));
+}

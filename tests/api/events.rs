@@ -1,0 +1,140 @@
+use keygate::grpc::pb::{self, Environment};
+use prost_types::{Duration, FieldMask};
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+
+use crate::helpers::{authed, spawn_app};
+
+#[sqlx::test(migrations = false)]
+async fn every_mutation_is_recorded_newest_first_without_secrets(
+    _pool: PgPoolOptions,
+    db: PgConnectOptions,
+) {
+    let app = spawn_app(db).await;
+    let org = app.create_organization("Acme").await;
+    let (key, token) = app
+        .org_key(&org, Environment::Live, &["customers:read"])
+        .await;
+    let mut client = app.client.clone();
+    let admin = app.admin_token.clone();
+
+    let mut renamed = key.clone();
+    renamed.name = "renamed".into();
+    let mask = Some(FieldMask {
+        paths: vec!["name".into()],
+    });
+    client
+        .update_key(authed(
+            &admin,
+            pb::UpdateKeyRequest {
+                key: Some(renamed),
+                update_mask: mask,
+            },
+        ))
+        .await
+        .unwrap();
+    let rotation = pb::RotateKeyRequest {
+        key_id: key.id.clone(),
+        grace_period: Some(Duration {
+            seconds: 60,
+            nanos: 0,
+        }),
+    };
+    let rotated_token = client
+        .rotate_key(authed(&admin, rotation))
+        .await
+        .unwrap()
+        .into_inner()
+        .token;
+    client
+        .disable_key(authed(
+            &admin,
+            pb::DisableKeyRequest {
+                key_id: key.id.clone(),
+            },
+        ))
+        .await
+        .unwrap();
+    client
+        .enable_key(authed(
+            &admin,
+            pb::EnableKeyRequest {
+                key_id: key.id.clone(),
+            },
+        ))
+        .await
+        .unwrap();
+    client
+        .revoke_key(authed(
+            &admin,
+            pb::RevokeKeyRequest {
+                key_id: key.id.clone(),
+            },
+        ))
+        .await
+        .unwrap();
+    client
+        .delete_key(authed(
+            &admin,
+            pb::DeleteKeyRequest {
+                key_id: key.id.clone(),
+            },
+        ))
+        .await
+        .unwrap();
+
+    let request = pb::ListKeyEventsRequest {
+        key_id: key.id.clone(),
+        page_size: 3,
+        ..Default::default()
+    };
+    let first_page = client
+        .list_key_events(authed(&admin, request))
+        .await
+        .unwrap()
+        .into_inner();
+    let request = pb::ListKeyEventsRequest {
+        key_id: key.id.clone(),
+        page_size: 10,
+        page_token: first_page.next_page_token,
+    };
+    let second_page = client
+        .list_key_events(authed(&admin, request))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(second_page.next_page_token.is_empty());
+    let events: Vec<pb::KeyEvent> = first_page
+        .events
+        .into_iter()
+        .chain(second_page.events)
+        .collect();
+
+    let actions: Vec<&str> = events.iter().map(|event| event.action.as_str()).collect();
+    assert_eq!(
+        actions,
+        vec!["deleted", "revoked", "enabled", "disabled", "rotated", "updated", "created"]
+    );
+    assert!(events
+        .windows(2)
+        .all(|pair| pair[0].sequence > pair[1].sequence));
+    for event in &events {
+        assert_eq!(event.key_id, key.id);
+        assert_eq!(event.organization_id, org);
+        assert_eq!(event.actor_key_id, app.admin_key_id);
+        assert!(event.occur_time.is_some());
+        let secret_of = |token: &str| token[token.len() - 49..].to_owned();
+        assert!(!event.changes_json.contains(&secret_of(&token)));
+        assert!(!event.changes_json.contains(&secret_of(&rotated_token)));
+        assert!(!event.changes_json.contains("argon2"));
+    }
+    let changes = |action: &str| -> serde_json::Value {
+        let event = events.iter().find(|event| event.action == action).unwrap();
+        serde_json::from_str(&event.changes_json).unwrap()
+    };
+    assert_eq!(changes("updated"), serde_json::json!({"name": "renamed"}));
+    assert_eq!(changes("rotated")["grace_period_seconds"], 60);
+    assert_eq!(
+        changes("created")["scopes"],
+        serde_json::json!(["customers:read"])
+    );
+}

@@ -1,0 +1,170 @@
+//! `spawn_app()`: the real server on `127.0.0.1:0` against a throwaway database,
+//! with a bootstrapped system key and a connected client.
+
+use std::sync::Arc;
+
+use keygate::config::{DatabaseSettings, KeySettings, Settings};
+use keygate::grpc::pb::key_service_client::KeyServiceClient;
+use keygate::grpc::pb::{self, CreateKeyRequest, Environment};
+use keygate::hashing::HashingParams;
+use keygate::key::DisplayName;
+use keygate::policy::{Policy, EMBEDDED_DEFAULT_POLICY};
+use keygate::server::Application;
+use keygate::token::TokenPrefix;
+use secrecy::ExposeSecret;
+use sqlx::postgres::PgConnectOptions;
+use sqlx::PgPool;
+use tokio::sync::oneshot;
+use tonic::transport::Channel;
+use tonic::{Code, Request, Status};
+
+pub struct TestApp {
+    pub client: KeyServiceClient<Channel>,
+    pub pool: PgPool,
+    /// Token of the bootstrapped system key, which holds `*`.
+    pub admin_token: String,
+    pub admin_key_id: String,
+    _shutdown: oneshot::Sender<()>,
+}
+
+pub fn test_settings(connect_options: PgConnectOptions) -> Settings {
+    Settings {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        database: DatabaseSettings {
+            connect_options,
+            max_connections: 8,
+            create_if_missing_url: None,
+        },
+        keys: KeySettings {
+            prefix: TokenPrefix::default(),
+            hashing: HashingParams::FASTEST,
+            hash_concurrency: 2,
+        },
+        policy: Arc::new(Policy::parse(EMBEDDED_DEFAULT_POLICY).unwrap()),
+        migrate: true,
+    }
+}
+
+pub async fn spawn_app(connect_options: PgConnectOptions) -> TestApp {
+    spawn_app_with(test_settings(connect_options)).await
+}
+
+pub async fn spawn_app_with(settings: Settings) -> TestApp {
+    let pool = PgPool::connect_with(settings.database.connect_options.clone())
+        .await
+        .unwrap();
+    let application = Application::build(settings).await.unwrap();
+    let address = application.local_addr();
+    let bootstrapped = application
+        .manager()
+        .bootstrap(DisplayName::parse("name", "test admin").unwrap())
+        .await
+        .unwrap();
+    let (shutdown, shutdown_signal) = oneshot::channel::<()>();
+    tokio::spawn(application.run_until(async move {
+        let _ = shutdown_signal.await;
+    }));
+    let client = KeyServiceClient::connect(format!("http://{address}"))
+        .await
+        .unwrap();
+    TestApp {
+        client,
+        pool,
+        admin_token: bootstrapped.token.expose_secret().to_owned(),
+        admin_key_id: bootstrapped.key.id.to_string(),
+        _shutdown: shutdown,
+    }
+}
+
+/// Wraps a message with `authorization: Bearer <token>`.
+pub fn authed<T>(token: &str, message: T) -> Request<T> {
+    let mut request = Request::new(message);
+    request
+        .metadata_mut()
+        .insert("authorization", format!("Bearer {token}").parse().unwrap());
+    request
+}
+
+/// Asserts a call failed with `code` and a message mentioning `needle`.
+pub fn assert_status<T: std::fmt::Debug>(result: Result<T, Status>, code: Code, needle: &str) {
+    let status = result.expect_err("call should have failed");
+    assert_eq!(status.code(), code, "message: {}", status.message());
+    assert!(
+        status.message().contains(needle),
+        "expected {needle:?} in {:?}",
+        status.message()
+    );
+}
+
+impl TestApp {
+    pub async fn count(&self, table: &str) -> i64 {
+        sqlx::query_scalar(&format!("SELECT count(*) FROM {table}"))
+            .fetch_one(&self.pool)
+            .await
+            .unwrap()
+    }
+
+    /// (keys, events) row counts, to assert that a refused call wrote nothing.
+    pub async fn row_counts(&self) -> (i64, i64) {
+        (self.count("api_keys").await, self.count("key_events").await)
+    }
+
+    pub async fn create_organization(&self, name: &str) -> String {
+        let request = pb::CreateOrganizationRequest {
+            display_name: name.to_owned(),
+        };
+        let response = self
+            .client
+            .clone()
+            .create_organization(authed(&self.admin_token, request))
+            .await
+            .unwrap();
+        response.into_inner().id
+    }
+
+    /// Creates a key with the admin token.
+    pub async fn create_key(&self, request: CreateKeyRequest) -> (pb::Key, String) {
+        self.create_key_as(&self.admin_token, request)
+            .await
+            .unwrap()
+    }
+
+    pub async fn create_key_as(
+        &self,
+        token: &str,
+        request: CreateKeyRequest,
+    ) -> Result<(pb::Key, String), Status> {
+        let response = self
+            .client
+            .clone()
+            .create_key(authed(token, request))
+            .await?
+            .into_inner();
+        Ok((response.key.unwrap(), response.token))
+    }
+
+    /// An organization key in `organization_id` holding `scopes`.
+    pub async fn org_key(
+        &self,
+        organization_id: &str,
+        environment: Environment,
+        scopes: &[&str],
+    ) -> (pb::Key, String) {
+        self.create_key(key_request(organization_id, environment, scopes))
+            .await
+    }
+}
+
+pub fn key_request(
+    organization_id: &str,
+    environment: Environment,
+    scopes: &[&str],
+) -> CreateKeyRequest {
+    CreateKeyRequest {
+        organization_id: organization_id.to_owned(),
+        environment: environment.into(),
+        name: "integration key".to_owned(),
+        scopes: scopes.iter().map(|scope| scope.to_string()).collect(),
+        ..Default::default()
+    }
+}

@@ -1,0 +1,14 @@
+//! Integration tests: the real server over real gRPC against a real Postgres,
+//! one throwaway database per test.
+
+// Test support code may unwrap: a failure there is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod access;
+mod bad_input;
+mod binary;
+mod events;
+mod helpers;
+mod lifecycle;
+mod organizations;
+mod rotation;
