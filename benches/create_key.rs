@@ -90,8 +90,11 @@ async fn main() {
             hashing: HashingParams::DEFAULT,
             hash_concurrency: 2,
         },
+        cache: keygate::cache::CacheSettings::default(),
         policy: Arc::new(Policy::parse(EMBEDDED_DEFAULT_POLICY).unwrap()),
+        policy_path: None,
         migrate: true,
+        usage_flush_interval: std::time::Duration::from_millis(200),
     };
     let application = Application::build(settings).await.unwrap();
     let address = application.local_addr();

@@ -30,16 +30,16 @@ impl Caller {
     }
 
     pub fn key(&self) -> &Key {
-        &self.verified.key
+        &self.verified.entry.key
     }
 
     pub fn is_system(&self) -> bool {
-        self.verified.key.kind == KeyKind::System
+        self.verified.entry.key.kind == KeyKind::System
     }
 
     /// Test keys are confined to test keys; live keys see both environments.
     pub fn environment_filter(&self) -> Option<Environment> {
-        match self.verified.key.environment {
+        match self.verified.entry.key.environment {
             Environment::Test => Some(Environment::Test),
             Environment::Live => None,
         }
@@ -48,7 +48,7 @@ impl Caller {
     /// Requires a Keygate permission such as `api_keys:create`.
     pub fn require(&self, permission: &str) -> Result<(), ServiceError> {
         let allowed = Permission::parse(permission)
-            .map(|needed| self.verified.permissions.allows(&needed))
+            .map(|needed| self.verified.entry.permissions.allows(&needed))
             .unwrap_or(false);
         if allowed {
             return Ok(());
@@ -135,7 +135,7 @@ impl Caller {
     pub fn check_grant(&self, scopes: &[Scope]) -> Result<(), ServiceError> {
         let beyond: Vec<String> = scopes
             .iter()
-            .filter(|scope| !self.verified.permissions.covers(scope))
+            .filter(|scope| !self.verified.entry.permissions.covers(scope))
             .map(Scope::to_string)
             .collect();
         if beyond.is_empty() {

@@ -1,72 +1,76 @@
-//! Verifying a presented token: parse (no I/O) → load the key by id → argon2id
-//! verify on the blocking pool → status checks.
+//! The hot path. A presented token is parsed (no I/O), its key found in the cache
+//! (a miss loads the row once), its secret matched against cached digests (a new
+//! secret is checked with argon2 on the blocking pool, rate limited per key),
+//! then the key's state, IP allowlist, route and permission decide.
 //!
 //! Lifecycle callers are identified through this same path, so the rules for who
-//! is a valid caller and for what `Authorize` accepts can never drift apart.
+//! is a valid caller and for what Authorize accepts can never drift apart.
 
 use std::sync::Arc;
+use std::time::Instant;
 
+use arc_swap::ArcSwap;
 use chrono::{DateTime, Utc};
 use secrecy::SecretString;
 use sqlx::PgPool;
 
+use crate::cache::{CachedKey, KeyCache, SecretDigest};
+use crate::decision::{AuthorizeRequest, Decision, KeyIdentity, Reason, SecretSlot, Target};
 use crate::hashing::{HashingError, SecretHasher};
-use crate::key::{Key, KeyState};
-use crate::permission::EffectivePermissions;
+use crate::key::KeyState;
 use crate::policy::Policy;
-use crate::store::keys::{find_key_by_id, StoredKey};
+use crate::store::keys::find_key_by_id;
 use crate::store::StoreError;
 use crate::token::{Token, TokenPrefix};
-
-/// Why a presented token is not accepted.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Denial {
-    MissingKey,
-    MalformedKey,
-    UnknownKey,
-    InvalidSecret,
-    Expired,
-    Disabled,
-    Revoked,
-}
-
-impl Denial {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Denial::MissingKey => "missing_key",
-            Denial::MalformedKey => "malformed_key",
-            Denial::UnknownKey => "unknown_key",
-            Denial::InvalidSecret => "invalid_secret",
-            Denial::Expired => "expired",
-            Denial::Disabled => "disabled",
-            Denial::Revoked => "revoked",
-        }
-    }
-}
-
-/// Which of a key's secrets the token carried.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SecretUsed {
-    Current,
-    /// The rotated-out secret, still inside its grace period.
-    Previous,
-}
-
-/// A key whose token checked out, with its scopes expanded for permission checks.
-#[derive(Debug, Clone)]
-pub struct VerifiedKey {
-    pub key: Key,
-    pub permissions: EffectivePermissions,
-    pub secret_used: SecretUsed,
-}
+use crate::usage::UsageRecorder;
 
 /// A failure to reach a verdict (as opposed to a verdict of "denied").
 #[derive(Debug, thiserror::Error)]
 pub enum VerifyError {
     #[error(transparent)]
-    Store(#[from] StoreError),
+    Store(#[from] Arc<StoreError>),
     #[error(transparent)]
     Hashing(#[from] HashingError),
+}
+
+/// A key whose secret checked out, and which of its secrets it was.
+#[derive(Debug, Clone)]
+pub struct VerifiedKey {
+    pub entry: Arc<CachedKey>,
+    pub secret: SecretSlot,
+}
+
+impl VerifiedKey {
+    /// Why the key may not be used at `now`, if it may not.
+    pub fn state_denial(&self, now: DateTime<Utc>) -> Option<Reason> {
+        match self.entry.key.state(now) {
+            KeyState::Active => None,
+            KeyState::Revoked => Some(Reason::Revoked),
+            KeyState::Disabled => Some(Reason::Disabled),
+            KeyState::Expired => Some(Reason::Expired),
+        }
+    }
+
+    fn identity(&self) -> KeyIdentity {
+        let key = &self.entry.key;
+        KeyIdentity {
+            key_id: key.id,
+            organization_id: key.organization_id,
+            environment: key.environment,
+            kind: key.kind,
+            metadata: self.entry.metadata.clone(),
+            secret: self.secret,
+        }
+    }
+}
+
+/// Accepts `Bearer <token>` (any case) as well as the bare token.
+fn strip_bearer(presented: &str) -> &str {
+    let trimmed = presented.trim();
+    match trimmed.split_once(' ') {
+        Some((scheme, token)) if scheme.eq_ignore_ascii_case("bearer") => token.trim(),
+        _ => trimmed,
+    }
 }
 
 #[derive(Clone)]
@@ -74,7 +78,9 @@ pub struct Authorizer {
     pool: PgPool,
     hasher: SecretHasher,
     prefix: TokenPrefix,
-    policy: Arc<Policy>,
+    policy: Arc<ArcSwap<Policy>>,
+    cache: KeyCache,
+    usage: UsageRecorder,
 }
 
 impl Authorizer {
@@ -83,73 +89,162 @@ impl Authorizer {
         hasher: SecretHasher,
         prefix: TokenPrefix,
         policy: Arc<Policy>,
+        cache: KeyCache,
+        usage: UsageRecorder,
     ) -> Authorizer {
         Authorizer {
             pool,
             hasher,
             prefix,
-            policy,
+            policy: Arc::new(ArcSwap::new(policy)),
+            cache,
+            usage,
         }
     }
 
-    pub fn policy(&self) -> &Arc<Policy> {
-        &self.policy
+    /// The policy in force now.
+    pub fn policy(&self) -> Arc<Policy> {
+        self.policy.load_full()
     }
 
-    /// Decides whether `presented` is a valid token of an active key at `now`.
-    pub async fn verify(
+    pub fn cache(&self) -> &KeyCache {
+        &self.cache
+    }
+
+    /// Puts a new policy in force and recomputes cached permissions under it.
+    pub async fn replace_policy(&self, policy: Arc<Policy>) {
+        self.policy.store(policy.clone());
+        self.cache.apply_policy(&policy).await;
+    }
+
+    /// Forgets a key so that the next request reloads it.
+    pub async fn evict(&self, id: &crate::token::KeyId) {
+        self.cache.evict(id).await;
+    }
+
+    /// Checks the token and its secret; says nothing yet about the key's state.
+    pub async fn verify(&self, presented: &str, now: DateTime<Utc>) -> Result<Result<VerifiedKey, Reason>, VerifyError> {
+        let token_text = strip_bearer(presented);
+        if token_text.is_empty() {
+            return Ok(Err(Reason::MissingKey));
+        }
+        let Ok(token) = Token::parse(token_text, &self.prefix) else {
+            return Ok(Err(Reason::MalformedKey));
+        };
+        let key_id = *token.key_id();
+        let policy = self.policy.load_full();
+        let pool = self.pool.clone();
+        let load = async move {
+            let stored = find_key_by_id(&pool, &key_id).await?;
+            Ok::<_, StoreError>(stored.map(|stored| Arc::new(CachedKey::new(stored, &policy))))
+        };
+        let Some(entry) = self.cache.get_or_load(key_id, load).await? else {
+            return Ok(Err(Reason::UnknownKey));
+        };
+        if entry.key.environment != token.environment() {
+            return Ok(Err(Reason::InvalidSecret));
+        }
+        let digest = self.cache.digest(token.secret());
+        let slot = match self.match_cached(&entry, &digest, now) {
+            Some(slot) => Some(slot),
+            None => self.verify_with_argon2(&entry, token.secret(), digest, now).await?,
+        };
+        match slot {
+            Some(secret) => Ok(Ok(VerifiedKey { entry, secret })),
+            None => Ok(Err(Reason::InvalidSecret)),
+        }
+    }
+
+    fn match_cached(&self, entry: &CachedKey, digest: &SecretDigest, now: DateTime<Utc>) -> Option<SecretSlot> {
+        if entry.match_current(digest) {
+            return Some(SecretSlot::Current);
+        }
+        if entry.previous_in_grace(now) && entry.match_previous(digest) {
+            return Some(SecretSlot::Previous);
+        }
+        None
+    }
+
+    /// The slow path for a secret not seen before: one at a time per key, and at
+    /// most `verifications_per_second` argon2 runs per key.
+    async fn verify_with_argon2(
         &self,
-        presented: &str,
+        entry: &CachedKey,
+        secret: &str,
+        digest: SecretDigest,
         now: DateTime<Utc>,
-    ) -> Result<Result<VerifiedKey, Denial>, VerifyError> {
-        if presented.is_empty() {
-            return Ok(Err(Denial::MissingKey));
+    ) -> Result<Option<SecretSlot>, HashingError> {
+        let mut window = entry.verification.lock().await;
+        if let Some(slot) = self.match_cached(entry, &digest, now) {
+            return Ok(Some(slot));
         }
-        let Ok(token) = Token::parse(presented, &self.prefix) else {
-            return Ok(Err(Denial::MalformedKey));
+        let limit = self.cache.settings().verifications_per_second;
+        let owned_secret = SecretString::from(secret.to_owned());
+        if !window.try_take(limit, Instant::now()) {
+            tracing::warn!(key_id = %entry.key.id, "argon2 attempts for key over the limit");
+            return Ok(None);
+        }
+        if self.hasher.verify(&owned_secret, &entry.secret_hash).await? {
+            entry.accept_current(digest);
+            return Ok(Some(SecretSlot::Current));
+        }
+        let Some(previous_hash) = entry.previous_secret_hash.as_ref().filter(|_| entry.previous_in_grace(now)) else {
+            return Ok(None);
         };
-        let Some(stored) = find_key_by_id(&self.pool, token.key_id()).await? else {
-            return Ok(Err(Denial::UnknownKey));
-        };
-        if stored.key.environment != token.environment() {
-            return Ok(Err(Denial::InvalidSecret));
+        if !window.try_take(limit, Instant::now()) {
+            return Ok(None);
         }
-        let Some(secret_used) = self.match_secret(&stored, token.secret(), now).await? else {
-            return Ok(Err(Denial::InvalidSecret));
-        };
-        match stored.key.state(now) {
-            KeyState::Active => {}
-            KeyState::Revoked => return Ok(Err(Denial::Revoked)),
-            KeyState::Disabled => return Ok(Err(Denial::Disabled)),
-            KeyState::Expired => return Ok(Err(Denial::Expired)),
-        }
-        let permissions = self.policy.catalog.effective(&stored.key.scopes);
-        Ok(Ok(VerifiedKey {
-            key: stored.key,
-            permissions,
-            secret_used,
-        }))
-    }
-
-    /// Checks the current secret, then the previous one while its grace period lasts.
-    async fn match_secret(
-        &self,
-        stored: &StoredKey,
-        secret: &SecretString,
-        now: DateTime<Utc>,
-    ) -> Result<Option<SecretUsed>, HashingError> {
-        if self.hasher.verify(secret, &stored.secret_hash).await? {
-            return Ok(Some(SecretUsed::Current));
-        }
-        let in_grace = stored
-            .key
-            .previous_secret_expires_at
-            .is_some_and(|deadline| now < deadline);
-        if let (true, Some(previous_hash)) = (in_grace, &stored.previous_secret_hash) {
-            if self.hasher.verify(secret, previous_hash).await? {
-                return Ok(Some(SecretUsed::Previous));
-            }
+        if self.hasher.verify(&owned_secret, previous_hash).await? {
+            entry.accept_previous(digest);
+            return Ok(Some(SecretSlot::Previous));
         }
         Ok(None)
+    }
+
+    /// Decides an Authorize request.
+    pub async fn decide(&self, request: &AuthorizeRequest<'_>, now: DateTime<Utc>) -> Result<Decision, VerifyError> {
+        let verified = match self.verify(request.presented, now).await? {
+            Ok(verified) => verified,
+            Err(reason) => return Ok(Decision::denied(reason)),
+        };
+        let mut decision = Decision::denied(Reason::Ok);
+        decision.key = Some(verified.identity());
+        if let Some(reason) = verified.state_denial(now) {
+            decision.reason = reason;
+            return Ok(decision);
+        }
+        self.usage.touch(&verified.entry, now.timestamp());
+        let key = &verified.entry.key;
+        if !key.allowed_cidrs.is_empty() {
+            let allowed = request
+                .client_ip
+                .is_some_and(|ip| key.allowed_cidrs.iter().any(|network| network.contains(&ip)));
+            if !allowed {
+                decision.reason = Reason::IpNotAllowed;
+                return Ok(decision);
+            }
+        }
+        let policy = self.policy.load();
+        let permission = match &request.target {
+            Target::Permission(permission) => permission.clone(),
+            Target::Route { method, path } => {
+                let Some(matched) = policy.routes.find(method, path) else {
+                    decision.reason = Reason::UnknownRoute;
+                    return Ok(decision);
+                };
+                decision.route = Some(matched.route.template.clone());
+                decision.path_params = matched
+                    .params
+                    .iter()
+                    .map(|(name, value)| (name.to_owned(), value.to_owned()))
+                    .collect();
+                matched.route.permission.clone()
+            }
+        };
+        if !verified.entry.permissions.allows(&permission) {
+            decision.reason = Reason::PermissionDenied;
+        }
+        decision.permission = Some(permission);
+        Ok(decision)
     }
 }

@@ -5,11 +5,13 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::str::FromStr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use sqlx::postgres::PgConnectOptions;
 
+use crate::cache::CacheSettings;
 use crate::hashing::HashingParams;
 use crate::policy::Policy;
 use crate::token::TokenPrefix;
@@ -82,6 +84,44 @@ pub struct ServeArgs {
     pub database: DatabaseArgs,
     #[command(flatten)]
     pub keys: KeyArgs,
+    #[command(flatten)]
+    pub cache: CacheArgs,
+}
+
+#[derive(Args, Clone)]
+pub struct CacheArgs {
+    /// Most keys each replica caches.
+    #[arg(long, env = "KEYGATE_CACHE_CAPACITY", default_value_t = CacheSettings::default().capacity)]
+    pub cache_capacity: u64,
+    /// Seconds a cached key lives (a backstop; changes evict it at once).
+    #[arg(long, env = "KEYGATE_CACHE_TTL_SECONDS", default_value_t = CacheSettings::default().ttl.as_secs())]
+    pub cache_ttl_seconds: u64,
+    /// Seconds an unknown key id is remembered as unknown.
+    #[arg(long, env = "KEYGATE_NEGATIVE_CACHE_TTL_SECONDS", default_value_t = CacheSettings::default().negative_ttl.as_secs())]
+    pub negative_cache_ttl_seconds: u64,
+    /// Most argon2 verifications per key id per second (bounds the cost of bad secrets).
+    #[arg(long, env = "KEYGATE_VERIFICATIONS_PER_KEY_PER_SECOND", default_value_t = CacheSettings::default().verifications_per_second)]
+    pub verifications_per_key_per_second: u32,
+}
+
+impl CacheArgs {
+    pub fn settings(&self) -> anyhow::Result<CacheSettings> {
+        if self.cache_capacity == 0 {
+            anyhow::bail!("KEYGATE_CACHE_CAPACITY must be at least 1");
+        }
+        if self.cache_ttl_seconds == 0 {
+            anyhow::bail!("KEYGATE_CACHE_TTL_SECONDS must be at least 1");
+        }
+        if self.verifications_per_key_per_second == 0 {
+            anyhow::bail!("KEYGATE_VERIFICATIONS_PER_KEY_PER_SECOND must be at least 1");
+        }
+        Ok(CacheSettings {
+            capacity: self.cache_capacity,
+            ttl: Duration::from_secs(self.cache_ttl_seconds),
+            negative_ttl: Duration::from_secs(self.negative_cache_ttl_seconds),
+            verifications_per_second: self.verifications_per_key_per_second,
+        })
+    }
 }
 
 #[derive(Args, Clone)]
@@ -154,8 +194,13 @@ pub struct Settings {
     pub listen: SocketAddr,
     pub database: DatabaseSettings,
     pub keys: KeySettings,
+    pub cache: CacheSettings,
     pub policy: Arc<Policy>,
+    /// Where the policy came from; SIGHUP reloads it. `None`: the embedded default.
+    pub policy_path: Option<PathBuf>,
     pub migrate: bool,
+    /// How often `last_used_at` marks are written.
+    pub usage_flush_interval: Duration,
 }
 
 impl ServeArgs {
@@ -164,8 +209,11 @@ impl ServeArgs {
             listen: self.listen,
             database: self.database.settings()?,
             keys: self.keys.settings()?,
+            cache: self.cache.settings()?,
             policy: Arc::new(Policy::load(self.policy.as_deref()).context("KEYGATE_POLICY")?),
+            policy_path: self.policy.clone(),
             migrate: !self.no_migrate,
+            usage_flush_interval: Duration::from_secs(5),
         })
     }
 }

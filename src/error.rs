@@ -25,7 +25,7 @@ pub enum ServiceError {
     FailedPrecondition(String),
     /// The database could not be reached; the caller may retry.
     #[error("service unavailable")]
-    Unavailable(#[source] StoreError),
+    Unavailable(#[source] std::sync::Arc<StoreError>),
     /// Anything else; the cause is logged, never sent to the caller.
     #[error("internal error")]
     Internal(#[source] anyhow::Error),
@@ -34,7 +34,7 @@ pub enum ServiceError {
 impl From<StoreError> for ServiceError {
     fn from(error: StoreError) -> ServiceError {
         match error {
-            StoreError::Unavailable(_) => ServiceError::Unavailable(error),
+            StoreError::Unavailable(_) => ServiceError::Unavailable(std::sync::Arc::new(error)),
             other => ServiceError::Internal(other.into()),
         }
     }
@@ -49,7 +49,10 @@ impl From<HashingError> for ServiceError {
 impl From<VerifyError> for ServiceError {
     fn from(error: VerifyError) -> ServiceError {
         match error {
-            VerifyError::Store(store_error) => store_error.into(),
+            VerifyError::Store(store_error) => match store_error.as_ref() {
+                StoreError::Unavailable(_) => ServiceError::Unavailable(store_error),
+                _ => ServiceError::Internal(anyhow::Error::from(store_error)),
+            },
             VerifyError::Hashing(hashing_error) => hashing_error.into(),
         }
     }

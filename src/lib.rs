@@ -2,8 +2,10 @@
 //!
 //! Start reading here. A client holds a [`token`] (`kg_live_…`); Keygate stores
 //! only an argon2id hash of its secret ([`hashing`]). A key ([`key`]) holds scopes
-//! ([`permission`]) granted from the catalog in the policy file ([`policy`]).
-//! [`authorizer`] verifies a presented token; [`lifecycle`] creates and manages
+//! ([`permission`]) granted from the catalog in the policy file ([`policy`]),
+//! which also maps routes to permissions ([`routes`]). [`authorizer`] answers
+//! Authorize with a [`decision`], serving warm keys from the [`cache`] and
+//! recording use off the hot path ([`usage`]); [`lifecycle`] creates and manages
 //! keys for callers identified through that same path, under the rules in
 //! [`access`]; every change writes an audit event ([`events`]) in the same
 //! transaction ([`store`]). [`grpc`] converts between proto and domain types;
@@ -11,7 +13,9 @@
 
 pub mod access;
 pub mod authorizer;
+pub mod cache;
 pub mod config;
+pub mod decision;
 pub mod error;
 pub mod events;
 pub mod grpc;
@@ -21,6 +25,8 @@ pub mod lifecycle;
 pub mod paging;
 pub mod permission;
 pub mod policy;
+pub mod routes;
 pub mod server;
 pub mod store;
 pub mod token;
+pub mod usage;

@@ -63,7 +63,13 @@ async fn bootstrap(args: BootstrapArgs) -> anyhow::Result<()> {
     let policy = std::sync::Arc::new(keygate::policy::Policy::parse(
         keygate::policy::EMBEDDED_DEFAULT_POLICY,
     )?);
-    let manager = key_manager(pool.clone(), &keys, policy)?;
+    let manager = key_manager(
+        pool.clone(),
+        &keys,
+        keygate::cache::CacheSettings::default(),
+        policy,
+        std::time::Duration::from_secs(5),
+    )?;
     let created = match manager.bootstrap(name).await {
         Ok(created) => created,
         Err(BootstrapError::SystemKeyExists) => {

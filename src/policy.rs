@@ -1,4 +1,5 @@
-//! The policy file: the permission catalog keys are granted from.
+//! The policy file: the permission catalog keys are granted from, and the route
+//! table Authorize checks requests against.
 //!
 //! ```yaml
 //! catalog:
@@ -10,6 +11,8 @@
 //!     write: [read]       # where the resource offers them
 //!   presets:              # named scope sets CreateKey may ask for instead of scopes
 //!     read_only: [customers:read]
+//! routes:                 # METHOD /path/{param} -> the permission it needs
+//!   - GET /customers/{id}: customers:read
 //! ```
 //!
 //! Keygate's own resources, `api_keys` and `organizations`, are always in the catalog.
@@ -21,6 +24,7 @@ use anyhow::Context;
 use serde::Deserialize;
 
 use crate::permission::{EffectivePermissions, Permission, Scope};
+use crate::routes::RouteTable;
 
 /// The policy used when no `--policy` file is given: the PayNext example.
 pub const EMBEDDED_DEFAULT_POLICY: &str = include_str!("../policies/paynext.yaml");
@@ -34,6 +38,8 @@ const BUILT_IN_RESOURCES: [(&str, &[&str]); 2] = [
 #[serde(deny_unknown_fields)]
 struct PolicyFile {
     catalog: CatalogFile,
+    #[serde(default)]
+    routes: Vec<BTreeMap<String, String>>,
 }
 
 #[derive(Deserialize)]
@@ -50,6 +56,7 @@ struct CatalogFile {
 #[derive(Debug, Clone)]
 pub struct Policy {
     pub catalog: Catalog,
+    pub routes: RouteTable,
 }
 
 impl Policy {
@@ -65,10 +72,30 @@ impl Policy {
 
     pub fn parse(text: &str) -> anyhow::Result<Policy> {
         let file: PolicyFile = serde_yaml_ng::from_str(text).context("policy is not valid YAML")?;
-        Ok(Policy {
-            catalog: Catalog::build(file.catalog)?,
-        })
+        let catalog = Catalog::build(file.catalog)?;
+        let routes = build_routes(&catalog, &file.routes)?;
+        Ok(Policy { catalog, routes })
     }
+}
+
+/// Compiles `routes`, naming the offending entry (`routes[3] GET /x: …`) on error.
+fn build_routes(catalog: &Catalog, entries: &[BTreeMap<String, String>]) -> anyhow::Result<RouteTable> {
+    let mut table = RouteTable::default();
+    for (index, entry) in entries.iter().enumerate() {
+        let mut rows = entry.iter();
+        let (Some((spec, permission_text)), None) = (rows.next(), rows.next()) else {
+            anyhow::bail!("routes[{index}]: expected one `METHOD /path: permission` entry");
+        };
+        let permission = Permission::parse(permission_text)
+            .map_err(|error| anyhow::anyhow!("routes[{index}] {spec}: {error}"))?;
+        catalog
+            .check_offered(&Scope::Exactly(permission.clone()))
+            .map_err(|error| anyhow::anyhow!("routes[{index}] {spec}: {error}"))?;
+        table
+            .insert(spec, permission)
+            .map_err(|error| anyhow::anyhow!("routes[{index}] {spec}: {error}"))?;
+    }
+    Ok(table)
 }
 
 /// Resources, the actions each offers, implications between actions, and presets.
@@ -133,7 +160,7 @@ impl Catalog {
         Ok(scopes)
     }
 
-    fn check_offered(&self, scope: &Scope) -> Result<(), String> {
+    pub fn check_offered(&self, scope: &Scope) -> Result<(), String> {
         match scope {
             Scope::Everything => Ok(()),
             Scope::Below(prefix) => {
@@ -321,10 +348,29 @@ mod tests {
             "catalog: {resources: {customers: [read]}, presets: {x: [orders:read]}}",
             "catalog: {resources: {customers: [read]}, unknown: 1}",
             "not yaml: [",
+            "catalog: {resources: {a: [read]}}\nroutes: [{GET /a: a:write}]",
+            "catalog: {resources: {a: [read]}}\nroutes: [{GET /a: b:read}]",
+            "catalog: {resources: {a: [read]}}\nroutes: [{GET /a: a:*}]",
+            "catalog: {resources: {a: [read]}}\nroutes: [{BREW /a: a:read}]",
+            "catalog: {resources: {a: [read]}}\nroutes: [{GET /a: a:read}, {GET /a: a:read}]",
+            "catalog: {resources: {a: [read]}}\nroutes: [{GET /a: a:read, GET /b: a:read}]",
         ];
         for text in cases {
             assert!(Policy::parse(text).is_err(), "{text}");
         }
+    }
+
+    #[test]
+    fn route_errors_name_the_entry() {
+        let text = "catalog: {resources: {a: [read]}}\nroutes: [{GET /a: a:read}, {GET /b: a:write}]";
+        let error = format!("{:#}", Policy::parse(text).unwrap_err());
+        assert!(error.contains("routes[1] GET /b: a:write: resource \"a\" offers only read"), "{error}");
+    }
+
+    #[test]
+    fn example_policies_hold_their_route_tables() {
+        assert_eq!(Policy::parse(EMBEDDED_DEFAULT_POLICY).unwrap().routes.len(), 18);
+        assert!(!Policy::parse(include_str!("../policies/payconex.yaml")).unwrap().routes.is_empty());
     }
 
     #[test]

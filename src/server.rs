@@ -3,6 +3,9 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use sqlx::PgPool;
@@ -10,13 +13,17 @@ use tokio::net::TcpListener;
 use tonic::transport::server::TcpIncoming;
 use tonic::transport::Server;
 
+use crate::authorizer::Authorizer;
+use crate::cache::{CacheSettings, KeyCache};
 use crate::config::{DatabaseSettings, KeySettings, Settings};
+use crate::grpc::pb::authorizer_server::AuthorizerServer;
 use crate::grpc::pb::key_service_server::KeyServiceServer;
-use crate::grpc::KeyServiceHandler;
+use crate::grpc::{AuthorizerHandler, KeyServiceHandler};
 use crate::hashing::SecretHasher;
 use crate::lifecycle::KeyManager;
 use crate::policy::Policy;
 use crate::store;
+use crate::usage::UsageRecorder;
 
 /// A bound, ready-to-serve Keygate.
 pub struct Application {
@@ -24,6 +31,7 @@ pub struct Application {
     local_addr: SocketAddr,
     manager: KeyManager,
     pool: PgPool,
+    policy_path: Option<PathBuf>,
 }
 
 /// Connects to the database, creating and migrating it when asked.
@@ -38,32 +46,47 @@ pub async fn open_database(settings: &DatabaseSettings, migrate: bool) -> anyhow
     Ok(pool)
 }
 
-/// Builds the key manager over an open pool.
+/// Builds the authorizer (cache, usage writer) and the key manager over an open pool.
 pub fn key_manager(
     pool: PgPool,
     keys: &KeySettings,
-    policy: std::sync::Arc<Policy>,
+    cache: CacheSettings,
+    policy: Arc<Policy>,
+    usage_flush_interval: Duration,
 ) -> anyhow::Result<KeyManager> {
-    let hasher = SecretHasher::new(keys.hashing, keys.hash_concurrency)
-        .context("invalid argon2 settings")?;
-    Ok(KeyManager::new(pool, hasher, keys.prefix.clone(), policy))
+    let hasher = SecretHasher::new(keys.hashing, keys.hash_concurrency).context("invalid argon2 settings")?;
+    let usage = UsageRecorder::spawn(pool.clone(), usage_flush_interval);
+    let authorizer = Authorizer::new(
+        pool.clone(),
+        hasher.clone(),
+        keys.prefix.clone(),
+        policy,
+        KeyCache::new(cache),
+        usage,
+    );
+    Ok(KeyManager::new(pool, hasher, keys.prefix.clone(), authorizer))
 }
 
 impl Application {
     pub async fn build(settings: Settings) -> anyhow::Result<Application> {
         let pool = open_database(&settings.database, settings.migrate).await?;
-        let manager = key_manager(pool.clone(), &settings.keys, settings.policy.clone())?;
+        let manager = key_manager(
+            pool.clone(),
+            &settings.keys,
+            settings.cache,
+            settings.policy.clone(),
+            settings.usage_flush_interval,
+        )?;
         let listener = TcpListener::bind(settings.listen)
             .await
             .with_context(|| format!("failed to listen on {}", settings.listen))?;
-        let local_addr = listener
-            .local_addr()
-            .context("failed to read the bound address")?;
+        let local_addr = listener.local_addr().context("failed to read the bound address")?;
         Ok(Application {
             listener,
             local_addr,
             manager,
             pool,
+            policy_path: settings.policy_path,
         })
     }
 
@@ -81,7 +104,16 @@ impl Application {
         health_reporter
             .set_serving::<KeyServiceServer<KeyServiceHandler>>()
             .await;
+        health_reporter
+            .set_serving::<AuthorizerServer<AuthorizerHandler>>()
+            .await;
+        let authorizer = self.manager.authorizer().clone();
+        let reloader = self
+            .policy_path
+            .clone()
+            .map(|path| tokio::spawn(reload_policy_on_sighup(authorizer.clone(), path)));
         let key_service = KeyServiceServer::new(KeyServiceHandler::new(self.manager));
+        let authorizer_service = AuthorizerServer::new(AuthorizerHandler::new(authorizer));
         tracing::info!(address = %self.local_addr, "keygate serving");
         let drain_reporter = health_reporter.clone();
         let shutdown = async move {
@@ -90,17 +122,63 @@ impl Application {
             drain_reporter
                 .set_not_serving::<KeyServiceServer<KeyServiceHandler>>()
                 .await;
+            drain_reporter
+                .set_not_serving::<AuthorizerServer<AuthorizerHandler>>()
+                .await;
         };
         let incoming = TcpIncoming::from(self.listener).with_nodelay(Some(true));
         Server::builder()
             .add_service(health_service)
+            .add_service(authorizer_service)
             .add_service(key_service)
             .serve_with_incoming_shutdown(incoming, shutdown)
             .await
             .context("gRPC server failed")?;
+        if let Some(reloader) = reloader {
+            reloader.abort();
+        }
         self.pool.close().await;
         tracing::info!("keygate stopped");
         Ok(())
+    }
+}
+
+/// Reloads the policy file on every SIGHUP. An invalid file is refused and
+/// logged; the policy in force stays.
+async fn reload_policy_on_sighup(authorizer: Authorizer, path: PathBuf) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut hangups = match signal(SignalKind::hangup()) {
+            Ok(hangups) => hangups,
+            Err(error) => {
+                tracing::warn!(%error, "cannot listen for SIGHUP; policy reload disabled");
+                return;
+            }
+        };
+        while hangups.recv().await.is_some() {
+            reload_policy(&authorizer, &path).await;
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = (authorizer, path);
+    }
+}
+
+/// Loads `path` and puts it in force if valid; returns whether it did.
+pub async fn reload_policy(authorizer: &Authorizer, path: &std::path::Path) -> bool {
+    match Policy::load(Some(path)) {
+        Ok(policy) => {
+            let routes = policy.routes.len();
+            authorizer.replace_policy(Arc::new(policy)).await;
+            tracing::info!(path = %path.display(), routes, "policy reloaded");
+            true
+        }
+        Err(error) => {
+            tracing::error!(path = %path.display(), error = format!("{error:#}"), "policy reload refused; the previous policy stays in force");
+            false
+        }
     }
 }
 

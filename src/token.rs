@@ -13,7 +13,7 @@ use std::fmt;
 
 use rand::rngs::OsRng;
 use rand::RngCore;
-use secrecy::{ExposeSecret, SecretString};
+use secrecy::SecretString;
 use uuid::Uuid;
 
 /// Length of the key id part.
@@ -148,14 +148,15 @@ impl Default for TokenPrefix {
     }
 }
 
-/// A well-formed token, split into its parts. Only the secret is sensitive.
-pub struct Token {
+/// A well-formed token, split into its parts; borrows the presented string, so
+/// parsing allocates nothing. Only the secret is sensitive.
+pub struct Token<'a> {
     environment: Environment,
     key_id: KeyId,
-    secret: SecretString,
+    secret: &'a str,
 }
 
-impl fmt::Debug for Token {
+impl fmt::Debug for Token<'_> {
     fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
         formatter
             .debug_struct("Token")
@@ -172,7 +173,7 @@ pub struct IssuedToken {
     pub secret: SecretString,
 }
 
-impl Token {
+impl<'a> Token<'a> {
     /// Generates a token for `key_id` with 256 bits of secret from the OS CSPRNG.
     pub fn issue(prefix: &TokenPrefix, environment: Environment, key_id: &KeyId) -> IssuedToken {
         let mut secret_bytes = [0u8; SECRET_BYTES];
@@ -188,7 +189,7 @@ impl Token {
     }
 
     /// Checks the token's shape and checksum. Does no I/O.
-    pub fn parse(raw: &str, prefix: &TokenPrefix) -> Result<Token, TokenError> {
+    pub fn parse(raw: &'a str, prefix: &TokenPrefix) -> Result<Token<'a>, TokenError> {
         let Some(after_prefix) = raw
             .strip_prefix(prefix.as_str())
             .and_then(|rest| rest.strip_prefix('_'))
@@ -218,11 +219,10 @@ impl Token {
         let Some(key_id) = KeyId::parse(&body[..KEY_ID_LEN]) else {
             return Err(TokenError::BadChecksum);
         };
-        let secret = &body[KEY_ID_LEN..KEY_ID_LEN + SECRET_LEN];
         Ok(Token {
             environment,
             key_id,
-            secret: SecretString::from(secret.to_owned()),
+            secret: &body[KEY_ID_LEN..KEY_ID_LEN + SECRET_LEN],
         })
     }
 
@@ -234,8 +234,9 @@ impl Token {
         &self.key_id
     }
 
-    pub fn secret(&self) -> &SecretString {
-        &self.secret
+    /// The secret part. Handle with care: never log or format it.
+    pub fn secret(&self) -> &'a str {
+        self.secret
     }
 }
 
@@ -276,14 +277,10 @@ fn decode_base62_u128(digits: &[u8]) -> Option<u128> {
     })
 }
 
-/// Exposes the whole token for the one response that carries it.
-pub fn reveal(token: &SecretString) -> String {
-    token.expose_secret().to_owned()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use secrecy::ExposeSecret;
 
     fn issue_live() -> (String, KeyId) {
         let key_id = KeyId::generate();
@@ -298,7 +295,7 @@ mod tests {
         let token = Token::parse(&raw, &TokenPrefix::default()).unwrap();
         assert_eq!(token.key_id(), &key_id);
         assert_eq!(token.environment(), Environment::Live);
-        assert_eq!(token.secret().expose_secret().len(), SECRET_LEN);
+        assert_eq!(token.secret().len(), SECRET_LEN);
     }
 
     #[test]
@@ -399,8 +396,7 @@ mod tests {
     fn debug_never_shows_the_secret() {
         let (raw, _) = issue_live();
         let token = Token::parse(&raw, &TokenPrefix::default()).unwrap();
-        let secret = token.secret().expose_secret().to_owned();
-        assert!(!format!("{token:?}").contains(&secret));
+        assert!(!format!("{token:?}").contains(token.secret()));
     }
 
     #[test]

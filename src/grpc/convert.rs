@@ -130,6 +130,7 @@ pub fn key_to_proto(key: &Key, prefix: &TokenPrefix, now: DateTime<Utc>) -> pb::
         revoke_time: optional_timestamp(key.revoked_at),
         previous_secret_expire_time: optional_timestamp(key.previous_secret_expires_at),
         created_by_key_id: key.created_by.map(|id| id.to_string()).unwrap_or_default(),
+        last_used_time: optional_timestamp(key.last_used_at),
     }
 }
 

@@ -2,9 +2,11 @@
 //! domain, and the one mapping from [`ServiceError`] to `tonic::Status`.
 //! Nothing outside this module names a generated type.
 
+mod authorizer_service;
 mod convert;
 mod key_service;
 
+pub use authorizer_service::AuthorizerHandler;
 pub use key_service::KeyServiceHandler;
 
 use tonic::metadata::MetadataMap;
@@ -39,7 +41,7 @@ pub fn status_from_error(error: ServiceError) -> Status {
         ServiceError::NotFound(what) => Status::not_found(format!("{what} not found")),
         ServiceError::FailedPrecondition(message) => Status::failed_precondition(message),
         ServiceError::Unavailable(cause) => {
-            tracing::warn!(error = %anyhow::Error::from(cause), "database unavailable");
+            tracing::warn!(error = format!("{:#}", anyhow::Error::from(cause)), "database unavailable");
             Status::unavailable("database unavailable; retry later")
         }
         ServiceError::Internal(cause) => {

@@ -10,7 +10,6 @@ pub use mutations::{KeyUpdate, Rotation};
 pub use organizations::BootstrapError;
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use ipnet::IpNet;
@@ -29,7 +28,6 @@ use crate::key::{
 };
 use crate::paging::{into_page, parse_page_size, parse_page_token};
 use crate::permission::Scope;
-use crate::policy::Policy;
 use crate::store::events::{insert_event, list_events, EventFilter, NewEvent};
 use crate::store::keys::{find_key_by_id, insert_key, list_keys, KeyFilter, NewKey};
 use crate::store::StoreError;
@@ -72,7 +70,6 @@ pub struct KeyManager {
     pool: PgPool,
     hasher: SecretHasher,
     prefix: TokenPrefix,
-    policy: Arc<Policy>,
     authorizer: Authorizer,
 }
 
@@ -81,17 +78,18 @@ impl KeyManager {
         pool: PgPool,
         hasher: SecretHasher,
         prefix: TokenPrefix,
-        policy: Arc<Policy>,
+        authorizer: Authorizer,
     ) -> KeyManager {
-        let authorizer =
-            Authorizer::new(pool.clone(), hasher.clone(), prefix.clone(), policy.clone());
         KeyManager {
             pool,
             hasher,
             prefix,
-            policy,
             authorizer,
         }
+    }
+
+    pub fn authorizer(&self) -> &Authorizer {
+        &self.authorizer
     }
 
     pub fn prefix(&self) -> &TokenPrefix {
@@ -101,14 +99,20 @@ impl KeyManager {
     /// Identifies the caller from its bearer token, through the Authorize path.
     pub async fn authenticate(&self, bearer: Option<&str>) -> Result<Caller, ServiceError> {
         let presented = bearer.unwrap_or_default();
-        match self.authorizer.verify(presented, Utc::now()).await? {
-            Ok(verified) => Ok(Caller::new(verified)),
-            Err(denial) => Err(ServiceError::Unauthenticated(denial.as_str())),
+        let now = Utc::now();
+        let verified = match self.authorizer.verify(presented, now).await? {
+            Ok(verified) => verified,
+            Err(reason) => return Err(ServiceError::Unauthenticated(reason.as_str())),
+        };
+        if let Some(reason) = verified.state_denial(now) {
+            return Err(ServiceError::Unauthenticated(reason.as_str()));
         }
+        Ok(Caller::new(verified))
     }
 
     fn resolve_scopes(&self, requested: RequestedScopes) -> Result<Vec<Scope>, FieldError> {
-        let catalog = &self.policy.catalog;
+        let policy = self.authorizer.policy();
+        let catalog = &policy.catalog;
         match requested {
             RequestedScopes::Preset(name) => catalog
                 .preset(&name)
@@ -186,6 +190,7 @@ impl KeyManager {
         )
         .await?;
         transaction.commit().await.map_err(StoreError::from)?;
+        self.authorizer.evict(&key.id).await;
         tracing::info!(key_id = %key.id, actor_key_id = %caller.key().id, "key created");
         Ok(KeyWithToken {
             key,

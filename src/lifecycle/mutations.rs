@@ -166,6 +166,7 @@ impl KeyManager {
         )
         .await?;
         transaction.commit().await.map_err(StoreError::from)?;
+        self.authorizer.evict(key_id).await;
         tracing::info!(key_id = %key.id, version = key.version, "key updated");
         Ok(key)
     }
@@ -202,6 +203,7 @@ impl KeyManager {
         )
         .await?;
         transaction.commit().await.map_err(StoreError::from)?;
+        self.authorizer.evict(key_id).await;
         tracing::info!(key_id = %key.id, grace_seconds = rotation.grace_period.num_seconds(), "key rotated");
         Ok(KeyWithToken {
             key,
@@ -235,6 +237,7 @@ impl KeyManager {
         };
         record(&mut transaction, &key, Some(caller), action, json!({})).await?;
         transaction.commit().await.map_err(StoreError::from)?;
+        self.authorizer.evict(key_id).await;
         tracing::info!(key_id = %key.id, disabled, "key state changed");
         Ok(key)
     }
@@ -256,6 +259,7 @@ impl KeyManager {
         )
         .await?;
         transaction.commit().await.map_err(StoreError::from)?;
+        self.authorizer.evict(key_id).await;
         tracing::info!(key_id = %key.id, "key revoked");
         Ok(key)
     }
@@ -274,6 +278,7 @@ impl KeyManager {
         )
         .await?;
         transaction.commit().await.map_err(StoreError::from)?;
+        self.authorizer.evict(key_id).await;
         tracing::info!(key_id = %current.id, "key deleted");
         Ok(())
     }

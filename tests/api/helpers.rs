@@ -40,8 +40,11 @@ pub fn test_settings(connect_options: PgConnectOptions) -> Settings {
             hashing: HashingParams::FASTEST,
             hash_concurrency: 2,
         },
+        cache: keygate::cache::CacheSettings::default(),
         policy: Arc::new(Policy::parse(EMBEDDED_DEFAULT_POLICY).unwrap()),
+        policy_path: None,
         migrate: true,
+        usage_flush_interval: std::time::Duration::from_millis(200),
     }
 }
 

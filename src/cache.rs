@@ -1,0 +1,291 @@
+//! The per-replica cache of keys, so that a warm Authorize does no I/O and no
+//! argon2: a moka cache keyed by key id whose entries hold what a decision needs,
+//! the key's effective permissions, and a keyed digest (HMAC-SHA256 under a
+//! per-process random key) of each secret that argon2 has already accepted.
+//!
+//! Unknown key ids are cached too (as `None`) for a short time. A wrong secret
+//! is never recorded; argon2 attempts per key id are limited, so a flood of bad
+//! secrets for one key cannot burn the CPU.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use hmac::{Hmac, Mac};
+use moka::future::Cache;
+use moka::ops::compute::Op;
+use moka::Expiry;
+use rand::rngs::OsRng;
+use rand::RngCore;
+use sha2::Sha256;
+use subtle::ConstantTimeEq;
+
+use crate::hashing::SecretHash;
+use crate::key::Key;
+use crate::permission::EffectivePermissions;
+use crate::policy::Policy;
+use crate::store::keys::StoredKey;
+use crate::token::KeyId;
+
+/// HMAC-SHA256 of an accepted secret.
+pub type SecretDigest = [u8; 32];
+
+/// Cache sizing and lifetimes.
+#[derive(Debug, Clone, Copy)]
+pub struct CacheSettings {
+    /// Most keys held at once.
+    pub capacity: u64,
+    /// How long a key stays cached; the backstop, not the invalidation mechanism.
+    pub ttl: Duration,
+    /// How long an unknown key id is remembered as unknown.
+    pub negative_ttl: Duration,
+    /// Most argon2 verifications per key id per second.
+    pub verifications_per_second: u32,
+}
+
+impl Default for CacheSettings {
+    fn default() -> Self {
+        CacheSettings {
+            capacity: 100_000,
+            ttl: Duration::from_secs(300),
+            negative_ttl: Duration::from_secs(5),
+            verifications_per_second: 10,
+        }
+    }
+}
+
+/// Counts argon2 attempts for one key in the current one-second window.
+pub struct AttemptWindow {
+    started: Instant,
+    attempts: u32,
+}
+
+impl AttemptWindow {
+    /// Takes one attempt if the window has room.
+    pub fn try_take(&mut self, limit: u32, now: Instant) -> bool {
+        if now.duration_since(self.started) >= Duration::from_secs(1) {
+            self.started = now;
+            self.attempts = 0;
+        }
+        if self.attempts >= limit {
+            return false;
+        }
+        self.attempts += 1;
+        true
+    }
+}
+
+/// A cached key: the stored record, its precomputed permissions, and digests of
+/// the secrets argon2 has accepted.
+pub struct CachedKey {
+    pub key: Key,
+    pub metadata: Arc<BTreeMap<String, String>>,
+    pub permissions: EffectivePermissions,
+    pub secret_hash: SecretHash,
+    pub previous_secret_hash: Option<SecretHash>,
+    current_digest: OnceLock<SecretDigest>,
+    previous_digest: OnceLock<SecretDigest>,
+    /// Serializes argon2 for this key (so a burst of first requests pays once)
+    /// and limits how many run per second.
+    pub verification: tokio::sync::Mutex<AttemptWindow>,
+    /// Unix second of the last `last_used_at` report for this key.
+    pub last_used_reported: AtomicI64,
+}
+
+impl fmt::Debug for CachedKey {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        formatter
+            .debug_struct("CachedKey")
+            .field("key", &self.key)
+            .finish_non_exhaustive()
+    }
+}
+
+impl CachedKey {
+    pub fn new(stored: StoredKey, policy: &Policy) -> CachedKey {
+        let permissions = policy.catalog.effective(&stored.key.scopes);
+        CachedKey {
+            metadata: Arc::new(stored.key.metadata.clone()),
+            key: stored.key,
+            permissions,
+            secret_hash: stored.secret_hash,
+            previous_secret_hash: stored.previous_secret_hash,
+            current_digest: OnceLock::new(),
+            previous_digest: OnceLock::new(),
+            verification: tokio::sync::Mutex::new(AttemptWindow {
+                started: Instant::now(),
+                attempts: 0,
+            }),
+            last_used_reported: AtomicI64::new(0),
+        }
+    }
+
+    /// The same entry with permissions recomputed under a new policy; the
+    /// accepted digests carry over.
+    fn with_policy(&self, policy: &Policy) -> CachedKey {
+        CachedKey {
+            key: self.key.clone(),
+            metadata: self.metadata.clone(),
+            permissions: policy.catalog.effective(&self.key.scopes),
+            secret_hash: self.secret_hash.clone(),
+            previous_secret_hash: self.previous_secret_hash.clone(),
+            current_digest: self.current_digest.clone(),
+            previous_digest: self.previous_digest.clone(),
+            verification: tokio::sync::Mutex::new(AttemptWindow {
+                started: Instant::now(),
+                attempts: 0,
+            }),
+            last_used_reported: AtomicI64::new(self.last_used_reported.load(Ordering::Relaxed)),
+        }
+    }
+
+    /// Whether the previous secret is still inside its grace period at `now`.
+    pub fn previous_in_grace(&self, now: chrono::DateTime<chrono::Utc>) -> bool {
+        self.previous_secret_hash.is_some()
+            && self.key.previous_secret_expires_at.is_some_and(|deadline| now < deadline)
+    }
+
+    /// Compares a digest with the accepted ones, in constant time.
+    pub fn match_current(&self, digest: &SecretDigest) -> bool {
+        self.current_digest
+            .get()
+            .is_some_and(|accepted| bool::from(accepted.ct_eq(digest)))
+    }
+
+    pub fn match_previous(&self, digest: &SecretDigest) -> bool {
+        self.previous_digest
+            .get()
+            .is_some_and(|accepted| bool::from(accepted.ct_eq(digest)))
+    }
+
+    /// Records that argon2 accepted the secret with this digest.
+    pub fn accept_current(&self, digest: SecretDigest) {
+        let _ = self.current_digest.set(digest);
+    }
+
+    pub fn accept_previous(&self, digest: SecretDigest) {
+        let _ = self.previous_digest.set(digest);
+    }
+}
+
+type Entry = Option<Arc<CachedKey>>;
+
+struct EntryLifetime {
+    ttl: Duration,
+    negative_ttl: Duration,
+}
+
+impl Expiry<KeyId, Entry> for EntryLifetime {
+    fn expire_after_create(&self, _id: &KeyId, entry: &Entry, _created_at: Instant) -> Option<Duration> {
+        Some(if entry.is_some() { self.ttl } else { self.negative_ttl })
+    }
+}
+
+/// The cache and the per-process digest key.
+#[derive(Clone)]
+pub struct KeyCache {
+    entries: Cache<KeyId, Entry>,
+    digest_key: Arc<[u8; 32]>,
+    settings: CacheSettings,
+}
+
+impl KeyCache {
+    pub fn new(settings: CacheSettings) -> KeyCache {
+        let mut digest_key = [0u8; 32];
+        OsRng.fill_bytes(&mut digest_key);
+        let entries = Cache::builder()
+            .max_capacity(settings.capacity)
+            .expire_after(EntryLifetime {
+                ttl: settings.ttl,
+                negative_ttl: settings.negative_ttl,
+            })
+            .build();
+        KeyCache {
+            entries,
+            digest_key: Arc::new(digest_key),
+            settings,
+        }
+    }
+
+    pub fn settings(&self) -> &CacheSettings {
+        &self.settings
+    }
+
+    /// The keyed digest of a presented secret.
+    pub fn digest(&self, secret: &str) -> SecretDigest {
+        // HMAC accepts keys of any length, so this cannot fail.
+        let mut mac = match <Hmac<Sha256> as Mac>::new_from_slice(self.digest_key.as_slice()) {
+            Ok(mac) => mac,
+            Err(_) => return [0u8; 32],
+        };
+        mac.update(secret.as_bytes());
+        mac.finalize().into_bytes().into()
+    }
+
+    /// The cached entry for `id`, loading it with `load` on a miss; concurrent
+    /// misses for one id share one load.
+    pub async fn get_or_load<F, E>(&self, id: KeyId, load: F) -> Result<Entry, Arc<E>>
+    where
+        F: std::future::Future<Output = Result<Entry, E>>,
+        E: Send + Sync + 'static,
+    {
+        self.entries.try_get_with(id, load).await
+    }
+
+    /// Forgets a key (positive or negative entry).
+    pub async fn evict(&self, id: &KeyId) {
+        self.entries.invalidate(id).await;
+    }
+
+    /// Recomputes every entry's permissions under a new policy.
+    pub async fn apply_policy(&self, policy: &Policy) {
+        let ids: Vec<KeyId> = self.entries.iter().map(|(id, _)| *id).collect();
+        for id in ids {
+            self.entries
+                .entry(id)
+                .and_compute_with(|existing| {
+                    let rebuilt = existing
+                        .and_then(|entry| entry.into_value())
+                        .map(|cached| Op::Put(Some(Arc::new(cached.with_policy(policy)))))
+                        .unwrap_or(Op::Nop);
+                    std::future::ready(rebuilt)
+                })
+                .await;
+        }
+    }
+
+    pub fn entry_count(&self) -> u64 {
+        self.entries.entry_count()
+    }
+
+    /// Applies pending evictions and expirations (for measurements and tests).
+    pub async fn run_pending_tasks(&self) {
+        self.entries.run_pending_tasks().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn attempt_windows_refill_each_second() {
+        let start = Instant::now();
+        let mut window = AttemptWindow { started: start, attempts: 0 };
+        assert!(window.try_take(2, start));
+        assert!(window.try_take(2, start));
+        assert!(!window.try_take(2, start + Duration::from_millis(500)));
+        assert!(window.try_take(2, start + Duration::from_millis(1000)));
+    }
+
+    #[test]
+    fn digests_are_keyed_per_cache() {
+        let first = KeyCache::new(CacheSettings::default());
+        let second = KeyCache::new(CacheSettings::default());
+        assert_eq!(first.digest("secret"), first.digest("secret"));
+        assert_ne!(first.digest("secret"), first.digest("secreT"));
+        assert_ne!(first.digest("secret"), second.digest("secret"));
+    }
+}

@@ -1,0 +1,129 @@
+//! What Authorize answers: allowed or not, why, and what a gateway needs to act
+//! on it. Denials are answers, not errors.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use crate::key::KeyKind;
+use crate::permission::Permission;
+use crate::token::{Environment, KeyId};
+
+/// Why a request was allowed or denied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Reason {
+    Ok,
+    MissingKey,
+    MalformedKey,
+    UnknownKey,
+    InvalidSecret,
+    Expired,
+    Disabled,
+    Revoked,
+    IpNotAllowed,
+    PermissionDenied,
+    UnknownRoute,
+}
+
+impl Reason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reason::Ok => "ok",
+            Reason::MissingKey => "missing_key",
+            Reason::MalformedKey => "malformed_key",
+            Reason::UnknownKey => "unknown_key",
+            Reason::InvalidSecret => "invalid_secret",
+            Reason::Expired => "expired",
+            Reason::Disabled => "disabled",
+            Reason::Revoked => "revoked",
+            Reason::IpNotAllowed => "ip_not_allowed",
+            Reason::PermissionDenied => "permission_denied",
+            Reason::UnknownRoute => "unknown_route",
+        }
+    }
+
+    /// The HTTP status a gateway should answer: 401 when the key itself is the
+    /// problem, 403 when a valid key may not do this, 404 for a route the policy
+    /// does not know (only ever reported to a valid key, so unauthenticated
+    /// callers cannot map the routes).
+    pub fn http_status(self) -> u16 {
+        match self {
+            Reason::Ok => 200,
+            Reason::MissingKey
+            | Reason::MalformedKey
+            | Reason::UnknownKey
+            | Reason::InvalidSecret
+            | Reason::Expired
+            | Reason::Disabled
+            | Reason::Revoked => 401,
+            Reason::IpNotAllowed | Reason::PermissionDenied => 403,
+            Reason::UnknownRoute => 404,
+        }
+    }
+}
+
+/// Which of a key's secrets the token carried.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SecretSlot {
+    Current,
+    /// The rotated-out secret, inside its grace period.
+    Previous,
+}
+
+/// What an Authorize request asks about.
+#[derive(Debug)]
+pub enum Target<'a> {
+    /// An HTTP request, matched against the route table.
+    Route { method: &'a str, path: &'a str },
+    /// A permission named directly, for callers that are not HTTP.
+    Permission(Permission),
+}
+
+/// A parsed Authorize request.
+#[derive(Debug)]
+pub struct AuthorizeRequest<'a> {
+    /// The token, or the whole `Authorization` header value (`Bearer …`).
+    pub presented: &'a str,
+    pub target: Target<'a>,
+    pub client_ip: Option<IpAddr>,
+}
+
+/// The identity of the key a decision is about, once its secret checked out.
+#[derive(Debug, Clone)]
+pub struct KeyIdentity {
+    pub key_id: KeyId,
+    pub organization_id: Option<uuid::Uuid>,
+    pub environment: Environment,
+    pub kind: KeyKind,
+    pub metadata: Arc<BTreeMap<String, String>>,
+    pub secret: SecretSlot,
+}
+
+/// The answer to an Authorize request.
+#[derive(Debug, Clone)]
+pub struct Decision {
+    pub reason: Reason,
+    /// The permission the request needed, when known.
+    pub permission: Option<Permission>,
+    /// The matched route template and its path parameters.
+    pub route: Option<String>,
+    pub path_params: Vec<(String, String)>,
+    /// Set once the key's secret has been verified.
+    pub key: Option<KeyIdentity>,
+}
+
+impl Decision {
+    pub fn allowed(&self) -> bool {
+        self.reason == Reason::Ok
+    }
+
+    pub fn denied(reason: Reason) -> Decision {
+        Decision {
+            reason,
+            permission: None,
+            route: None,
+            path_params: Vec::new(),
+            key: None,
+        }
+    }
+}

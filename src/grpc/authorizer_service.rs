@@ -1,0 +1,121 @@
+//! `keygate.v1.Authorizer`: converts an AuthorizeRequest, asks the
+//! [`Authorizer`], converts the [`Decision`] back.
+
+use std::net::IpAddr;
+
+use chrono::Utc;
+use tonic::{Request, Response, Status};
+
+use super::pb::authorizer_server::Authorizer as AuthorizerRpc;
+use super::pb::{self};
+use super::status_from_error;
+use crate::authorizer::Authorizer;
+use crate::decision::{AuthorizeRequest, Decision, Reason, SecretSlot, Target};
+use crate::error::ServiceError;
+use crate::key::{FieldError, KeyKind};
+use crate::permission::Permission;
+use crate::token::Environment;
+
+pub struct AuthorizerHandler {
+    authorizer: Authorizer,
+}
+
+impl AuthorizerHandler {
+    pub fn new(authorizer: Authorizer) -> AuthorizerHandler {
+        AuthorizerHandler { authorizer }
+    }
+}
+
+fn parse_request(request: &pb::AuthorizeRequest) -> Result<AuthorizeRequest<'_>, FieldError> {
+    let by_route = !request.method.is_empty() || !request.path.is_empty();
+    let target = match (by_route, request.permission.is_empty()) {
+        (true, false) => return Err(FieldError::new("permission", "give either method and path, or a permission")),
+        (false, true) => return Err(FieldError::new("method", "give method and path, or a permission")),
+        (false, false) => Target::Permission(
+            Permission::parse(&request.permission).map_err(|error| FieldError::new("permission", error.to_string()))?,
+        ),
+        (true, true) if request.method.is_empty() => return Err(FieldError::new("method", "is required with path")),
+        (true, true) if !request.path.starts_with('/') => {
+            return Err(FieldError::new("path", "must start with `/`"))
+        }
+        (true, true) => Target::Route {
+            method: &request.method,
+            path: &request.path,
+        },
+    };
+    let client_ip = match request.client_ip.as_str() {
+        "" => None,
+        text => Some(
+            text.parse::<IpAddr>()
+                .map_err(|_| FieldError::new("client_ip", "is not an IPv4 or IPv6 address"))?,
+        ),
+    };
+    Ok(AuthorizeRequest {
+        presented: &request.token,
+        target,
+        client_ip,
+    })
+}
+
+fn reason_to_proto(reason: Reason) -> pb::Reason {
+    match reason {
+        Reason::Ok => pb::Reason::Ok,
+        Reason::MissingKey => pb::Reason::MissingKey,
+        Reason::MalformedKey => pb::Reason::MalformedKey,
+        Reason::UnknownKey => pb::Reason::UnknownKey,
+        Reason::InvalidSecret => pb::Reason::InvalidSecret,
+        Reason::Expired => pb::Reason::Expired,
+        Reason::Disabled => pb::Reason::Disabled,
+        Reason::Revoked => pb::Reason::Revoked,
+        Reason::IpNotAllowed => pb::Reason::IpNotAllowed,
+        Reason::PermissionDenied => pb::Reason::PermissionDenied,
+        Reason::UnknownRoute => pb::Reason::UnknownRoute,
+    }
+}
+
+fn decision_to_proto(decision: Decision) -> pb::Decision {
+    let mut answer = pb::Decision {
+        allowed: decision.allowed(),
+        reason: reason_to_proto(decision.reason).into(),
+        permission: decision.permission.map(|permission| permission.as_str().to_owned()).unwrap_or_default(),
+        route: decision.route.unwrap_or_default(),
+        path_params: decision.path_params.into_iter().collect(),
+        http_status: i32::from(decision.reason.http_status()),
+        ..Default::default()
+    };
+    if let Some(key) = decision.key {
+        answer.key_id = key.key_id.to_string();
+        answer.organization_id = key.organization_id.map(|id| id.to_string()).unwrap_or_default();
+        answer.environment = match key.environment {
+            Environment::Live => pb::Environment::Live,
+            Environment::Test => pb::Environment::Test,
+        }
+        .into();
+        answer.kind = match key.kind {
+            KeyKind::Organization => pb::KeyKind::Organization,
+            KeyKind::System => pb::KeyKind::System,
+        }
+        .into();
+        answer.metadata = key.metadata.iter().map(|(name, value)| (name.clone(), value.clone())).collect();
+        answer.secret = match key.secret {
+            SecretSlot::Current => pb::SecretSlot::Current,
+            SecretSlot::Previous => pb::SecretSlot::Previous,
+        }
+        .into();
+    }
+    answer
+}
+
+#[tonic::async_trait]
+impl AuthorizerRpc for AuthorizerHandler {
+    async fn authorize(&self, request: Request<pb::AuthorizeRequest>) -> Result<Response<pb::Decision>, Status> {
+        let message = request.get_ref();
+        let parsed = parse_request(message).map_err(|error| Status::invalid_argument(error.to_string()))?;
+        let decision = self
+            .authorizer
+            .decide(&parsed, Utc::now())
+            .await
+            .map_err(|error| status_from_error(ServiceError::from(error)))?;
+        Ok(Response::new(decision_to_proto(decision)))
+    }
+}
