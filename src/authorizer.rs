@@ -67,10 +67,14 @@ impl VerifiedKey {
 /// Accepts `Bearer <token>` (any case) as well as the bare token.
 fn strip_bearer(presented: &str) -> &str {
     let trimmed = presented.trim();
-    match trimmed.split_once(' ') {
-        Some((scheme, token)) if scheme.eq_ignore_ascii_case("bearer") => token.trim(),
-        _ => trimmed,
+    let scheme = trimmed
+        .get(..6)
+        .filter(|scheme| scheme.eq_ignore_ascii_case("bearer"));
+    let rest = trimmed.get(6..).unwrap_or_default();
+    if scheme.is_some() && (rest.is_empty() || rest.starts_with(' ')) {
+        return rest.trim();
     }
+    trimmed
 }
 
 #[derive(Clone)]
@@ -111,6 +115,10 @@ impl Authorizer {
         &self.cache
     }
 
+    pub fn hasher(&self) -> &SecretHasher {
+        &self.hasher
+    }
+
     /// Puts a new policy in force and recomputes cached permissions under it.
     pub async fn replace_policy(&self, policy: Arc<Policy>) {
         self.policy.store(policy.clone());
@@ -123,7 +131,11 @@ impl Authorizer {
     }
 
     /// Checks the token and its secret; says nothing yet about the key's state.
-    pub async fn verify(&self, presented: &str, now: DateTime<Utc>) -> Result<Result<VerifiedKey, Reason>, VerifyError> {
+    pub async fn verify(
+        &self,
+        presented: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Result<VerifiedKey, Reason>, VerifyError> {
         let token_text = strip_bearer(presented);
         if token_text.is_empty() {
             return Ok(Err(Reason::MissingKey));
@@ -147,7 +159,10 @@ impl Authorizer {
         let digest = self.cache.digest(token.secret());
         let slot = match self.match_cached(&entry, &digest, now) {
             Some(slot) => Some(slot),
-            None => self.verify_with_argon2(&entry, token.secret(), digest, now).await?,
+            None => {
+                self.verify_with_argon2(&entry, token.secret(), digest, now)
+                    .await?
+            }
         };
         match slot {
             Some(secret) => Ok(Ok(VerifiedKey { entry, secret })),
@@ -155,7 +170,12 @@ impl Authorizer {
         }
     }
 
-    fn match_cached(&self, entry: &CachedKey, digest: &SecretDigest, now: DateTime<Utc>) -> Option<SecretSlot> {
+    fn match_cached(
+        &self,
+        entry: &CachedKey,
+        digest: &SecretDigest,
+        now: DateTime<Utc>,
+    ) -> Option<SecretSlot> {
         if entry.match_current(digest) {
             return Some(SecretSlot::Current);
         }
@@ -184,11 +204,19 @@ impl Authorizer {
             tracing::warn!(key_id = %entry.key.id, "argon2 attempts for key over the limit");
             return Ok(None);
         }
-        if self.hasher.verify(&owned_secret, &entry.secret_hash).await? {
+        if self
+            .hasher
+            .verify(&owned_secret, &entry.secret_hash)
+            .await?
+        {
             entry.accept_current(digest);
             return Ok(Some(SecretSlot::Current));
         }
-        let Some(previous_hash) = entry.previous_secret_hash.as_ref().filter(|_| entry.previous_in_grace(now)) else {
+        let Some(previous_hash) = entry
+            .previous_secret_hash
+            .as_ref()
+            .filter(|_| entry.previous_in_grace(now))
+        else {
             return Ok(None);
         };
         if !window.try_take(limit, Instant::now()) {
@@ -202,7 +230,11 @@ impl Authorizer {
     }
 
     /// Decides an Authorize request.
-    pub async fn decide(&self, request: &AuthorizeRequest<'_>, now: DateTime<Utc>) -> Result<Decision, VerifyError> {
+    pub async fn decide(
+        &self,
+        request: &AuthorizeRequest<'_>,
+        now: DateTime<Utc>,
+    ) -> Result<Decision, VerifyError> {
         let verified = match self.verify(request.presented, now).await? {
             Ok(verified) => verified,
             Err(reason) => return Ok(Decision::denied(reason)),
@@ -216,9 +248,11 @@ impl Authorizer {
         self.usage.touch(&verified.entry, now.timestamp());
         let key = &verified.entry.key;
         if !key.allowed_cidrs.is_empty() {
-            let allowed = request
-                .client_ip
-                .is_some_and(|ip| key.allowed_cidrs.iter().any(|network| network.contains(&ip)));
+            let allowed = request.client_ip.is_some_and(|ip| {
+                key.allowed_cidrs
+                    .iter()
+                    .any(|network| network.contains(&ip))
+            });
             if !allowed {
                 decision.reason = Reason::IpNotAllowed;
                 return Ok(decision);
@@ -246,5 +280,21 @@ impl Authorizer {
         }
         decision.permission = Some(permission);
         Ok(decision)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::strip_bearer;
+
+    #[test]
+    fn bearer_scheme_is_optional_and_case_insensitive() {
+        assert_eq!(strip_bearer("Bearer abc"), "abc");
+        assert_eq!(strip_bearer("bearer   abc "), "abc");
+        assert_eq!(strip_bearer("Bearer"), "");
+        assert_eq!(strip_bearer("Bearer "), "");
+        assert_eq!(strip_bearer("abc"), "abc");
+        assert_eq!(strip_bearer("Bearerabc"), "Bearerabc");
+        assert_eq!(strip_bearer("Beé"), "Beé");
     }
 }

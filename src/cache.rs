@@ -144,7 +144,10 @@ impl CachedKey {
     /// Whether the previous secret is still inside its grace period at `now`.
     pub fn previous_in_grace(&self, now: chrono::DateTime<chrono::Utc>) -> bool {
         self.previous_secret_hash.is_some()
-            && self.key.previous_secret_expires_at.is_some_and(|deadline| now < deadline)
+            && self
+                .key
+                .previous_secret_expires_at
+                .is_some_and(|deadline| now < deadline)
     }
 
     /// Compares a digest with the accepted ones, in constant time.
@@ -178,8 +181,17 @@ struct EntryLifetime {
 }
 
 impl Expiry<KeyId, Entry> for EntryLifetime {
-    fn expire_after_create(&self, _id: &KeyId, entry: &Entry, _created_at: Instant) -> Option<Duration> {
-        Some(if entry.is_some() { self.ttl } else { self.negative_ttl })
+    fn expire_after_create(
+        &self,
+        _id: &KeyId,
+        entry: &Entry,
+        _created_at: Instant,
+    ) -> Option<Duration> {
+        Some(if entry.is_some() {
+            self.ttl
+        } else {
+            self.negative_ttl
+        })
     }
 }
 
@@ -273,7 +285,10 @@ mod tests {
     #[test]
     fn attempt_windows_refill_each_second() {
         let start = Instant::now();
-        let mut window = AttemptWindow { started: start, attempts: 0 };
+        let mut window = AttemptWindow {
+            started: start,
+            attempts: 0,
+        };
         assert!(window.try_take(2, start));
         assert!(window.try_take(2, start));
         assert!(!window.try_take(2, start + Duration::from_millis(500)));

@@ -5,6 +5,7 @@
 //! the parameters written in the hash.
 
 use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use argon2::password_hash::SaltString;
@@ -78,6 +79,7 @@ pub enum HashingError {
 pub struct SecretHasher {
     params: Params,
     permits: Arc<Semaphore>,
+    verifications: Arc<AtomicU64>,
 }
 
 impl SecretHasher {
@@ -85,11 +87,17 @@ impl SecretHasher {
         Ok(SecretHasher {
             params: params.to_argon2()?,
             permits: Arc::new(Semaphore::new(max_concurrent.max(1))),
+            verifications: Arc::new(AtomicU64::new(0)),
         })
     }
 
     fn argon2(params: Params) -> Argon2<'static> {
         Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
+    }
+
+    /// How many verifications have run since start.
+    pub fn verifications(&self) -> u64 {
+        self.verifications.load(Ordering::Relaxed)
     }
 
     /// Hashes a secret with the configured parameters and a fresh random salt.
@@ -126,6 +134,7 @@ impl SecretHasher {
             .acquire()
             .await
             .map_err(|_| HashingError::TaskFailed)?;
+        self.verifications.fetch_add(1, Ordering::Relaxed);
         let secret = secret.clone();
         let hash = hash.clone();
         tokio::task::spawn_blocking(move || {

@@ -79,7 +79,10 @@ impl Policy {
 }
 
 /// Compiles `routes`, naming the offending entry (`routes[3] GET /x: …`) on error.
-fn build_routes(catalog: &Catalog, entries: &[BTreeMap<String, String>]) -> anyhow::Result<RouteTable> {
+fn build_routes(
+    catalog: &Catalog,
+    entries: &[BTreeMap<String, String>],
+) -> anyhow::Result<RouteTable> {
     let mut table = RouteTable::default();
     for (index, entry) in entries.iter().enumerate() {
         let mut rows = entry.iter();
@@ -362,15 +365,25 @@ mod tests {
 
     #[test]
     fn route_errors_name_the_entry() {
-        let text = "catalog: {resources: {a: [read]}}\nroutes: [{GET /a: a:read}, {GET /b: a:write}]";
+        let text =
+            "catalog: {resources: {a: [read]}}\nroutes: [{GET /a: a:read}, {GET /b: a:write}]";
         let error = format!("{:#}", Policy::parse(text).unwrap_err());
-        assert!(error.contains("routes[1] GET /b: a:write: resource \"a\" offers only read"), "{error}");
+        assert!(
+            error.contains("routes[1] GET /b: a:write: resource \"a\" offers only read"),
+            "{error}"
+        );
     }
 
     #[test]
     fn example_policies_hold_their_route_tables() {
-        assert_eq!(Policy::parse(EMBEDDED_DEFAULT_POLICY).unwrap().routes.len(), 18);
-        assert!(!Policy::parse(include_str!("../policies/payconex.yaml")).unwrap().routes.is_empty());
+        assert_eq!(
+            Policy::parse(EMBEDDED_DEFAULT_POLICY).unwrap().routes.len(),
+            18
+        );
+        assert!(!Policy::parse(include_str!("../policies/payconex.yaml"))
+            .unwrap()
+            .routes
+            .is_empty());
     }
 
     #[test]

@@ -42,10 +42,15 @@ impl RouteTable {
             return Err("expected `METHOD /path`".to_owned());
         };
         let Some(method) = METHODS.iter().copied().find(|known| *known == method_text) else {
-            return Err(format!("unknown method {method_text:?}; valid methods: {}", METHODS.join(", ")));
+            return Err(format!(
+                "unknown method {method_text:?}; valid methods: {}",
+                METHODS.join(", ")
+            ));
         };
         if !template.starts_with('/') || template.contains(['?', '#', ' ']) {
-            return Err(format!("path {template:?} must start with `/` and hold no query, fragment or space"));
+            return Err(format!(
+                "path {template:?} must start with `/` and hold no query, fragment or space"
+            ));
         }
         let route = Route {
             method,
@@ -53,10 +58,14 @@ impl RouteTable {
             permission,
         };
         let router = self.routers.entry(method).or_default();
-        router.insert(template, route).map_err(|error| match error {
-            matchit::InsertError::Conflict { with } => format!("conflicts with {method} {with}"),
-            other => format!("invalid path {template:?}: {other}"),
-        })?;
+        router
+            .insert(template, route)
+            .map_err(|error| match error {
+                matchit::InsertError::Conflict { with } => {
+                    format!("conflicts with {method} {with}")
+                }
+                other => format!("invalid path {template:?}: {other}"),
+            })?;
         self.len += 1;
         Ok(())
     }
@@ -71,8 +80,15 @@ impl RouteTable {
 
     /// Finds the route for a request; the query string and fragment are ignored.
     /// Method names are matched case-insensitively.
-    pub fn find<'table, 'path>(&'table self, method: &str, path: &'path str) -> Option<RouteMatch<'table, 'path>> {
-        let method = METHODS.iter().copied().find(|known| known.eq_ignore_ascii_case(method))?;
+    pub fn find<'table, 'path>(
+        &'table self,
+        method: &str,
+        path: &'path str,
+    ) -> Option<RouteMatch<'table, 'path>> {
+        let method = METHODS
+            .iter()
+            .copied()
+            .find(|known| known.eq_ignore_ascii_case(method))?;
         let path = path.split(['?', '#']).next().unwrap_or_default();
         let matched = self.routers.get(method)?.at(path).ok()?;
         Some(RouteMatch {
@@ -107,9 +123,31 @@ mod tests {
         let found = table.find("GET", "/customers/cus_123?expand=all").unwrap();
         assert_eq!(found.route.template, "/customers/{id}");
         assert_eq!(found.params.get("id"), Some("cus_123"));
-        assert_eq!(table.find("get", "/customers").unwrap().route.permission.as_str(), "customers:read");
-        assert_eq!(table.find("GET", "/subscriptions/search").unwrap().route.template, "/subscriptions/search");
-        assert_eq!(table.find("GET", "/subscriptions/sub_1").unwrap().route.template, "/subscriptions/{id}");
+        assert_eq!(
+            table
+                .find("get", "/customers")
+                .unwrap()
+                .route
+                .permission
+                .as_str(),
+            "customers:read"
+        );
+        assert_eq!(
+            table
+                .find("GET", "/subscriptions/search")
+                .unwrap()
+                .route
+                .template,
+            "/subscriptions/search"
+        );
+        assert_eq!(
+            table
+                .find("GET", "/subscriptions/sub_1")
+                .unwrap()
+                .route
+                .template,
+            "/subscriptions/{id}"
+        );
         assert!(table.find("DELETE", "/customers").is_none());
         assert!(table.find("GET", "/customers/").is_none());
         assert!(table.find("GET", "/unknown").is_none());
@@ -123,8 +161,14 @@ mod tests {
             (vec![("GET x", "a:read")], "must start with"),
             (vec![("GET", "a:read")], "METHOD /path"),
             (vec![("GET /x?y", "a:read")], "no query"),
-            (vec![("GET /x", "a:read"), ("GET /x", "a:read")], "conflicts"),
-            (vec![("GET /x/{id}", "a:read"), ("GET /x/{name}", "a:read")], "conflicts"),
+            (
+                vec![("GET /x", "a:read"), ("GET /x", "a:read")],
+                "conflicts",
+            ),
+            (
+                vec![("GET /x/{id}", "a:read"), ("GET /x/{name}", "a:read")],
+                "conflicts",
+            ),
         ];
         for (rows, needle) in cases {
             let error = table(&rows).unwrap_err();

@@ -54,7 +54,8 @@ pub fn key_manager(
     policy: Arc<Policy>,
     usage_flush_interval: Duration,
 ) -> anyhow::Result<KeyManager> {
-    let hasher = SecretHasher::new(keys.hashing, keys.hash_concurrency).context("invalid argon2 settings")?;
+    let hasher = SecretHasher::new(keys.hashing, keys.hash_concurrency)
+        .context("invalid argon2 settings")?;
     let usage = UsageRecorder::spawn(pool.clone(), usage_flush_interval);
     let authorizer = Authorizer::new(
         pool.clone(),
@@ -64,7 +65,12 @@ pub fn key_manager(
         KeyCache::new(cache),
         usage,
     );
-    Ok(KeyManager::new(pool, hasher, keys.prefix.clone(), authorizer))
+    Ok(KeyManager::new(
+        pool,
+        hasher,
+        keys.prefix.clone(),
+        authorizer,
+    ))
 }
 
 impl Application {
@@ -80,7 +86,9 @@ impl Application {
         let listener = TcpListener::bind(settings.listen)
             .await
             .with_context(|| format!("failed to listen on {}", settings.listen))?;
-        let local_addr = listener.local_addr().context("failed to read the bound address")?;
+        let local_addr = listener
+            .local_addr()
+            .context("failed to read the bound address")?;
         Ok(Application {
             listener,
             local_addr,
@@ -96,6 +104,12 @@ impl Application {
 
     pub fn manager(&self) -> &KeyManager {
         &self.manager
+    }
+
+    /// The server's own connection pool (tests close it to prove the hot path
+    /// does no I/O).
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
     }
 
     /// Serves until `shutdown` completes, then lets in-flight calls finish.

@@ -47,7 +47,11 @@ impl UsageRecorder {
     }
 }
 
-async fn write_batches(pool: PgPool, mut receiver: mpsc::Receiver<KeyId>, flush_interval: Duration) {
+async fn write_batches(
+    pool: PgPool,
+    mut receiver: mpsc::Receiver<KeyId>,
+    flush_interval: Duration,
+) {
     let mut pending: HashSet<KeyId> = HashSet::new();
     let mut ticker = tokio::time::interval(flush_interval);
     loop {

@@ -29,12 +29,25 @@ impl AuthorizerHandler {
 fn parse_request(request: &pb::AuthorizeRequest) -> Result<AuthorizeRequest<'_>, FieldError> {
     let by_route = !request.method.is_empty() || !request.path.is_empty();
     let target = match (by_route, request.permission.is_empty()) {
-        (true, false) => return Err(FieldError::new("permission", "give either method and path, or a permission")),
-        (false, true) => return Err(FieldError::new("method", "give method and path, or a permission")),
+        (true, false) => {
+            return Err(FieldError::new(
+                "permission",
+                "give either method and path, or a permission",
+            ))
+        }
+        (false, true) => {
+            return Err(FieldError::new(
+                "method",
+                "give method and path, or a permission",
+            ))
+        }
         (false, false) => Target::Permission(
-            Permission::parse(&request.permission).map_err(|error| FieldError::new("permission", error.to_string()))?,
+            Permission::parse(&request.permission)
+                .map_err(|error| FieldError::new("permission", error.to_string()))?,
         ),
-        (true, true) if request.method.is_empty() => return Err(FieldError::new("method", "is required with path")),
+        (true, true) if request.method.is_empty() => {
+            return Err(FieldError::new("method", "is required with path"))
+        }
         (true, true) if !request.path.starts_with('/') => {
             return Err(FieldError::new("path", "must start with `/`"))
         }
@@ -77,7 +90,10 @@ fn decision_to_proto(decision: Decision) -> pb::Decision {
     let mut answer = pb::Decision {
         allowed: decision.allowed(),
         reason: reason_to_proto(decision.reason).into(),
-        permission: decision.permission.map(|permission| permission.as_str().to_owned()).unwrap_or_default(),
+        permission: decision
+            .permission
+            .map(|permission| permission.as_str().to_owned())
+            .unwrap_or_default(),
         route: decision.route.unwrap_or_default(),
         path_params: decision.path_params.into_iter().collect(),
         http_status: i32::from(decision.reason.http_status()),
@@ -85,7 +101,10 @@ fn decision_to_proto(decision: Decision) -> pb::Decision {
     };
     if let Some(key) = decision.key {
         answer.key_id = key.key_id.to_string();
-        answer.organization_id = key.organization_id.map(|id| id.to_string()).unwrap_or_default();
+        answer.organization_id = key
+            .organization_id
+            .map(|id| id.to_string())
+            .unwrap_or_default();
         answer.environment = match key.environment {
             Environment::Live => pb::Environment::Live,
             Environment::Test => pb::Environment::Test,
@@ -96,7 +115,11 @@ fn decision_to_proto(decision: Decision) -> pb::Decision {
             KeyKind::System => pb::KeyKind::System,
         }
         .into();
-        answer.metadata = key.metadata.iter().map(|(name, value)| (name.clone(), value.clone())).collect();
+        answer.metadata = key
+            .metadata
+            .iter()
+            .map(|(name, value)| (name.clone(), value.clone()))
+            .collect();
         answer.secret = match key.secret {
             SecretSlot::Current => pb::SecretSlot::Current,
             SecretSlot::Previous => pb::SecretSlot::Previous,
@@ -108,9 +131,13 @@ fn decision_to_proto(decision: Decision) -> pb::Decision {
 
 #[tonic::async_trait]
 impl AuthorizerRpc for AuthorizerHandler {
-    async fn authorize(&self, request: Request<pb::AuthorizeRequest>) -> Result<Response<pb::Decision>, Status> {
+    async fn authorize(
+        &self,
+        request: Request<pb::AuthorizeRequest>,
+    ) -> Result<Response<pb::Decision>, Status> {
         let message = request.get_ref();
-        let parsed = parse_request(message).map_err(|error| Status::invalid_argument(error.to_string()))?;
+        let parsed =
+            parse_request(message).map_err(|error| Status::invalid_argument(error.to_string()))?;
         let decision = self
             .authorizer
             .decide(&parsed, Utc::now())

@@ -41,7 +41,10 @@ pub fn status_from_error(error: ServiceError) -> Status {
         ServiceError::NotFound(what) => Status::not_found(format!("{what} not found")),
         ServiceError::FailedPrecondition(message) => Status::failed_precondition(message),
         ServiceError::Unavailable(cause) => {
-            tracing::warn!(error = format!("{:#}", anyhow::Error::from(cause)), "database unavailable");
+            tracing::warn!(
+                error = format!("{:#}", anyhow::Error::from(cause)),
+                "database unavailable"
+            );
             Status::unavailable("database unavailable; retry later")
         }
         ServiceError::Internal(cause) => {

@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use keygate::config::{DatabaseSettings, KeySettings, Settings};
+use keygate::grpc::pb::authorizer_client::AuthorizerClient;
 use keygate::grpc::pb::key_service_client::KeyServiceClient;
 use keygate::grpc::pb::{self, CreateKeyRequest, Environment};
 use keygate::hashing::HashingParams;
@@ -20,6 +21,10 @@ use tonic::{Code, Request, Status};
 
 pub struct TestApp {
     pub client: KeyServiceClient<Channel>,
+    pub authorizer_client: AuthorizerClient<Channel>,
+    /// The server's own pool: closing it cuts the server off from the database.
+    pub server_pool: PgPool,
+    pub authorizer: keygate::authorizer::Authorizer,
     pub pool: PgPool,
     /// Token of the bootstrapped system key, which holds `*`.
     pub admin_token: String,
@@ -58,6 +63,8 @@ pub async fn spawn_app_with(settings: Settings) -> TestApp {
         .unwrap();
     let application = Application::build(settings).await.unwrap();
     let address = application.local_addr();
+    let server_pool = application.pool().clone();
+    let authorizer = application.manager().authorizer().clone();
     let bootstrapped = application
         .manager()
         .bootstrap(DisplayName::parse("name", "test admin").unwrap())
@@ -70,8 +77,14 @@ pub async fn spawn_app_with(settings: Settings) -> TestApp {
     let client = KeyServiceClient::connect(format!("http://{address}"))
         .await
         .unwrap();
+    let authorizer_client = AuthorizerClient::connect(format!("http://{address}"))
+        .await
+        .unwrap();
     TestApp {
         client,
+        authorizer_client,
+        server_pool,
+        authorizer,
         pool,
         admin_token: bootstrapped.token.expose_secret().to_owned(),
         admin_key_id: bootstrapped.key.id.to_string(),
@@ -100,6 +113,44 @@ pub fn assert_status<T: std::fmt::Debug>(result: Result<T, Status>, code: Code, 
 }
 
 impl TestApp {
+    /// Asks Authorize about `method path` with `token`.
+    pub async fn authorize(
+        &self,
+        token: &str,
+        method: &str,
+        path: &str,
+        client_ip: &str,
+    ) -> pb::Decision {
+        let request = pb::AuthorizeRequest {
+            token: token.to_owned(),
+            method: method.to_owned(),
+            path: path.to_owned(),
+            client_ip: client_ip.to_owned(),
+            permission: String::new(),
+        };
+        self.authorizer_client
+            .clone()
+            .authorize(request)
+            .await
+            .unwrap()
+            .into_inner()
+    }
+
+    /// Asks Authorize about a permission named directly.
+    pub async fn authorize_permission(&self, token: &str, permission: &str) -> pb::Decision {
+        let request = pb::AuthorizeRequest {
+            token: token.to_owned(),
+            permission: permission.to_owned(),
+            ..Default::default()
+        };
+        self.authorizer_client
+            .clone()
+            .authorize(request)
+            .await
+            .unwrap()
+            .into_inner()
+    }
+
     pub async fn count(&self, table: &str) -> i64 {
         sqlx::query_scalar(&format!("SELECT count(*) FROM {table}"))
             .fetch_one(&self.pool)

@@ -1,0 +1,656 @@
+//! Authorize: every reason code, PayNext's endpoint table, nested wildcards,
+//! IP allowlists, expiry, rotation grace, and a warm cache with no database.
+
+use keygate::grpc::pb::{self, Environment, Reason, SecretSlot};
+use prost_types::{Duration, Timestamp};
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use tonic::Code;
+
+use crate::helpers::{authed, key_request, spawn_app, spawn_app_with, test_settings};
+
+fn soon(milliseconds: i64) -> Timestamp {
+    let time = chrono::Utc::now() + chrono::Duration::milliseconds(milliseconds);
+    Timestamp {
+        seconds: time.timestamp(),
+        nanos: time.timestamp_subsec_nanos() as i32,
+    }
+}
+
+#[sqlx::test(migrations = false)]
+async fn every_reason_code_with_its_http_status(_pool: PgPoolOptions, db: PgConnectOptions) {
+    let app = spawn_app(db).await;
+    let org = app.create_organization("Acme").await;
+    let mut request = key_request(&org, Environment::Live, &["customers:read"]);
+    request.metadata.insert("team".into(), "billing".into());
+    let (key, token) = app.create_key(request).await;
+    let check = |decision: &pb::Decision, reason: Reason, status: i32| {
+        assert_eq!(decision.reason(), reason, "{decision:?}");
+        assert_eq!(decision.http_status, status, "{decision:?}");
+        assert_eq!(decision.allowed, reason == Reason::Ok);
+    };
+
+    let ok = app
+        .authorize(
+            &format!("Bearer {token}"),
+            "GET",
+            "/customers/cus_123?expand=1",
+            "",
+        )
+        .await;
+    check(&ok, Reason::Ok, 200);
+    assert_eq!(ok.permission, "customers:read");
+    assert_eq!(ok.route, "/customers/{id}");
+    assert_eq!(ok.path_params["id"], "cus_123");
+    assert_eq!(ok.key_id, key.id);
+    assert_eq!(ok.organization_id, org);
+    assert_eq!(ok.environment(), Environment::Live);
+    assert_eq!(ok.kind(), pb::KeyKind::Organization);
+    assert_eq!(ok.metadata["team"], "billing");
+    assert_eq!(ok.secret(), SecretSlot::Current);
+
+    check(
+        &app.authorize("", "GET", "/customers", "").await,
+        Reason::MissingKey,
+        401,
+    );
+    check(
+        &app.authorize("Bearer ", "GET", "/customers", "").await,
+        Reason::MissingKey,
+        401,
+    );
+    check(
+        &app.authorize("kg_live_nonsense", "GET", "/customers", "")
+            .await,
+        Reason::MalformedKey,
+        401,
+    );
+    let mut typo = token.clone().into_bytes();
+    typo[40] = if typo[40] == b'x' { b'y' } else { b'x' };
+    check(
+        &app.authorize(std::str::from_utf8(&typo).unwrap(), "GET", "/customers", "")
+            .await,
+        Reason::MalformedKey,
+        401,
+    );
+    let stranger = keygate::token::Token::issue(
+        &keygate::token::TokenPrefix::default(),
+        keygate::token::Environment::Live,
+        &keygate::token::KeyId::generate(),
+    );
+    let stranger = secrecy::ExposeSecret::expose_secret(&stranger.token).to_owned();
+    let unknown = app.authorize(&stranger, "GET", "/customers", "").await;
+    check(&unknown, Reason::UnknownKey, 401);
+    assert!(unknown.key_id.is_empty());
+    // Same key id, someone else's secret, valid checksum.
+    let forged = keygate::token::Token::issue(
+        &keygate::token::TokenPrefix::default(),
+        keygate::token::Environment::Live,
+        &keygate::token::KeyId::parse(&key.id).unwrap(),
+    );
+    let forged = secrecy::ExposeSecret::expose_secret(&forged.token).to_owned();
+    let wrong = app.authorize(&forged, "GET", "/customers", "").await;
+    check(&wrong, Reason::InvalidSecret, 401);
+    assert!(
+        wrong.key_id.is_empty(),
+        "a wrong secret must not reveal the key"
+    );
+    check(
+        &app.authorize(&token, "POST", "/customers", "").await,
+        Reason::PermissionDenied,
+        403,
+    );
+    check(
+        &app.authorize(&token, "GET", "/nowhere", "").await,
+        Reason::UnknownRoute,
+        404,
+    );
+    check(
+        &app.authorize(&token, "DELETE", "/customers", "").await,
+        Reason::UnknownRoute,
+        404,
+    );
+
+    let mut client = app.client.clone();
+    client
+        .disable_key(authed(
+            &app.admin_token,
+            pb::DisableKeyRequest {
+                key_id: key.id.clone(),
+            },
+        ))
+        .await
+        .unwrap();
+    check(
+        &app.authorize(&token, "GET", "/customers", "").await,
+        Reason::Disabled,
+        401,
+    );
+    client
+        .enable_key(authed(
+            &app.admin_token,
+            pb::EnableKeyRequest {
+                key_id: key.id.clone(),
+            },
+        ))
+        .await
+        .unwrap();
+    check(
+        &app.authorize(&token, "GET", "/customers", "").await,
+        Reason::Ok,
+        200,
+    );
+    client
+        .revoke_key(authed(
+            &app.admin_token,
+            pb::RevokeKeyRequest {
+                key_id: key.id.clone(),
+            },
+        ))
+        .await
+        .unwrap();
+    check(
+        &app.authorize(&token, "GET", "/customers", "").await,
+        Reason::Revoked,
+        401,
+    );
+
+    let mut request = key_request(&org, Environment::Live, &["customers:read"]);
+    request.expire_time = Some(soon(1200));
+    let (_, expiring) = app.create_key(request).await;
+    check(
+        &app.authorize(&expiring, "GET", "/customers", "").await,
+        Reason::Ok,
+        200,
+    );
+    let events_before = app.count("key_events").await;
+    tokio::time::sleep(std::time::Duration::from_millis(1300)).await;
+    check(
+        &app.authorize(&expiring, "GET", "/customers", "").await,
+        Reason::Expired,
+        401,
+    );
+    assert_eq!(
+        app.count("key_events").await,
+        events_before,
+        "expiry needs no event"
+    );
+
+    let mut request = key_request(&org, Environment::Live, &["customers:read"]);
+    request.allowed_cidrs = vec!["192.0.2.0/24".into()];
+    let (_, fenced) = app.create_key(request).await;
+    check(
+        &app.authorize(&fenced, "GET", "/customers", "198.51.100.7")
+            .await,
+        Reason::IpNotAllowed,
+        403,
+    );
+}
+
+/// Each PayNext resource at each level it offers, against all 18 endpoints.
+#[sqlx::test(migrations = false)]
+async fn paynext_endpoint_table_against_every_access_level(
+    _pool: PgPoolOptions,
+    db: PgConnectOptions,
+) {
+    let app = spawn_app(db).await;
+    let org = app.create_organization("PayNext merchant").await;
+    let table = [
+        ("POST", "/client-session", "client_sessions", "write"),
+        ("PATCH", "/client-session/cs_1", "client_sessions", "write"),
+        ("GET", "/customers", "customers", "read"),
+        ("GET", "/customers/cus_123", "customers", "read"),
+        ("POST", "/customers", "customers", "write"),
+        ("PATCH", "/customers/cus_123", "customers", "write"),
+        ("GET", "/payments", "payments", "read"),
+        ("GET", "/payments/pay_1", "payments", "read"),
+        ("POST", "/payments", "payments", "write"),
+        ("POST", "/payments/refund/pay_1", "refunds", "write"),
+        ("GET", "/plans", "plans", "read"),
+        ("GET", "/plans/plan_1", "plans", "read"),
+        ("GET", "/subscriptions/search", "subscriptions", "read"),
+        ("GET", "/subscriptions/sub_1", "subscriptions", "read"),
+        ("POST", "/subscriptions", "subscriptions", "write"),
+        ("PATCH", "/subscriptions", "subscriptions", "write"),
+        (
+            "POST",
+            "/subscriptions/cancel/sub_1",
+            "subscription_cancellation",
+            "write",
+        ),
+        (
+            "POST",
+            "/subscriptions/schedule-cancel/sub_1",
+            "subscription_cancellation",
+            "write",
+        ),
+    ];
+    let levels = [
+        ("client_sessions", "write"),
+        ("customers", "read"),
+        ("customers", "write"),
+        ("plans", "read"),
+        ("payments", "read"),
+        ("payments", "write"),
+        ("refunds", "write"),
+        ("subscriptions", "read"),
+        ("subscriptions", "write"),
+        ("subscription_cancellation", "write"),
+    ];
+    for (resource, level) in levels {
+        let scope = format!("{resource}:{level}");
+        let (_, token) = app
+            .org_key(&org, Environment::Live, &[scope.as_str()])
+            .await;
+        for (method, path, needed_resource, needed_level) in table {
+            // Write includes Read.
+            let expected =
+                resource == needed_resource && (level == needed_level || level == "write");
+            let decision = app.authorize(&token, method, path, "").await;
+            assert_eq!(
+                decision.allowed, expected,
+                "{scope} {method} {path}: {decision:?}"
+            );
+            assert_eq!(
+                decision.permission,
+                format!("{needed_resource}:{needed_level}")
+            );
+            let expected_reason = if expected {
+                Reason::Ok
+            } else {
+                Reason::PermissionDenied
+            };
+            assert_eq!(decision.reason(), expected_reason);
+        }
+    }
+    // The presets: read_only allows every read, write every row, and so does full_access.
+    for (preset, allowed_rows) in [("read_only", 8), ("write", 18), ("full_access", 18)] {
+        let mut request = key_request(&org, Environment::Live, &[]);
+        request.preset = preset.into();
+        let (_, token) = app.create_key(request).await;
+        let mut allowed = 0;
+        for (method, path, _, _) in table {
+            allowed += usize::from(app.authorize(&token, method, path, "").await.allowed);
+        }
+        assert_eq!(allowed, allowed_rows, "{preset}");
+    }
+}
+
+#[sqlx::test(migrations = false)]
+async fn payconex_nested_wildcards(_pool: PgPoolOptions, db: PgConnectOptions) {
+    let mut settings = test_settings(db);
+    settings.policy = std::sync::Arc::new(
+        keygate::policy::Policy::parse(include_str!("../../policies/payconex.yaml")).unwrap(),
+    );
+    let app = spawn_app_with(settings).await;
+    let org = app.create_organization("PayConex merchant").await;
+    let (_, updater) = app
+        .org_key(&org, Environment::Live, &["pcx:account_updater:*"])
+        .await;
+    let (_, results) = app
+        .org_key(&org, Environment::Live, &["pcx:account_updater:results:*"])
+        .await;
+    let (_, everything) = app.org_key(&org, Environment::Live, &["pcx:*"]).await;
+
+    let cases = [
+        (&updater, "pcx:account_updater:schedules:create", true),
+        (&updater, "pcx:account_updater:results:read", true),
+        (&updater, "pcx:webhooks:read", false),
+        (&results, "pcx:account_updater:schedules:create", false),
+        (&results, "pcx:account_updater:results:read", true),
+        (&everything, "pcx:apple_pay:session:get", true),
+    ];
+    for (token, permission, expected) in cases {
+        let decision = app.authorize_permission(token, permission).await;
+        assert_eq!(decision.allowed, expected, "{permission}: {decision:?}");
+    }
+    let decision = app
+        .authorize(&updater, "PATCH", "/account-updater/schedules/s_1", "")
+        .await;
+    assert!(decision.allowed);
+    assert_eq!(decision.permission, "pcx:account_updater:schedules:patch");
+    assert!(
+        !app.authorize(&results, "PATCH", "/account-updater/schedules/s_1", "")
+            .await
+            .allowed
+    );
+}
+
+#[sqlx::test(migrations = false)]
+async fn ip_allowlists_for_ipv4_and_ipv6(_pool: PgPoolOptions, db: PgConnectOptions) {
+    let app = spawn_app(db).await;
+    let org = app.create_organization("Acme").await;
+    let mut request = key_request(&org, Environment::Live, &["customers:read"]);
+    request.allowed_cidrs = vec![
+        "10.1.0.0/16".into(),
+        "192.0.2.9".into(),
+        "2001:db8:ab::/48".into(),
+    ];
+    let (_, fenced) = app.create_key(request).await;
+    let (_, open) = app
+        .org_key(&org, Environment::Live, &["customers:read"])
+        .await;
+    let cases = [
+        (&fenced, "10.1.200.3", Reason::Ok),
+        (&fenced, "192.0.2.9", Reason::Ok),
+        (&fenced, "192.0.2.10", Reason::IpNotAllowed),
+        (&fenced, "2001:db8:ab:1::7", Reason::Ok),
+        (&fenced, "2001:db8:ac::7", Reason::IpNotAllowed),
+        (&fenced, "", Reason::IpNotAllowed),
+        (&open, "203.0.113.5", Reason::Ok),
+        (&open, "::1", Reason::Ok),
+        (&open, "", Reason::Ok),
+    ];
+    for (token, client_ip, expected) in cases {
+        let decision = app.authorize(token, "GET", "/customers", client_ip).await;
+        assert_eq!(decision.reason(), expected, "{client_ip:?}");
+    }
+}
+
+#[sqlx::test(migrations = false)]
+async fn previous_secret_works_during_its_grace_period_only(
+    _pool: PgPoolOptions,
+    db: PgConnectOptions,
+) {
+    let app = spawn_app(db).await;
+    let org = app.create_organization("Acme").await;
+    let (key, old) = app
+        .org_key(&org, Environment::Live, &["customers:read"])
+        .await;
+    assert!(app.authorize(&old, "GET", "/customers", "").await.allowed);
+    let request = pb::RotateKeyRequest {
+        key_id: key.id.clone(),
+        grace_period: Some(Duration {
+            seconds: 2,
+            nanos: 0,
+        }),
+    };
+    let new = app
+        .client
+        .clone()
+        .rotate_key(authed(&app.admin_token, request))
+        .await
+        .unwrap()
+        .into_inner()
+        .token;
+
+    let with_old = app.authorize(&old, "GET", "/customers", "").await;
+    assert!(with_old.allowed);
+    assert_eq!(with_old.secret(), SecretSlot::Previous);
+    let with_new = app.authorize(&new, "GET", "/customers", "").await;
+    assert_eq!(with_new.secret(), SecretSlot::Current);
+    tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
+    assert_eq!(
+        app.authorize(&old, "GET", "/customers", "").await.reason(),
+        Reason::InvalidSecret
+    );
+    assert!(app.authorize(&new, "GET", "/customers", "").await.allowed);
+}
+
+#[sqlx::test(migrations = false)]
+async fn warm_keys_are_decided_without_the_database(_pool: PgPoolOptions, db: PgConnectOptions) {
+    let app = spawn_app(db).await;
+    let org = app.create_organization("Acme").await;
+    let (_, token) = app
+        .org_key(&org, Environment::Live, &["customers:read"])
+        .await;
+    assert!(app.authorize(&token, "GET", "/customers", "").await.allowed);
+    let verifications = app.authorizer.hasher().verifications();
+
+    app.server_pool.close().await;
+    for _ in 0..100 {
+        assert!(
+            app.authorize(&token, "GET", "/customers/cus_1", "")
+                .await
+                .allowed
+        );
+        assert_eq!(
+            app.authorize(&token, "POST", "/customers", "")
+                .await
+                .reason(),
+            Reason::PermissionDenied
+        );
+    }
+    assert_eq!(
+        app.authorizer.hasher().verifications(),
+        verifications,
+        "a warm key needs no argon2"
+    );
+    // A cold key needs the database, and says so.
+    let stranger = keygate::token::Token::issue(
+        &keygate::token::TokenPrefix::default(),
+        keygate::token::Environment::Live,
+        &keygate::token::KeyId::generate(),
+    );
+    let request = pb::AuthorizeRequest {
+        token: secrecy::ExposeSecret::expose_secret(&stranger.token).to_owned(),
+        method: "GET".into(),
+        path: "/customers".into(),
+        ..Default::default()
+    };
+    let status = app
+        .authorizer_client
+        .clone()
+        .authorize(request)
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::Unavailable);
+}
+
+#[sqlx::test(migrations = false)]
+async fn bad_secrets_are_rate_limited_per_key(_pool: PgPoolOptions, db: PgConnectOptions) {
+    let app = spawn_app(db).await;
+    let org = app.create_organization("Acme").await;
+    let (key, _) = app
+        .org_key(&org, Environment::Live, &["customers:read"])
+        .await;
+    let key_id = keygate::token::KeyId::parse(&key.id).unwrap();
+    let before = app.authorizer.hasher().verifications();
+    let started = std::time::Instant::now();
+    for _ in 0..40 {
+        let forged = keygate::token::Token::issue(
+            &keygate::token::TokenPrefix::default(),
+            keygate::token::Environment::Live,
+            &key_id,
+        );
+        let forged = secrecy::ExposeSecret::expose_secret(&forged.token).to_owned();
+        assert_eq!(
+            app.authorize(&forged, "GET", "/customers", "")
+                .await
+                .reason(),
+            Reason::InvalidSecret
+        );
+    }
+    let windows = started.elapsed().as_secs() + 1;
+    let spent = app.authorizer.hasher().verifications() - before;
+    assert!(
+        spent <= 10 * windows,
+        "{spent} argon2 runs in {windows} one-second windows"
+    );
+}
+
+#[sqlx::test(migrations = false)]
+async fn malformed_requests_are_invalid_arguments(_pool: PgPoolOptions, db: PgConnectOptions) {
+    let app = spawn_app(db).await;
+    let token = app.admin_token.clone();
+    let cases = [
+        (
+            pb::AuthorizeRequest {
+                token: token.clone(),
+                ..Default::default()
+            },
+            "method",
+        ),
+        (
+            pb::AuthorizeRequest {
+                token: token.clone(),
+                method: "GET".into(),
+                path: "/customers".into(),
+                permission: "customers:read".into(),
+                ..Default::default()
+            },
+            "permission",
+        ),
+        (
+            pb::AuthorizeRequest {
+                token: token.clone(),
+                path: "/customers".into(),
+                ..Default::default()
+            },
+            "method",
+        ),
+        (
+            pb::AuthorizeRequest {
+                token: token.clone(),
+                method: "GET".into(),
+                path: "customers".into(),
+                ..Default::default()
+            },
+            "path",
+        ),
+        (
+            pb::AuthorizeRequest {
+                token: token.clone(),
+                permission: "customers".into(),
+                ..Default::default()
+            },
+            "permission",
+        ),
+        (
+            pb::AuthorizeRequest {
+                token: token.clone(),
+                method: "GET".into(),
+                path: "/customers".into(),
+                client_ip: "10.0.0.300".into(),
+                ..Default::default()
+            },
+            "client_ip",
+        ),
+    ];
+    for (request, field) in cases {
+        let status = app
+            .authorizer_client
+            .clone()
+            .authorize(request)
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), Code::InvalidArgument);
+        assert!(status.message().starts_with(field), "{}", status.message());
+    }
+}
+
+#[sqlx::test(migrations = false)]
+async fn use_is_recorded_as_last_used_time(_pool: PgPoolOptions, db: PgConnectOptions) {
+    let app = spawn_app(db).await;
+    let org = app.create_organization("Acme").await;
+    let (key, token) = app
+        .org_key(&org, Environment::Live, &["customers:read"])
+        .await;
+    assert_eq!(key.last_used_time, None);
+    for _ in 0..20 {
+        app.authorize(&token, "GET", "/customers", "").await;
+    }
+    let mut last_used = None;
+    for _ in 0..50 {
+        let request = pb::GetKeyRequest {
+            key_id: key.id.clone(),
+        };
+        let fetched = app
+            .client
+            .clone()
+            .get_key(authed(&app.admin_token, request))
+            .await
+            .unwrap()
+            .into_inner();
+        last_used = fetched.last_used_time;
+        if last_used.is_some() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(last_used.is_some(), "last_used_time was never written");
+    // Usage is not a change: no version bump, no event.
+    let request = pb::GetKeyRequest {
+        key_id: key.id.clone(),
+    };
+    let fetched = app
+        .client
+        .clone()
+        .get_key(authed(&app.admin_token, request))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(fetched.version, 1);
+}
+
+#[sqlx::test(migrations = false)]
+async fn policy_reload_swaps_routes_and_refuses_bad_files(
+    _pool: PgPoolOptions,
+    db: PgConnectOptions,
+) {
+    let directory = std::env::temp_dir().join(format!("keygate-policy-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&directory).unwrap();
+    let path = directory.join("policy.yaml");
+    std::fs::write(&path, keygate::policy::EMBEDDED_DEFAULT_POLICY).unwrap();
+    let mut settings = test_settings(db);
+    settings.policy_path = Some(path.clone());
+    let app = spawn_app_with(settings).await;
+    let org = app.create_organization("Acme").await;
+    let (_, token) = app
+        .org_key(&org, Environment::Live, &["customers:read"])
+        .await;
+    assert_eq!(
+        app.authorize(&token, "GET", "/v2/customers", "")
+            .await
+            .reason(),
+        Reason::UnknownRoute
+    );
+
+    let renamed =
+        keygate::policy::EMBEDDED_DEFAULT_POLICY.replace("GET /customers:", "GET /v2/customers:");
+    std::fs::write(&path, renamed).unwrap();
+    assert!(keygate::server::reload_policy(&app.authorizer, &path).await);
+    assert!(
+        app.authorize(&token, "GET", "/v2/customers", "")
+            .await
+            .allowed
+    );
+    assert_eq!(
+        app.authorize(&token, "GET", "/customers", "")
+            .await
+            .reason(),
+        Reason::UnknownRoute
+    );
+
+    std::fs::write(
+        &path,
+        "catalog: {resources: {customers: [read]}}\nroutes: [{GET /x: nope:read}]",
+    )
+    .unwrap();
+    assert!(!keygate::server::reload_policy(&app.authorizer, &path).await);
+    assert!(
+        app.authorize(&token, "GET", "/v2/customers", "")
+            .await
+            .allowed,
+        "the old policy stays"
+    );
+
+    // Implications follow the policy too: without `write => read`, a cached writer loses reads.
+    let (_, writer) = app
+        .org_key(&org, Environment::Live, &["customers:write"])
+        .await;
+    assert!(
+        app.authorize(&writer, "GET", "/customers/c1", "")
+            .await
+            .allowed
+    );
+    let without_implications = keygate::policy::EMBEDDED_DEFAULT_POLICY
+        .replace("  implications:\n    write: [read]\n", "");
+    std::fs::write(&path, without_implications).unwrap();
+    assert!(keygate::server::reload_policy(&app.authorizer, &path).await);
+    assert!(
+        !app.authorize(&writer, "GET", "/customers/c1", "")
+            .await
+            .allowed
+    );
+    std::fs::remove_dir_all(&directory).unwrap();
+}
