@@ -246,6 +246,11 @@ impl KeyCache {
         self.entries.try_get_with(id, load).await
     }
 
+    /// Puts a key in the cache directly (benchmarks warm the cache this way).
+    pub async fn insert(&self, entry: CachedKey) {
+        self.entries.insert(entry.key.id, Some(Arc::new(entry))).await;
+    }
+
     /// Forgets a key (positive or negative entry).
     pub async fn evict(&self, id: &KeyId) {
         self.entries.invalidate(id).await;

@@ -63,7 +63,12 @@ async fn migrate_bootstrap_serve_and_stop_without_leaking_secrets(
     assert!(!again.status.success());
     assert!(String::from_utf8_lossy(&again.stderr).contains("a system key already exists"));
 
-    let mut server = keygate(&url, &["serve", "--listen", "127.0.0.1:0"])
+    let policy_directory = std::env::temp_dir().join(format!("keygate-binary-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&policy_directory).unwrap();
+    let policy_path = policy_directory.join("policy.yaml");
+    std::fs::write(&policy_path, keygate::policy::EMBEDDED_DEFAULT_POLICY).unwrap();
+    let policy_argument = policy_path.to_str().unwrap();
+    let mut server = keygate(&url, &["serve", "--listen", "127.0.0.1:0", "--policy", policy_argument])
         .stderr(Stdio::piped())
         .stdout(Stdio::piped())
         .spawn()
@@ -124,6 +129,14 @@ async fn migrate_bootstrap_serve_and_stop_without_leaking_secrets(
     assert_eq!(refused.code(), tonic::Code::Unauthenticated);
 
     let pid = server.id().unwrap().to_string();
+    // SIGHUP reloads the policy; SIGTERM then stops the server gracefully.
+    let hangup = Command::new("kill").args(["-HUP", &pid]).status().await.unwrap();
+    assert!(hangup.success());
+    let mut authorizer = keygate::grpc::pb::authorizer_client::AuthorizerClient::connect(format!("http://{address}")).await.unwrap();
+    let request = pb::AuthorizeRequest { token: rotated.token.clone(), method: "GET".into(), path: "/customers".into(), ..Default::default() };
+    let decision = authorizer.authorize(request).await.unwrap().into_inner();
+    assert_eq!(decision.reason(), pb::Reason::PermissionDenied);
+    tokio::time::sleep(Duration::from_millis(300)).await;
     let terminated = Command::new("kill")
         .args(["-TERM", &pid])
         .status()
@@ -146,6 +159,8 @@ async fn migrate_bootstrap_serve_and_stop_without_leaking_secrets(
         .unwrap();
     log.push_str(&stdout);
     assert!(log.contains("keygate stopped"));
+    assert!(log.contains("policy reloaded"), "SIGHUP did not reload the policy");
+    std::fs::remove_dir_all(&policy_directory).unwrap();
     // The log was captured: it names the keys it acted on, by id only.
     assert!(log.contains(&format!("key_id={created_key_id}")));
 

@@ -1,0 +1,201 @@
+//! End-to-end Authorize load bench. Run: `cargo bench --bench authorize`.
+//!
+//! One Postgres database with 100,000 warm-path keys and 10,000 cold-path keys.
+//! Keygate (the real binary) and a no-op tonic Authorizer with the same message
+//! shapes and runtime run pinned to CPU 0; this process, the load generator, is
+//! pinned to CPU 1. Rounds alternate no-op / Keygate (1,000 keys) / Keygate
+//! (100,000 keys); the medians of the per-round ratios are reported with their
+//! range. Then a cold run (every request a new key, argon2 at the default
+//! parameters) with warm probes beside it, and a cold start of a fresh replica
+//! facing 10,000 distinct keys.
+//!
+//! Only loopback addresses are used; every load loop is bounded in count and time.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod load;
+mod servers;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use keygate::grpc::pb;
+use load::{grpc_frame, run, LoadShape, RunResult};
+use prost::Message;
+
+const WARM_KEYS: usize = 100_000;
+const SMALL_SET: usize = 1_000;
+const COLD_KEYS: usize = 10_000;
+const ROUNDS: usize = 5;
+const ROUND_DURATION: Duration = Duration::from_secs(2);
+const SHAPE: LoadShape = LoadShape {
+    connections: 4,
+    streams_per_connection: 16,
+    duration: ROUND_DURATION,
+    max_requests: 2_000_000,
+};
+
+fn allowed(answer: &[u8]) -> bool {
+    pb::Decision::decode(answer).is_ok_and(|decision| decision.allowed)
+}
+
+fn median(values: &mut [f64]) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values[values.len() / 2]
+}
+
+fn range(values: &[f64]) -> (f64, f64) {
+    let low = values.iter().copied().fold(f64::INFINITY, f64::min);
+    let high = values.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    (low, high)
+}
+
+fn bodies(tokens: &[String]) -> Arc<Vec<Bytes>> {
+    let frames = tokens
+        .iter()
+        .map(|token| {
+            grpc_frame(&pb::AuthorizeRequest {
+                token: token.clone(),
+                method: "GET".into(),
+                path: "/customers/cus_123".into(),
+                client_ip: "10.1.2.3".into(),
+                permission: String::new(),
+            })
+        })
+        .collect();
+    Arc::new(frames)
+}
+
+fn report(label: &str, result: &RunResult) {
+    println!(
+        "  {label:<26} {:>9.0} req/s  p50 {:>6.0} µs  p99 {:>6.0} µs  ({} ok, {} errors)",
+        result.requests_per_second(),
+        result.percentile(0.50),
+        result.percentile(0.99),
+        result.requests,
+        result.errors
+    );
+}
+
+fn main() {
+    if std::env::args().any(|argument| argument == "noop-server") {
+        servers::run_noop_server();
+        return;
+    }
+    servers::pin_self_to_cpu(1);
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    runtime.block_on(bench());
+}
+
+async fn bench() {
+    let database = servers::BenchDatabase::create().await;
+    println!("seeding {WARM_KEYS} warm-path keys and {COLD_KEYS} cold-path keys");
+    let warm_tokens = database.seed_keys(WARM_KEYS, keygate::hashing::HashingParams::FASTEST).await;
+    let cold_tokens = database.seed_keys(COLD_KEYS, keygate::hashing::HashingParams::DEFAULT).await;
+    let keygate = servers::Child::keygate(&database.url, 0).await;
+    let noop = servers::Child::noop(0).await;
+
+    let warm_bodies = bodies(&warm_tokens);
+    let small_bodies = Arc::new(warm_bodies[..SMALL_SET].to_vec());
+    let rss_before = keygate.rss_kib();
+    let warm_up = LoadShape { duration: Duration::from_secs(120), max_requests: WARM_KEYS, ..SHAPE };
+    let warmed = run(keygate.address, warm_bodies.clone(), warm_up, true, allowed).await;
+    assert_eq!(warmed.errors, 0, "warm-up failed");
+    let rss_after = keygate.rss_kib();
+    println!(
+        "warmed {} keys in {:.1} s; server RSS {} KiB -> {} KiB: about {:.0} bytes per cached key",
+        warmed.requests,
+        warmed.seconds,
+        rss_before,
+        rss_after,
+        (rss_after.saturating_sub(rss_before) as f64 * 1024.0) / WARM_KEYS as f64
+    );
+
+    let mut throughput_small = Vec::new();
+    let mut throughput_large = Vec::new();
+    let mut p99_small = Vec::new();
+    let mut p99_large = Vec::new();
+    let mut large_vs_small = Vec::new();
+    for round in 1..=ROUNDS {
+        println!("round {round}/{ROUNDS}");
+        let baseline = run(noop.address, small_bodies.clone(), SHAPE, false, allowed).await;
+        report("no-op server", &baseline);
+        let small = run(keygate.address, small_bodies.clone(), SHAPE, false, allowed).await;
+        report("keygate, 1,000 keys", &small);
+        let large = run(keygate.address, warm_bodies.clone(), SHAPE, false, allowed).await;
+        report("keygate, 100,000 keys", &large);
+        assert_eq!(small.errors + large.errors + baseline.errors, 0, "answers were wrong");
+        throughput_small.push(small.requests_per_second() / baseline.requests_per_second());
+        throughput_large.push(large.requests_per_second() / baseline.requests_per_second());
+        p99_small.push(small.percentile(0.99) / baseline.percentile(0.99));
+        p99_large.push(large.percentile(0.99) / baseline.percentile(0.99));
+        large_vs_small.push(large.requests_per_second() / small.requests_per_second());
+    }
+    println!("median ratio over {ROUNDS} rounds [range]:");
+    for (label, values) in [
+        ("req/s keygate 1k / no-op", &mut throughput_small),
+        ("req/s keygate 100k / no-op", &mut throughput_large),
+        ("p99 keygate 1k / no-op", &mut p99_small),
+        ("p99 keygate 100k / no-op", &mut p99_large),
+        ("req/s keygate 100k / 1k", &mut large_vs_small),
+    ] {
+        let (low, high) = range(values);
+        println!("  {label:<28} {:.3}  [{low:.3} .. {high:.3}]", median(values));
+    }
+
+    cold_run(&keygate, &cold_tokens, &small_bodies).await;
+    drop(keygate);
+    drop(noop);
+    cold_start(&database.url, &cold_tokens).await;
+    database.drop_database().await;
+}
+
+/// Every request a new key (argon2 at the default parameters), with warm probes
+/// beside it to show the service stays responsive.
+async fn cold_run(keygate: &servers::Child, cold_tokens: &[String], warm_bodies: &Arc<Vec<Bytes>>) {
+    println!("cold run: each request a key this replica has not seen, argon2 m=4096 t=1 p=1");
+    let probe_shape = LoadShape { connections: 1, streams_per_connection: 2, duration: Duration::from_secs(3), max_requests: 1_000_000 };
+    let quiet = run(keygate.address, warm_bodies.clone(), probe_shape, false, allowed).await;
+    report("warm probes, idle server", &quiet);
+    let cold_bodies = bodies(&cold_tokens[..COLD_KEYS / 2]);
+    let cold_shape = LoadShape { connections: 2, streams_per_connection: 8, duration: Duration::from_secs(3), max_requests: COLD_KEYS / 2 };
+    let (cold, busy) = tokio::join!(
+        run(keygate.address, cold_bodies, cold_shape, true, allowed),
+        run(keygate.address, warm_bodies.clone(), probe_shape, false, allowed),
+    );
+    report("cold keys (argon2 each)", &cold);
+    report("warm probes meanwhile", &busy);
+}
+
+/// A fresh replica facing 10,000 distinct keys: seconds until its p99 is back
+/// to the warm level.
+async fn cold_start(database_url: &str, cold_tokens: &[String]) {
+    println!("cold start: a fresh replica, {COLD_KEYS} distinct active keys, 64 concurrent streams");
+    let fresh = servers::Child::keygate(database_url, 0).await;
+    let all = bodies(cold_tokens);
+    let window = Duration::from_millis(250);
+    let mut p99_by_window = Vec::new();
+    let started = std::time::Instant::now();
+    for _ in 0..240 {
+        let shape = LoadShape { duration: window, ..SHAPE };
+        let result = run(fresh.address, all.clone(), shape, false, allowed).await;
+        p99_by_window.push((started.elapsed().as_secs_f64(), result.percentile(0.99)));
+        let settled = p99_by_window.len() >= 12 && started.elapsed() > Duration::from_secs(25);
+        if settled {
+            break;
+        }
+    }
+    let tail: Vec<f64> = p99_by_window.iter().rev().take(8).map(|(_, p99)| *p99).collect();
+    let warm_level = median(&mut tail.clone());
+    let recovered_at = p99_by_window
+        .iter()
+        .position(|(_, p99)| *p99 <= warm_level * 1.5)
+        .map(|index| p99_by_window[index].0);
+    match recovered_at {
+        Some(seconds) => println!(
+            "  p99 back to within 1.5x of the warm level ({warm_level:.0} µs) after {seconds:.1} s"
+        ),
+        None => println!("  p99 did not return to the warm level ({warm_level:.0} µs)"),
+    }
+}

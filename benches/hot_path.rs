@@ -1,0 +1,128 @@
+//! Micro-benchmarks of the hot path: token parse, route match, permission check,
+//! and a full decision on a warm cache (target: under 2 µs).
+//! Run: `cargo bench --bench hot_path`.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::collections::BTreeMap;
+use std::hint::black_box;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use criterion::{criterion_group, criterion_main, Criterion};
+use keygate::authorizer::Authorizer;
+use keygate::cache::{CacheSettings, CachedKey, KeyCache};
+use keygate::decision::{AuthorizeRequest, Target};
+use keygate::hashing::{HashingParams, SecretHasher};
+use keygate::key::{Key, KeyKind};
+use keygate::permission::{Permission, Scope};
+use keygate::policy::{Policy, EMBEDDED_DEFAULT_POLICY};
+use keygate::store::keys::StoredKey;
+use keygate::token::{Environment, KeyId, Token, TokenPrefix};
+use keygate::usage::UsageRecorder;
+use secrecy::ExposeSecret;
+use sqlx::postgres::PgPoolOptions;
+
+fn policy() -> Policy {
+    Policy::parse(EMBEDDED_DEFAULT_POLICY).unwrap()
+}
+
+fn key(id: KeyId, scopes: &[&str]) -> Key {
+    let now = Utc::now();
+    Key {
+        id,
+        organization_id: Some(uuid::Uuid::new_v4()),
+        kind: KeyKind::Organization,
+        environment: Environment::Live,
+        name: "bench".into(),
+        description: String::new(),
+        scopes: scopes.iter().map(|scope| Scope::parse(scope).unwrap()).collect(),
+        allowed_cidrs: vec!["10.0.0.0/8".parse().unwrap()],
+        expires_at: None,
+        metadata: BTreeMap::from([("team".to_owned(), "billing".to_owned())]),
+        lock_scopes: false,
+        version: 1,
+        created_by: None,
+        created_at: now,
+        updated_at: now,
+        disabled_at: None,
+        revoked_at: None,
+        previous_secret_expires_at: None,
+        last_used_at: None,
+    }
+}
+
+fn token_parse(criterion: &mut Criterion) {
+    let prefix = TokenPrefix::default();
+    let issued = Token::issue(&prefix, Environment::Live, &KeyId::generate());
+    let raw = issued.token.expose_secret().to_owned();
+    criterion.bench_function("token_parse", |bencher| {
+        bencher.iter(|| Token::parse(black_box(&raw), &prefix).unwrap().key_id().as_uuid())
+    });
+}
+
+fn route_match(criterion: &mut Criterion) {
+    let policy = policy();
+    criterion.bench_function("route_match", |bencher| {
+        bencher.iter(|| {
+            let found = policy.routes.find(black_box("POST"), black_box("/subscriptions/schedule-cancel/sub_123?x=1"));
+            found.unwrap().route.permission.as_str().len()
+        })
+    });
+}
+
+fn permission_check(criterion: &mut Criterion) {
+    let policy = policy();
+    let scopes: Vec<Scope> = ["customers:write", "payments:read", "subscriptions:*", "plans:read"]
+        .iter()
+        .map(|scope| Scope::parse(scope).unwrap())
+        .collect();
+    let effective = policy.catalog.effective(&scopes);
+    let needed = Permission::parse("subscriptions:write").unwrap();
+    let missing = Permission::parse("refunds:write").unwrap();
+    criterion.bench_function("permission_check", |bencher| {
+        bencher.iter(|| effective.allows(black_box(&needed)) && !effective.allows(black_box(&missing)))
+    });
+}
+
+fn warm_decision(criterion: &mut Criterion) {
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+    let (authorizer, raw_token) = runtime.block_on(async {
+        // The pool is never used: every request below is a cache hit.
+        let pool = PgPoolOptions::new().connect_lazy("postgres://nobody@127.0.0.1:1/none").unwrap();
+        let policy = Arc::new(policy());
+        let hasher = SecretHasher::new(HashingParams::FASTEST, 1).unwrap();
+        let cache = KeyCache::new(CacheSettings::default());
+        let usage = UsageRecorder::spawn(pool.clone(), Duration::from_secs(3600));
+        let prefix = TokenPrefix::default();
+        let id = KeyId::generate();
+        let issued = Token::issue(&prefix, Environment::Live, &id);
+        let stored = StoredKey {
+            key: key(id, &["customers:read", "payments:write", "subscriptions:*"]),
+            secret_hash: hasher.hash(&issued.secret).await.unwrap(),
+            previous_secret_hash: None,
+        };
+        cache.insert(CachedKey::new(stored, &policy)).await;
+        let authorizer = Authorizer::new(pool, hasher, prefix, policy, cache, usage);
+        (authorizer, issued.token.expose_secret().to_owned())
+    });
+    let bearer = format!("Bearer {raw_token}");
+    let request = AuthorizeRequest {
+        presented: &bearer,
+        target: Target::Route { method: "GET", path: "/customers/cus_123" },
+        client_ip: Some("10.1.2.3".parse().unwrap()),
+    };
+    // The first call verifies with argon2 and caches the digest.
+    assert!(runtime.block_on(authorizer.decide(&request, Utc::now())).unwrap().allowed());
+    criterion.bench_function("full_decision_warm_cache", |bencher| {
+        bencher.to_async(&runtime).iter(|| async {
+            let decision = authorizer.decide(black_box(&request), Utc::now()).await.unwrap();
+            assert!(decision.allowed());
+            decision
+        })
+    });
+}
+
+criterion_group!(benches, token_parse, route_match, permission_check, warm_decision);
+criterion_main!(benches);
