@@ -37,7 +37,10 @@ fn key(id: KeyId, scopes: &[&str]) -> Key {
         environment: Environment::Live,
         name: "bench".into(),
         description: String::new(),
-        scopes: scopes.iter().map(|scope| Scope::parse(scope).unwrap()).collect(),
+        scopes: scopes
+            .iter()
+            .map(|scope| Scope::parse(scope).unwrap())
+            .collect(),
         allowed_cidrs: vec!["10.0.0.0/8".parse().unwrap()],
         expires_at: None,
         metadata: BTreeMap::from([("team".to_owned(), "billing".to_owned())]),
@@ -58,7 +61,12 @@ fn token_parse(criterion: &mut Criterion) {
     let issued = Token::issue(&prefix, Environment::Live, &KeyId::generate());
     let raw = issued.token.expose_secret().to_owned();
     criterion.bench_function("token_parse", |bencher| {
-        bencher.iter(|| Token::parse(black_box(&raw), &prefix).unwrap().key_id().as_uuid())
+        bencher.iter(|| {
+            Token::parse(black_box(&raw), &prefix)
+                .unwrap()
+                .key_id()
+                .as_uuid()
+        })
     });
 }
 
@@ -66,7 +74,10 @@ fn route_match(criterion: &mut Criterion) {
     let policy = policy();
     criterion.bench_function("route_match", |bencher| {
         bencher.iter(|| {
-            let found = policy.routes.find(black_box("POST"), black_box("/subscriptions/schedule-cancel/sub_123?x=1"));
+            let found = policy.routes.find(
+                black_box("POST"),
+                black_box("/subscriptions/schedule-cancel/sub_123?x=1"),
+            );
             found.unwrap().route.permission.as_str().len()
         })
     });
@@ -74,23 +85,35 @@ fn route_match(criterion: &mut Criterion) {
 
 fn permission_check(criterion: &mut Criterion) {
     let policy = policy();
-    let scopes: Vec<Scope> = ["customers:write", "payments:read", "subscriptions:*", "plans:read"]
-        .iter()
-        .map(|scope| Scope::parse(scope).unwrap())
-        .collect();
+    let scopes: Vec<Scope> = [
+        "customers:write",
+        "payments:read",
+        "subscriptions:*",
+        "plans:read",
+    ]
+    .iter()
+    .map(|scope| Scope::parse(scope).unwrap())
+    .collect();
     let effective = policy.catalog.effective(&scopes);
     let needed = Permission::parse("subscriptions:write").unwrap();
     let missing = Permission::parse("refunds:write").unwrap();
     criterion.bench_function("permission_check", |bencher| {
-        bencher.iter(|| effective.allows(black_box(&needed)) && !effective.allows(black_box(&missing)))
+        bencher
+            .iter(|| effective.allows(black_box(&needed)) && !effective.allows(black_box(&missing)))
     });
 }
 
 fn warm_decision(criterion: &mut Criterion) {
-    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
     let (authorizer, raw_token) = runtime.block_on(async {
         // The pool is never used: every request below is a cache hit.
-        let pool = PgPoolOptions::new().connect_lazy("postgres://nobody@127.0.0.1:1/none").unwrap();
+        let pool = PgPoolOptions::new()
+            .connect_lazy("postgres://nobody@127.0.0.1:1/none")
+            .unwrap();
         let policy = Arc::new(policy());
         let hasher = SecretHasher::new(HashingParams::FASTEST, 1).unwrap();
         let cache = KeyCache::new(CacheSettings::default());
@@ -110,19 +133,114 @@ fn warm_decision(criterion: &mut Criterion) {
     let bearer = format!("Bearer {raw_token}");
     let request = AuthorizeRequest {
         presented: &bearer,
-        target: Target::Route { method: "GET", path: "/customers/cus_123" },
+        target: Target::Route {
+            method: "GET",
+            path: "/customers/cus_123",
+        },
         client_ip: Some("10.1.2.3".parse().unwrap()),
     };
+    println!(
+        "size of the decide future: {} bytes",
+        std::mem::size_of_val(&authorizer.decide(&request, Utc::now()))
+    );
     // The first call verifies with argon2 and caches the digest.
-    assert!(runtime.block_on(authorizer.decide(&request, Utc::now())).unwrap().allowed());
+    assert!(runtime
+        .block_on(authorizer.decide(&request, Utc::now()))
+        .unwrap()
+        .allowed());
     criterion.bench_function("full_decision_warm_cache", |bencher| {
         bencher.to_async(&runtime).iter(|| async {
-            let decision = authorizer.decide(black_box(&request), Utc::now()).await.unwrap();
+            let decision = authorizer
+                .decide(black_box(&request), Utc::now())
+                .await
+                .unwrap();
             assert!(decision.allowed());
             decision
         })
     });
 }
 
-criterion_group!(benches, token_parse, route_match, permission_check, warm_decision);
+/// The same decision cycling over 100,000 warm keys, as a large tenant mix does:
+/// shows what CPU cache misses add.
+fn warm_decision_many_keys(criterion: &mut Criterion) {
+    const KEYS: usize = 100_000;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let (authorizer, bearers) = runtime.block_on(async {
+        let pool = PgPoolOptions::new()
+            .connect_lazy("postgres://nobody@127.0.0.1:1/none")
+            .unwrap();
+        let policy = Arc::new(policy());
+        let hasher = SecretHasher::new(HashingParams::FASTEST, 1).unwrap();
+        let cache = KeyCache::new(CacheSettings {
+            capacity: 200_000,
+            ..CacheSettings::default()
+        });
+        let usage = UsageRecorder::spawn(pool.clone(), Duration::from_secs(3600));
+        let prefix = TokenPrefix::default();
+        let mut bearers = Vec::with_capacity(KEYS);
+        for _ in 0..KEYS {
+            let id = KeyId::generate();
+            let issued = Token::issue(&prefix, Environment::Live, &id);
+            let stored = StoredKey {
+                key: key(id, &["customers:read", "payments:write", "subscriptions:*"]),
+                secret_hash: hasher.hash(&issued.secret).await.unwrap(),
+                previous_secret_hash: None,
+            };
+            cache.insert(CachedKey::new(stored, &policy)).await;
+            bearers.push(issued.token.expose_secret().to_owned());
+        }
+        let authorizer = Authorizer::new(pool, hasher, prefix, policy, cache, usage);
+        for bearer in &bearers {
+            let request = AuthorizeRequest {
+                presented: bearer,
+                target: Target::Route {
+                    method: "GET",
+                    path: "/customers/cus_123",
+                },
+                client_ip: Some("10.1.2.3".parse().unwrap()),
+            };
+            assert!(authorizer
+                .decide(&request, Utc::now())
+                .await
+                .unwrap()
+                .allowed());
+        }
+        (authorizer, bearers)
+    });
+    let mut next = 0usize;
+    criterion.bench_function("full_decision_warm_cache_100k_keys", |bencher| {
+        bencher.to_async(&runtime).iter(|| {
+            next = (next + 7919) % KEYS;
+            let request = AuthorizeRequest {
+                presented: &bearers[next],
+                target: Target::Route {
+                    method: "GET",
+                    path: "/customers/cus_123",
+                },
+                client_ip: Some("10.1.2.3".parse().unwrap()),
+            };
+            let authorizer = &authorizer;
+            async move {
+                authorizer
+                    .decide(black_box(&request), Utc::now())
+                    .await
+                    .unwrap()
+                    .allowed()
+            }
+        })
+    });
+}
+
+criterion_group!(
+    benches,
+    token_parse,
+    route_match,
+    permission_check,
+    warm_decision,
+    warm_decision_many_keys
+);
 criterion_main!(benches);

@@ -52,13 +52,8 @@ impl VerifiedKey {
     }
 
     fn identity(&self) -> KeyIdentity {
-        let key = &self.entry.key;
         KeyIdentity {
-            key_id: key.id,
-            organization_id: key.organization_id,
-            environment: key.environment,
-            kind: key.kind,
-            metadata: self.entry.metadata.clone(),
+            entry: self.entry.clone(),
             secret: self.secret,
         }
     }
@@ -159,10 +154,8 @@ impl Authorizer {
         let digest = self.cache.digest(token.secret());
         let slot = match self.match_cached(&entry, &digest, now) {
             Some(slot) => Some(slot),
-            None => {
-                self.verify_with_argon2(&entry, token.secret(), digest, now)
-                    .await?
-            }
+            // Boxed: the argon2 path's future is large and rarely needed.
+            None => Box::pin(self.verify_with_argon2(&entry, token.secret(), digest, now)).await?,
         };
         match slot {
             Some(secret) => Ok(Ok(VerifiedKey { entry, secret })),
@@ -259,8 +252,11 @@ impl Authorizer {
             }
         }
         let policy = self.policy.load();
-        let permission = match &request.target {
-            Target::Permission(permission) => permission.clone(),
+        let (permission, index) = match &request.target {
+            Target::Permission(permission) => (
+                permission.clone(),
+                policy.catalog.permission_index(permission.as_str()),
+            ),
             Target::Route { method, path } => {
                 let Some(matched) = policy.routes.find(method, path) else {
                     decision.reason = Reason::UnknownRoute;
@@ -272,10 +268,17 @@ impl Authorizer {
                     .iter()
                     .map(|(name, value)| (name.to_owned(), value.to_owned()))
                     .collect();
-                matched.route.permission.clone()
+                (
+                    matched.route.permission.clone(),
+                    Some(matched.route.permission_index),
+                )
             }
         };
-        if !verified.entry.permissions.allows(&permission) {
+        let permissions = &verified.entry.permissions;
+        let allowed = index
+            .and_then(|index| permissions.allows_indexed(policy.catalog.generation(), index))
+            .unwrap_or_else(|| permissions.allows(&permission));
+        if !allowed {
             decision.reason = Reason::PermissionDenied;
         }
         decision.permission = Some(permission);

@@ -13,6 +13,7 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
+use hmac::digest::KeyInit;
 use hmac::{Hmac, Mac};
 use moka::future::Cache;
 use moka::ops::compute::Op;
@@ -81,6 +82,9 @@ impl AttemptWindow {
 /// the secrets argon2 has accepted.
 pub struct CachedKey {
     pub key: Key,
+    /// The key id and organization id as the API spells them, computed once.
+    pub key_id_text: String,
+    pub organization_id_text: String,
     pub metadata: Arc<BTreeMap<String, String>>,
     pub permissions: EffectivePermissions,
     pub secret_hash: SecretHash,
@@ -108,6 +112,12 @@ impl CachedKey {
         let permissions = policy.catalog.effective(&stored.key.scopes);
         CachedKey {
             metadata: Arc::new(stored.key.metadata.clone()),
+            key_id_text: stored.key.id.to_string(),
+            organization_id_text: stored
+                .key
+                .organization_id
+                .map(|id| id.to_string())
+                .unwrap_or_default(),
             key: stored.key,
             permissions,
             secret_hash: stored.secret_hash,
@@ -127,6 +137,8 @@ impl CachedKey {
     fn with_policy(&self, policy: &Policy) -> CachedKey {
         CachedKey {
             key: self.key.clone(),
+            key_id_text: self.key_id_text.clone(),
+            organization_id_text: self.organization_id_text.clone(),
             metadata: self.metadata.clone(),
             permissions: policy.catalog.effective(&self.key.scopes),
             secret_hash: self.secret_hash.clone(),
@@ -199,14 +211,17 @@ impl Expiry<KeyId, Entry> for EntryLifetime {
 #[derive(Clone)]
 pub struct KeyCache {
     entries: Cache<KeyId, Entry>,
-    digest_key: Arc<[u8; 32]>,
+    /// HMAC-SHA256 already keyed with a per-process random key; cloned per digest.
+    keyed_mac: Hmac<Sha256>,
     settings: CacheSettings,
 }
 
 impl KeyCache {
     pub fn new(settings: CacheSettings) -> KeyCache {
-        let mut digest_key = [0u8; 32];
+        // A block-sized (64-byte) key makes keying infallible.
+        let mut digest_key = [0u8; 64];
         OsRng.fill_bytes(&mut digest_key);
+        let keyed_mac = <Hmac<Sha256> as KeyInit>::new(&digest_key.into());
         let entries = Cache::builder()
             .max_capacity(settings.capacity)
             .expire_after(EntryLifetime {
@@ -216,7 +231,7 @@ impl KeyCache {
             .build();
         KeyCache {
             entries,
-            digest_key: Arc::new(digest_key),
+            keyed_mac,
             settings,
         }
     }
@@ -227,11 +242,7 @@ impl KeyCache {
 
     /// The keyed digest of a presented secret.
     pub fn digest(&self, secret: &str) -> SecretDigest {
-        // HMAC accepts keys of any length, so this cannot fail.
-        let mut mac = match <Hmac<Sha256> as Mac>::new_from_slice(self.digest_key.as_slice()) {
-            Ok(mac) => mac,
-            Err(_) => return [0u8; 32],
-        };
+        let mut mac = self.keyed_mac.clone();
         mac.update(secret.as_bytes());
         mac.finalize().into_bytes().into()
     }
@@ -243,12 +254,19 @@ impl KeyCache {
         F: std::future::Future<Output = Result<Entry, E>>,
         E: Send + Sync + 'static,
     {
-        self.entries.try_get_with(id, load).await
+        if let Some(entry) = self.entries.get(&id).await {
+            return Ok(entry);
+        }
+        // Boxed so that the (large) loading future is only allocated on a miss
+        // and the hit path's future stays small.
+        Box::pin(self.entries.try_get_with(id, load)).await
     }
 
     /// Puts a key in the cache directly (benchmarks warm the cache this way).
     pub async fn insert(&self, entry: CachedKey) {
-        self.entries.insert(entry.key.id, Some(Arc::new(entry))).await;
+        self.entries
+            .insert(entry.key.id, Some(Arc::new(entry)))
+            .await;
     }
 
     /// Forgets a key (positive or negative entry).

@@ -1,13 +1,11 @@
 //! What Authorize answers: allowed or not, why, and what a gateway needs to act
 //! on it. Denials are answers, not errors.
 
-use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use crate::key::KeyKind;
+use crate::cache::CachedKey;
 use crate::permission::Permission;
-use crate::token::{Environment, KeyId};
 
 /// Why a request was allowed or denied.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -88,14 +86,10 @@ pub struct AuthorizeRequest<'a> {
     pub client_ip: Option<IpAddr>,
 }
 
-/// The identity of the key a decision is about, once its secret checked out.
+/// The key a decision is about, once its secret checked out.
 #[derive(Debug, Clone)]
 pub struct KeyIdentity {
-    pub key_id: KeyId,
-    pub organization_id: Option<uuid::Uuid>,
-    pub environment: Environment,
-    pub kind: KeyKind,
-    pub metadata: Arc<BTreeMap<String, String>>,
+    pub entry: Arc<CachedKey>,
     pub secret: SecretSlot,
 }
 

@@ -57,6 +57,10 @@ impl Permission {
         &self.0
     }
 
+    pub fn into_string(self) -> String {
+        self.0
+    }
+
     /// The resource path: everything before the last `:`.
     pub fn resource(&self) -> &str {
         self.0.rsplit_once(':').map_or("", |(resource, _)| resource)
@@ -141,6 +145,38 @@ pub struct EffectivePermissions {
     everything: bool,
     below: HashSet<String>,
     exactly: HashSet<String>,
+    granted: CatalogBits,
+}
+
+/// Which of a catalog's permissions are allowed, one bit per catalog index, so the
+/// hot path tests a bit instead of hashing strings. Valid only for the catalog
+/// generation it was computed against.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct CatalogBits {
+    generation: u64,
+    inline: [u64; 4],
+    overflow: Box<[u64]>,
+}
+
+const INLINE_BITS: usize = 256;
+
+impl CatalogBits {
+    fn set(&mut self, index: usize) {
+        if index < INLINE_BITS {
+            self.inline[index / 64] |= 1 << (index % 64);
+        } else if let Some(word) = self.overflow.get_mut((index - INLINE_BITS) / 64) {
+            *word |= 1 << (index % 64);
+        }
+    }
+
+    fn get(&self, index: usize) -> bool {
+        let word = if index < INLINE_BITS {
+            self.inline.get(index / 64)
+        } else {
+            self.overflow.get((index - INLINE_BITS) / 64)
+        };
+        word.is_some_and(|word| word & (1 << (index % 64)) != 0)
+    }
 }
 
 impl EffectivePermissions {
@@ -162,6 +198,35 @@ impl EffectivePermissions {
             .exactly
             .extend(implied.into_iter().map(|permission| permission.0));
         effective
+    }
+
+    /// Records, for each permission of a catalog (in index order), whether these
+    /// scopes allow it.
+    pub fn index_catalog(&mut self, generation: u64, catalog_permissions: &[Permission]) {
+        let overflow_words = catalog_permissions
+            .len()
+            .saturating_sub(INLINE_BITS)
+            .div_ceil(64);
+        let mut granted = CatalogBits {
+            generation,
+            inline: [0; 4],
+            overflow: vec![0; overflow_words].into_boxed_slice(),
+        };
+        for (index, permission) in catalog_permissions.iter().enumerate() {
+            if self.allows(permission) {
+                granted.set(index);
+            }
+        }
+        self.granted = granted;
+    }
+
+    /// The fast check by catalog index; `None` when these permissions were indexed
+    /// against another catalog generation (use [`Self::allows`] then).
+    pub fn allows_indexed(&self, generation: u64, index: u32) -> Option<bool> {
+        if self.granted.generation != generation || generation == 0 {
+            return None;
+        }
+        Some(self.granted.get(index as usize))
     }
 
     /// Whether a request needing `permission` is allowed. Allocation-free.
@@ -281,6 +346,24 @@ mod tests {
         let scopes = vec![Scope::parse("customers:write").unwrap()];
         let with_implied = EffectivePermissions::new(&scopes, [permission("customers:read")]);
         assert!(with_implied.allows(&permission("customers:read")));
+    }
+
+    #[test]
+    fn indexed_checks_agree_with_string_checks() {
+        let catalog: Vec<Permission> = (0..300)
+            .map(|i| permission(&format!("r{i}:read")))
+            .collect();
+        let mut effective = effective(&["r3:read", "r299:*"]);
+        assert_eq!(effective.allows_indexed(7, 3), None);
+        effective.index_catalog(7, &catalog);
+        for (index, needed) in catalog.iter().enumerate() {
+            assert_eq!(
+                effective.allows_indexed(7, index as u32),
+                Some(effective.allows(needed))
+            );
+        }
+        assert_eq!(effective.allows_indexed(7, 299), Some(true));
+        assert_eq!(effective.allows_indexed(8, 3), None, "another generation");
     }
 
     #[test]

@@ -17,8 +17,9 @@
 //!
 //! Keygate's own resources, `api_keys` and `organizations`, are always in the catalog.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use anyhow::Context;
 use serde::Deserialize;
@@ -94,8 +95,11 @@ fn build_routes(
         catalog
             .check_offered(&Scope::Exactly(permission.clone()))
             .map_err(|error| anyhow::anyhow!("routes[{index}] {spec}: {error}"))?;
+        let Some(permission_index) = catalog.permission_index(permission.as_str()) else {
+            anyhow::bail!("routes[{index}] {spec}: {permission} is not in the catalog");
+        };
         table
-            .insert(spec, permission)
+            .insert(spec, permission, permission_index)
             .map_err(|error| anyhow::anyhow!("routes[{index}] {spec}: {error}"))?;
     }
     Ok(table)
@@ -108,7 +112,14 @@ pub struct Catalog {
     /// Action -> every action it implies, transitively.
     implications: BTreeMap<String, BTreeSet<String>>,
     presets: BTreeMap<String, Vec<Scope>>,
+    /// Every concrete permission, in index order, and each one's index.
+    permissions: Vec<Permission>,
+    permission_indices: HashMap<String, u32>,
+    /// Unique per loaded catalog, so indices from different loads never mix.
+    generation: u64,
 }
+
+static NEXT_GENERATION: AtomicU64 = AtomicU64::new(1);
 
 impl Catalog {
     fn build(file: CatalogFile) -> anyhow::Result<Catalog> {
@@ -136,10 +147,24 @@ impl Catalog {
             resources.insert(resource, offered);
         }
         let implications = transitive_closure(&file.implications);
+        let mut permissions = Vec::new();
+        for (resource, actions) in &resources {
+            for action in actions {
+                permissions.push(Permission::parse(&format!("{resource}:{action}"))?);
+            }
+        }
+        let permission_indices = permissions
+            .iter()
+            .enumerate()
+            .map(|(index, permission)| (permission.as_str().to_owned(), index as u32))
+            .collect();
         let mut catalog = Catalog {
             resources,
             implications,
             presets: BTreeMap::new(),
+            permissions,
+            permission_indices,
+            generation: NEXT_GENERATION.fetch_add(1, Ordering::Relaxed),
         };
         for (name, scope_texts) in file.presets {
             let scopes = catalog
@@ -220,6 +245,16 @@ impl Catalog {
         })
     }
 
+    /// This catalog's generation: the key to its permission indices.
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    /// The index of a catalog permission, for [`EffectivePermissions::allows_indexed`].
+    pub fn permission_index(&self, permission: &str) -> Option<u32> {
+        self.permission_indices.get(permission).copied()
+    }
+
     /// Expands scopes with the catalog's implications into what checks look up.
     pub fn effective(&self, scopes: &[Scope]) -> EffectivePermissions {
         let mut implied = Vec::new();
@@ -240,7 +275,9 @@ impl Catalog {
                 }
             }
         }
-        EffectivePermissions::new(scopes, implied)
+        let mut effective = EffectivePermissions::new(scopes, implied);
+        effective.index_catalog(self.generation, &self.permissions);
+        effective
     }
 }
 

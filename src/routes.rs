@@ -14,6 +14,8 @@ pub struct Route {
     pub method: &'static str,
     pub template: String,
     pub permission: Permission,
+    /// The permission's index in the catalog the table was built with.
+    pub permission_index: u32,
 }
 
 /// A matched route with its path parameters, borrowed from the table and the path.
@@ -37,7 +39,12 @@ impl std::fmt::Debug for RouteTable {
 
 impl RouteTable {
     /// Adds `METHOD /path` → permission; the error says what is wrong with it.
-    pub fn insert(&mut self, spec: &str, permission: Permission) -> Result<(), String> {
+    pub fn insert(
+        &mut self,
+        spec: &str,
+        permission: Permission,
+        permission_index: u32,
+    ) -> Result<(), String> {
         let Some((method_text, template)) = spec.split_once(' ') else {
             return Err("expected `METHOD /path`".to_owned());
         };
@@ -56,6 +63,7 @@ impl RouteTable {
             method,
             template: template.to_owned(),
             permission,
+            permission_index,
         };
         let router = self.routers.entry(method).or_default();
         router
@@ -105,7 +113,7 @@ mod tests {
     fn table(rows: &[(&str, &str)]) -> Result<RouteTable, String> {
         let mut table = RouteTable::default();
         for (spec, permission) in rows {
-            table.insert(spec, Permission::parse(permission).unwrap())?;
+            table.insert(spec, Permission::parse(permission).unwrap(), 0)?;
         }
         Ok(table)
     }

@@ -35,7 +35,11 @@ pub async fn connect(address: SocketAddr) -> SendRequest<Bytes> {
 }
 
 /// One unary call; returns the response message bytes (frame header stripped).
-pub async fn call(client: &SendRequest<Bytes>, address: SocketAddr, body: Bytes) -> Result<Bytes, String> {
+pub async fn call(
+    client: &SendRequest<Bytes>,
+    address: SocketAddr,
+    body: Bytes,
+) -> Result<Bytes, String> {
     let request = http::Request::builder()
         .method("POST")
         .uri(format!("http://{address}{AUTHORIZE_PATH}"))
@@ -43,9 +47,17 @@ pub async fn call(client: &SendRequest<Bytes>, address: SocketAddr, body: Bytes)
         .header("te", "trailers")
         .body(())
         .unwrap();
-    let mut ready = client.clone().ready().await.map_err(|error| error.to_string())?;
-    let (response, mut stream) = ready.send_request(request, false).map_err(|error| error.to_string())?;
-    stream.send_data(body, true).map_err(|error| error.to_string())?;
+    let mut ready = client
+        .clone()
+        .ready()
+        .await
+        .map_err(|error| error.to_string())?;
+    let (response, mut stream) = ready
+        .send_request(request, false)
+        .map_err(|error| error.to_string())?;
+    stream
+        .send_data(body, true)
+        .map_err(|error| error.to_string())?;
     let response = response.await.map_err(|error| error.to_string())?;
     let header_status = response.headers().get("grpc-status").cloned();
     let mut body = response.into_body();
@@ -56,7 +68,9 @@ pub async fn call(client: &SendRequest<Bytes>, address: SocketAddr, body: Bytes)
         data.extend_from_slice(&chunk);
     }
     let trailers = body.trailers().await.map_err(|error| error.to_string())?;
-    let status = trailers.and_then(|map| map.get("grpc-status").cloned()).or(header_status);
+    let status = trailers
+        .and_then(|map| map.get("grpc-status").cloned())
+        .or(header_status);
     if status.as_ref().map(|value| value.as_bytes()) != Some(b"0") {
         return Err(format!("grpc-status {status:?}"));
     }
@@ -110,7 +124,11 @@ pub async fn run(
     let next = Arc::new(AtomicUsize::new(0));
     let started = Instant::now();
     let deadline = started + shape.duration;
-    let limit = if once { bodies.len().min(shape.max_requests) } else { shape.max_requests };
+    let limit = if once {
+        bodies.len().min(shape.max_requests)
+    } else {
+        shape.max_requests
+    };
     let mut workers = Vec::new();
     for _ in 0..shape.connections {
         let client = connect(address).await;
@@ -130,7 +148,9 @@ pub async fn run(
                     match call(&client, address, body).await {
                         Ok(answer) if check(&answer) => {
                             result.requests += 1;
-                            result.latencies_micros.push(sent.elapsed().as_micros().min(u128::from(u32::MAX)) as u32);
+                            result
+                                .latencies_micros
+                                .push(sent.elapsed().as_micros().min(u128::from(u32::MAX)) as u32);
                         }
                         _ => result.errors += 1,
                     }

@@ -36,11 +36,15 @@ pub struct BenchDatabase {
 
 impl BenchDatabase {
     pub async fn create() -> BenchDatabase {
-        let server_url = std::env::var("DATABASE_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
+        let server_url = std::env::var("DATABASE_URL")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
         let server: PgConnectOptions = server_url.parse().unwrap();
         let name = format!("keygate_bench_{}", uuid::Uuid::new_v4().simple());
         let mut connection = server.connect().await.unwrap();
-        sqlx::query(&format!("CREATE DATABASE {name}")).execute(&mut connection).await.unwrap();
+        sqlx::query(&format!("CREATE DATABASE {name}"))
+            .execute(&mut connection)
+            .await
+            .unwrap();
         connection.close().await.unwrap();
         let options = server.clone().database(&name);
         let url = format!(
@@ -52,8 +56,17 @@ impl BenchDatabase {
         );
         let pool = PgPool::connect_with(options).await.unwrap();
         keygate::store::migrate(&pool).await.unwrap();
-        let organization_id = keygate::store::organizations::insert_organization(&pool, "bench").await.unwrap().id;
-        BenchDatabase { url, server, name, pool, organization_id }
+        let organization_id = keygate::store::organizations::insert_organization(&pool, "bench")
+            .await
+            .unwrap()
+            .id;
+        BenchDatabase {
+            url,
+            server,
+            name,
+            pool,
+            organization_id,
+        }
     }
 
     /// Inserts `count` keys holding `customers:read`, each with its own secret
@@ -69,7 +82,14 @@ impl BenchDatabase {
             for _ in 0..chunk {
                 let id = KeyId::generate();
                 let issued = Token::issue(&prefix, Environment::Live, &id);
-                hashes.push(hasher.hash(&issued.secret).await.unwrap().as_str().to_owned());
+                hashes.push(
+                    hasher
+                        .hash(&issued.secret)
+                        .await
+                        .unwrap()
+                        .as_str()
+                        .to_owned(),
+                );
                 ids.push(id.as_uuid());
                 tokens.push(issued.token.expose_secret().to_owned());
             }
@@ -91,7 +111,10 @@ impl BenchDatabase {
     pub async fn drop_database(self) {
         self.pool.close().await;
         let mut connection = self.server.connect().await.unwrap();
-        sqlx::query(&format!("DROP DATABASE {} WITH (FORCE)", self.name)).execute(&mut connection).await.unwrap();
+        sqlx::query(&format!("DROP DATABASE {} WITH (FORCE)", self.name))
+            .execute(&mut connection)
+            .await
+            .unwrap();
     }
 }
 
@@ -103,7 +126,10 @@ pub struct Child {
 
 impl Child {
     async fn spawn(mut command: Command, marker: &str) -> Child {
-        command.stdout(Stdio::piped()).stderr(Stdio::piped()).kill_on_drop(true);
+        command
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
         let mut process = command.spawn().unwrap();
         let stderr = process.stderr.take().unwrap();
         let stdout = process.stdout.take().unwrap();
@@ -129,7 +155,15 @@ impl Child {
     pub async fn keygate(database_url: &str, cpu: usize) -> Child {
         let mut command = Command::new("taskset");
         command
-            .args(["-c", &cpu.to_string(), env!("CARGO_BIN_EXE_keygate"), "serve", "--listen", "127.0.0.1:0", "--no-migrate"])
+            .args([
+                "-c",
+                &cpu.to_string(),
+                env!("CARGO_BIN_EXE_keygate"),
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--no-migrate",
+            ])
             .args(["--cache-capacity", "200000"])
             .env("KEYGATE_DATABASE_URL", database_url)
             .env("RUST_LOG", "info");
@@ -147,7 +181,9 @@ impl Child {
 
     /// Resident memory of the server process, in KiB.
     pub fn rss_kib(&self) -> u64 {
-        let Some(pid) = self.process.id() else { return 0 };
+        let Some(pid) = self.process.id() else {
+            return 0;
+        };
         let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
         status
             .lines()
@@ -176,7 +212,10 @@ impl authorizer_server::Authorizer for NoopAuthorizer {
 /// The no-op server, with Keygate's runtime (multi-thread, default workers)
 /// and transport settings (TCP_NODELAY).
 pub fn run_noop_server() {
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     runtime.block_on(async {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         println!("listening {}", listener.local_addr().unwrap());
@@ -194,9 +233,12 @@ pub fn run_noop_server() {
             secret: pb::SecretSlot::Current.into(),
             http_status: 200,
         };
-        let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+        let incoming =
+            tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
         tonic::transport::Server::builder()
-            .add_service(authorizer_server::AuthorizerServer::new(NoopAuthorizer { answer }))
+            .add_service(authorizer_server::AuthorizerServer::new(NoopAuthorizer {
+                answer,
+            }))
             .serve_with_incoming(incoming)
             .await
             .unwrap();

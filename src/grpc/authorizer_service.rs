@@ -92,40 +92,39 @@ fn decision_to_proto(decision: Decision) -> pb::Decision {
         reason: reason_to_proto(decision.reason).into(),
         permission: decision
             .permission
-            .map(|permission| permission.as_str().to_owned())
+            .map(Permission::into_string)
             .unwrap_or_default(),
         route: decision.route.unwrap_or_default(),
         path_params: decision.path_params.into_iter().collect(),
         http_status: i32::from(decision.reason.http_status()),
         ..Default::default()
     };
-    if let Some(key) = decision.key {
-        answer.key_id = key.key_id.to_string();
-        answer.organization_id = key
-            .organization_id
-            .map(|id| id.to_string())
-            .unwrap_or_default();
-        answer.environment = match key.environment {
-            Environment::Live => pb::Environment::Live,
-            Environment::Test => pb::Environment::Test,
-        }
-        .into();
-        answer.kind = match key.kind {
-            KeyKind::Organization => pb::KeyKind::Organization,
-            KeyKind::System => pb::KeyKind::System,
-        }
-        .into();
-        answer.metadata = key
-            .metadata
-            .iter()
-            .map(|(name, value)| (name.clone(), value.clone()))
-            .collect();
-        answer.secret = match key.secret {
-            SecretSlot::Current => pb::SecretSlot::Current,
-            SecretSlot::Previous => pb::SecretSlot::Previous,
-        }
-        .into();
+    let Some(identity) = decision.key else {
+        return answer;
+    };
+    let entry = &identity.entry;
+    answer.key_id = entry.key_id_text.clone();
+    answer.organization_id = entry.organization_id_text.clone();
+    answer.environment = match entry.key.environment {
+        Environment::Live => pb::Environment::Live,
+        Environment::Test => pb::Environment::Test,
     }
+    .into();
+    answer.kind = match entry.key.kind {
+        KeyKind::Organization => pb::KeyKind::Organization,
+        KeyKind::System => pb::KeyKind::System,
+    }
+    .into();
+    answer.metadata = entry
+        .metadata
+        .iter()
+        .map(|(name, value)| (name.clone(), value.clone()))
+        .collect();
+    answer.secret = match identity.secret {
+        SecretSlot::Current => pb::SecretSlot::Current,
+        SecretSlot::Previous => pb::SecretSlot::Previous,
+    }
+    .into();
     answer
 }
 

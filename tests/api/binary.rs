@@ -63,16 +63,26 @@ async fn migrate_bootstrap_serve_and_stop_without_leaking_secrets(
     assert!(!again.status.success());
     assert!(String::from_utf8_lossy(&again.stderr).contains("a system key already exists"));
 
-    let policy_directory = std::env::temp_dir().join(format!("keygate-binary-{}", uuid::Uuid::new_v4()));
+    let policy_directory =
+        std::env::temp_dir().join(format!("keygate-binary-{}", uuid::Uuid::new_v4()));
     std::fs::create_dir_all(&policy_directory).unwrap();
     let policy_path = policy_directory.join("policy.yaml");
     std::fs::write(&policy_path, keygate::policy::EMBEDDED_DEFAULT_POLICY).unwrap();
     let policy_argument = policy_path.to_str().unwrap();
-    let mut server = keygate(&url, &["serve", "--listen", "127.0.0.1:0", "--policy", policy_argument])
-        .stderr(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut server = keygate(
+        &url,
+        &[
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--policy",
+            policy_argument,
+        ],
+    )
+    .stderr(Stdio::piped())
+    .stdout(Stdio::piped())
+    .spawn()
+    .unwrap();
     let mut stderr = BufReader::new(server.stderr.take().unwrap());
     let mut log = String::new();
     let address = loop {
@@ -130,10 +140,23 @@ async fn migrate_bootstrap_serve_and_stop_without_leaking_secrets(
 
     let pid = server.id().unwrap().to_string();
     // SIGHUP reloads the policy; SIGTERM then stops the server gracefully.
-    let hangup = Command::new("kill").args(["-HUP", &pid]).status().await.unwrap();
+    let hangup = Command::new("kill")
+        .args(["-HUP", &pid])
+        .status()
+        .await
+        .unwrap();
     assert!(hangup.success());
-    let mut authorizer = keygate::grpc::pb::authorizer_client::AuthorizerClient::connect(format!("http://{address}")).await.unwrap();
-    let request = pb::AuthorizeRequest { token: rotated.token.clone(), method: "GET".into(), path: "/customers".into(), ..Default::default() };
+    let mut authorizer = keygate::grpc::pb::authorizer_client::AuthorizerClient::connect(format!(
+        "http://{address}"
+    ))
+    .await
+    .unwrap();
+    let request = pb::AuthorizeRequest {
+        token: rotated.token.clone(),
+        method: "GET".into(),
+        path: "/customers".into(),
+        ..Default::default()
+    };
     let decision = authorizer.authorize(request).await.unwrap().into_inner();
     assert_eq!(decision.reason(), pb::Reason::PermissionDenied);
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -159,7 +182,10 @@ async fn migrate_bootstrap_serve_and_stop_without_leaking_secrets(
         .unwrap();
     log.push_str(&stdout);
     assert!(log.contains("keygate stopped"));
-    assert!(log.contains("policy reloaded"), "SIGHUP did not reload the policy");
+    assert!(
+        log.contains("policy reloaded"),
+        "SIGHUP did not reload the policy"
+    );
     std::fs::remove_dir_all(&policy_directory).unwrap();
     // The log was captured: it names the keys it acted on, by id only.
     assert!(log.contains(&format!("key_id={created_key_id}")));
