@@ -95,6 +95,7 @@ async fn main() {
         policy_path: None,
         migrate: true,
         usage_flush_interval: std::time::Duration::from_millis(200),
+        replication: keygate::config::ReplicationSettings::default(),
     };
     let application = Application::build(settings).await.unwrap();
     let address = application.local_addr();

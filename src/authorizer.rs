@@ -6,6 +6,7 @@
 //! Lifecycle callers are identified through this same path, so the rules for who
 //! is a valid caller and for what Authorize accepts can never drift apart.
 
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -16,12 +17,13 @@ use sqlx::PgPool;
 
 use crate::cache::{CachedKey, KeyCache, SecretDigest};
 use crate::decision::{AuthorizeRequest, Decision, KeyIdentity, Reason, SecretSlot, Target};
+use crate::freshness::{Freshness, StalePolicy};
 use crate::hashing::{HashingError, SecretHasher};
 use crate::key::KeyState;
 use crate::policy::Policy;
-use crate::store::keys::find_key_by_id;
+use crate::store::keys::{find_key_by_id, find_key_version};
 use crate::store::StoreError;
-use crate::token::{Token, TokenPrefix};
+use crate::token::{KeyId, Token, TokenPrefix};
 use crate::usage::UsageRecorder;
 
 /// A failure to reach a verdict (as opposed to a verdict of "denied").
@@ -80,6 +82,8 @@ pub struct Authorizer {
     policy: Arc<ArcSwap<Policy>>,
     cache: KeyCache,
     usage: UsageRecorder,
+    freshness: Arc<Freshness>,
+    stale_policy: StalePolicy,
 }
 
 impl Authorizer {
@@ -98,7 +102,25 @@ impl Authorizer {
             policy: Arc::new(ArcSwap::new(policy)),
             cache,
             usage,
+            freshness: Freshness::always_trusted(),
+            stale_policy: StalePolicy::FailClosed,
         }
+    }
+
+    /// Makes cache trust follow `freshness` (driven by the event listener and
+    /// the lease) and decides what happens when a key cannot be confirmed.
+    pub fn with_freshness(
+        mut self,
+        freshness: Arc<Freshness>,
+        stale_policy: StalePolicy,
+    ) -> Authorizer {
+        self.freshness = freshness;
+        self.stale_policy = stale_policy;
+        self
+    }
+
+    pub fn freshness(&self) -> &Arc<Freshness> {
+        &self.freshness
     }
 
     /// The policy in force now.
@@ -121,7 +143,7 @@ impl Authorizer {
     }
 
     /// Forgets a key so that the next request reloads it.
-    pub async fn evict(&self, id: &crate::token::KeyId) {
+    pub async fn evict(&self, id: &KeyId) {
         self.cache.evict(id).await;
     }
 
@@ -138,15 +160,10 @@ impl Authorizer {
         let Ok(token) = Token::parse(token_text, &self.prefix) else {
             return Ok(Err(Reason::MalformedKey));
         };
-        let key_id = *token.key_id();
-        let policy = self.policy.load_full();
-        let pool = self.pool.clone();
-        let load = async move {
-            let stored = find_key_by_id(&pool, &key_id).await?;
-            Ok::<_, StoreError>(stored.map(|stored| Arc::new(CachedKey::new(stored, &policy))))
-        };
-        let Some(entry) = self.cache.get_or_load(key_id, load).await? else {
-            return Ok(Err(Reason::UnknownKey));
+        let entry = match self.current_entry(*token.key_id()).await? {
+            Ok(Some(entry)) => entry,
+            Ok(None) => return Ok(Err(Reason::UnknownKey)),
+            Err(reason) => return Ok(Err(reason)),
         };
         if entry.key.environment != token.environment() {
             return Ok(Err(Reason::InvalidSecret));
@@ -176,6 +193,66 @@ impl Authorizer {
             return Some(SecretSlot::Previous);
         }
         None
+    }
+
+    /// A future that loads `key_id` from the database into a cache entry.
+    fn load(
+        &self,
+        key_id: KeyId,
+    ) -> impl std::future::Future<Output = Result<Option<Arc<CachedKey>>, StoreError>> {
+        let policy = self.policy.load_full();
+        let pool = self.pool.clone();
+        // Read before the row: a change during the load starts a new epoch.
+        let epoch = self.freshness.trusted_epoch();
+        async move {
+            let stored = find_key_by_id(&pool, &key_id).await?;
+            Ok(stored.map(|stored| Arc::new(CachedKey::new(stored, &policy, epoch))))
+        }
+    }
+
+    /// The cached entry for `key_id`, confirmed current: trusted as is while the
+    /// event stream and lease hold, else checked against the key's version in
+    /// the database first. `Err(Unverifiable)` when that is impossible and the
+    /// policy is to fail closed.
+    async fn current_entry(
+        &self,
+        key_id: KeyId,
+    ) -> Result<Result<Option<Arc<CachedKey>>, Reason>, VerifyError> {
+        for _attempt in 0..3 {
+            let Some(entry) = self.cache.get_or_load(key_id, self.load(key_id)).await? else {
+                return Ok(Ok(None));
+            };
+            if self.freshness.is_superseded(&key_id, entry.key.version) {
+                self.cache.evict(&key_id).await;
+                continue;
+            }
+            let epoch = self.freshness.trusted_epoch();
+            if epoch != 0 && entry.validated_epoch.load(Ordering::SeqCst) == epoch {
+                return Ok(Ok(Some(entry)));
+            }
+            match Box::pin(find_key_version(&self.pool, &key_id)).await {
+                Ok(Some(version)) if version == entry.key.version => {
+                    if epoch != 0 {
+                        entry.validated_epoch.store(epoch, Ordering::SeqCst);
+                    }
+                    return Ok(Ok(Some(entry)));
+                }
+                Ok(_) => {
+                    self.cache.evict(&key_id).await;
+                    continue;
+                }
+                Err(error) => {
+                    if let StalePolicy::ServeStale(limit) = self.stale_policy {
+                        if self.freshness.untrusted_for() <= limit {
+                            return Ok(Ok(Some(entry)));
+                        }
+                    }
+                    tracing::warn!(key_id = %key_id, %error, "cannot confirm a cached key; failing closed");
+                    return Ok(Err(Reason::Unverifiable));
+                }
+            }
+        }
+        Ok(Err(Reason::Unverifiable))
     }
 
     /// The slow path for a secret not seen before: one at a time per key, and at

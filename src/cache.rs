@@ -96,6 +96,9 @@ pub struct CachedKey {
     pub verification: tokio::sync::Mutex<AttemptWindow>,
     /// Unix second of the last `last_used_at` report for this key.
     pub last_used_reported: AtomicI64,
+    /// The freshness epoch in which this entry was last confirmed against the
+    /// database (0: never; see `freshness`).
+    pub validated_epoch: std::sync::atomic::AtomicU64,
 }
 
 impl fmt::Debug for CachedKey {
@@ -108,7 +111,8 @@ impl fmt::Debug for CachedKey {
 }
 
 impl CachedKey {
-    pub fn new(stored: StoredKey, policy: &Policy) -> CachedKey {
+    /// An entry read from the database in freshness epoch `epoch` (0 if untrusted).
+    pub fn new(stored: StoredKey, policy: &Policy, epoch: u64) -> CachedKey {
         let permissions = policy.catalog.effective(&stored.key.scopes);
         CachedKey {
             metadata: Arc::new(stored.key.metadata.clone()),
@@ -129,6 +133,7 @@ impl CachedKey {
                 attempts: 0,
             }),
             last_used_reported: AtomicI64::new(0),
+            validated_epoch: std::sync::atomic::AtomicU64::new(epoch),
         }
     }
 
@@ -150,6 +155,9 @@ impl CachedKey {
                 attempts: 0,
             }),
             last_used_reported: AtomicI64::new(self.last_used_reported.load(Ordering::Relaxed)),
+            validated_epoch: std::sync::atomic::AtomicU64::new(
+                self.validated_epoch.load(Ordering::SeqCst),
+            ),
         }
     }
 

@@ -12,8 +12,10 @@ use clap::{Args, Parser, Subcommand};
 use sqlx::postgres::PgConnectOptions;
 
 use crate::cache::CacheSettings;
+use crate::freshness::StalePolicy;
 use crate::hashing::HashingParams;
 use crate::policy::Policy;
+use crate::replica::LeaseSettings;
 use crate::token::TokenPrefix;
 
 /// The default database: the local server, database `keygate` (created when missing).
@@ -86,6 +88,8 @@ pub struct ServeArgs {
     pub keys: KeyArgs,
     #[command(flatten)]
     pub cache: CacheArgs,
+    #[command(flatten)]
+    pub replication: ReplicationArgs,
 }
 
 #[derive(Args, Clone)]
@@ -201,6 +205,93 @@ pub struct Settings {
     pub migrate: bool,
     /// How often `last_used_at` marks are written.
     pub usage_flush_interval: Duration,
+    pub replication: ReplicationSettings,
+}
+
+/// Cross-replica invalidation settings.
+#[derive(Debug, Clone)]
+pub struct ReplicationSettings {
+    /// This replica's name in the `replicas` table and in propagation reports.
+    pub replica_name: String,
+    pub stale_policy: StalePolicy,
+    pub lease: LeaseSettings,
+    /// How long a mutation waits for every live replica to apply its event.
+    pub propagation_timeout: Duration,
+    /// Events older than this are deleted; `None` keeps them forever.
+    pub event_retention: Option<Duration>,
+}
+
+impl Default for ReplicationSettings {
+    fn default() -> Self {
+        ReplicationSettings {
+            replica_name: default_replica_name(),
+            stale_policy: StalePolicy::FailClosed,
+            lease: LeaseSettings::default(),
+            propagation_timeout: Duration::from_secs(2),
+            event_retention: Some(Duration::from_secs(365 * 86_400)),
+        }
+    }
+}
+
+/// `$HOSTNAME` (the pod name on Kubernetes), else `keygate-<random>`.
+pub fn default_replica_name() -> String {
+    std::env::var("HOSTNAME")
+        .ok()
+        .filter(|name| !name.is_empty())
+        .unwrap_or_else(|| {
+            format!(
+                "keygate-{}",
+                &uuid::Uuid::new_v4().simple().to_string()[..8]
+            )
+        })
+}
+
+#[derive(Args, Clone)]
+pub struct ReplicationArgs {
+    /// This replica's name in propagation reports (default: $HOSTNAME).
+    #[arg(long, env = "KEYGATE_REPLICA_NAME")]
+    pub replica_name: Option<String>,
+    /// What to do with a cached key that cannot be confirmed while the event
+    /// stream and the database are both unreachable: fail_closed or serve_stale.
+    #[arg(long, env = "KEYGATE_ON_UNVERIFIABLE", default_value = "fail_closed")]
+    pub on_unverifiable: String,
+    /// With serve_stale: the longest time to keep serving unconfirmed keys.
+    #[arg(long, env = "KEYGATE_SERVE_STALE_MAX_SECONDS", default_value_t = 30)]
+    pub serve_stale_max_seconds: u64,
+    /// How long a mutation waits for every live replica to apply it.
+    #[arg(long, env = "KEYGATE_PROPAGATION_TIMEOUT_MS", default_value_t = 2000)]
+    pub propagation_timeout_ms: u64,
+    /// Days to keep key events (the audit log); 0 keeps them forever.
+    #[arg(long, env = "KEYGATE_EVENT_RETENTION_DAYS", default_value_t = 365)]
+    pub event_retention_days: u64,
+}
+
+impl ReplicationArgs {
+    pub fn settings(&self) -> anyhow::Result<ReplicationSettings> {
+        let stale_policy = match self.on_unverifiable.as_str() {
+            "fail_closed" => StalePolicy::FailClosed,
+            "serve_stale" => {
+                StalePolicy::ServeStale(Duration::from_secs(self.serve_stale_max_seconds))
+            }
+            other => anyhow::bail!(
+                "KEYGATE_ON_UNVERIFIABLE must be fail_closed or serve_stale, not {other:?}"
+            ),
+        };
+        if self.propagation_timeout_ms == 0 || self.propagation_timeout_ms > 60_000 {
+            anyhow::bail!("KEYGATE_PROPAGATION_TIMEOUT_MS must be between 1 and 60000");
+        }
+        Ok(ReplicationSettings {
+            replica_name: self
+                .replica_name
+                .clone()
+                .unwrap_or_else(default_replica_name),
+            stale_policy,
+            lease: LeaseSettings::default(),
+            propagation_timeout: Duration::from_millis(self.propagation_timeout_ms),
+            event_retention: (self.event_retention_days > 0)
+                .then(|| Duration::from_secs(self.event_retention_days * 86_400)),
+        })
+    }
 }
 
 impl ServeArgs {
@@ -214,6 +305,7 @@ impl ServeArgs {
             policy_path: self.policy.clone(),
             migrate: !self.no_migrate,
             usage_flush_interval: Duration::from_secs(5),
+            replication: self.replication.settings()?,
         })
     }
 }

@@ -21,6 +21,9 @@ pub enum Reason {
     IpNotAllowed,
     PermissionDenied,
     UnknownRoute,
+    /// The replica cannot confirm the key's current state (its event stream and
+    /// the database are both out of reach) and its policy is to fail closed.
+    Unverifiable,
 }
 
 impl Reason {
@@ -37,6 +40,7 @@ impl Reason {
             Reason::IpNotAllowed => "ip_not_allowed",
             Reason::PermissionDenied => "permission_denied",
             Reason::UnknownRoute => "unknown_route",
+            Reason::Unverifiable => "unverifiable",
         }
     }
 
@@ -56,6 +60,7 @@ impl Reason {
             | Reason::Revoked => 401,
             Reason::IpNotAllowed | Reason::PermissionDenied => 403,
             Reason::UnknownRoute => 404,
+            Reason::Unverifiable => 503,
         }
     }
 }

@@ -26,6 +26,10 @@ pub enum ServiceError {
     /// The database could not be reached; the caller may retry.
     #[error("service unavailable")]
     Unavailable(#[source] std::sync::Arc<StoreError>),
+    /// The caller's key could not be confirmed: this replica lost its event
+    /// stream and cannot reach the database.
+    #[error("key state cannot be confirmed")]
+    Unverifiable,
     /// Anything else; the cause is logged, never sent to the caller.
     #[error("internal error")]
     Internal(#[source] anyhow::Error),

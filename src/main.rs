@@ -69,6 +69,8 @@ async fn bootstrap(args: BootstrapArgs) -> anyhow::Result<()> {
         keygate::cache::CacheSettings::default(),
         policy,
         std::time::Duration::from_secs(5),
+        keygate::freshness::Freshness::always_trusted(),
+        &keygate::config::ReplicationSettings::default(),
     )?;
     let created = match manager.bootstrap(name).await {
         Ok(created) => created,

@@ -15,13 +15,15 @@ use tonic::transport::Server;
 
 use crate::authorizer::Authorizer;
 use crate::cache::{CacheSettings, KeyCache};
-use crate::config::{DatabaseSettings, KeySettings, Settings};
+use crate::config::{DatabaseSettings, KeySettings, ReplicationSettings, Settings};
+use crate::freshness::Freshness;
 use crate::grpc::pb::authorizer_server::AuthorizerServer;
 use crate::grpc::pb::key_service_server::KeyServiceServer;
 use crate::grpc::{AuthorizerHandler, KeyServiceHandler};
 use crate::hashing::SecretHasher;
 use crate::lifecycle::KeyManager;
 use crate::policy::Policy;
+use crate::replica::{self, Replica};
 use crate::store;
 use crate::usage::UsageRecorder;
 
@@ -32,6 +34,7 @@ pub struct Application {
     manager: KeyManager,
     pool: PgPool,
     policy_path: Option<PathBuf>,
+    replica: Replica,
 }
 
 /// Connects to the database, creating and migrating it when asked.
@@ -46,13 +49,17 @@ pub async fn open_database(settings: &DatabaseSettings, migrate: bool) -> anyhow
     Ok(pool)
 }
 
-/// Builds the authorizer (cache, usage writer) and the key manager over an open pool.
+/// Builds the authorizer (cache, usage writer) and the key manager over an open
+/// pool. Cache trust follows `freshness`; tools that run no listener pass
+/// `Freshness::always_trusted()`.
 pub fn key_manager(
     pool: PgPool,
     keys: &KeySettings,
     cache: CacheSettings,
     policy: Arc<Policy>,
     usage_flush_interval: Duration,
+    freshness: Arc<Freshness>,
+    replication: &ReplicationSettings,
 ) -> anyhow::Result<KeyManager> {
     let hasher = SecretHasher::new(keys.hashing, keys.hash_concurrency)
         .context("invalid argon2 settings")?;
@@ -64,25 +71,40 @@ pub fn key_manager(
         policy,
         KeyCache::new(cache),
         usage,
-    );
-    Ok(KeyManager::new(
-        pool,
-        hasher,
-        keys.prefix.clone(),
-        authorizer,
-    ))
+    )
+    .with_freshness(freshness, replication.stale_policy);
+    Ok(
+        KeyManager::new(pool, hasher, keys.prefix.clone(), authorizer)
+            .with_propagation(replication.propagation_timeout, replication.lease.lease),
+    )
 }
 
 impl Application {
     pub async fn build(settings: Settings) -> anyhow::Result<Application> {
         let pool = open_database(&settings.database, settings.migrate).await?;
+        let freshness = Freshness::new();
+        let replication = &settings.replication;
         let manager = key_manager(
             pool.clone(),
             &settings.keys,
             settings.cache,
             settings.policy.clone(),
             settings.usage_flush_interval,
+            freshness.clone(),
+            replication,
         )?;
+        let replica = replica::start(
+            pool.clone(),
+            manager.authorizer().cache().clone(),
+            freshness,
+            replication.replica_name.clone(),
+            replication.lease,
+        )
+        .await
+        .context("failed to register this replica")?;
+        if let Some(retention) = replication.event_retention {
+            tokio::spawn(store::events::prune_events_forever(pool.clone(), retention));
+        }
         let listener = TcpListener::bind(settings.listen)
             .await
             .with_context(|| format!("failed to listen on {}", settings.listen))?;
@@ -95,6 +117,7 @@ impl Application {
             manager,
             pool,
             policy_path: settings.policy_path,
+            replica,
         })
     }
 
@@ -104,6 +127,10 @@ impl Application {
 
     pub fn manager(&self) -> &KeyManager {
         &self.manager
+    }
+
+    pub fn replica(&self) -> &Replica {
+        &self.replica
     }
 
     /// The server's own connection pool (tests close it to prove the hot path
@@ -151,6 +178,7 @@ impl Application {
         if let Some(reloader) = reloader {
             reloader.abort();
         }
+        replica::deregister(&self.pool, &self.replica).await;
         self.pool.close().await;
         tracing::info!("keygate stopped");
         Ok(())

@@ -83,6 +83,7 @@ fn reason_to_proto(reason: Reason) -> pb::Reason {
         Reason::IpNotAllowed => pb::Reason::IpNotAllowed,
         Reason::PermissionDenied => pb::Reason::PermissionDenied,
         Reason::UnknownRoute => pb::Reason::UnknownRoute,
+        Reason::Unverifiable => pb::Reason::Unverifiable,
     }
 }
 

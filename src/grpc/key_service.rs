@@ -17,7 +17,7 @@ use super::{bearer_token, status_from_error};
 use crate::access::Caller;
 use crate::key::{parse_allowed_cidrs, Description, DisplayName, FieldError, Key};
 use crate::lifecycle::{
-    KeyManager, KeyUpdate, KeyWithToken, NewKeyRequest, RequestedScopes, Rotation,
+    KeyManager, KeyUpdate, KeyWithToken, NewKeyRequest, Propagation, RequestedScopes, Rotation,
 };
 
 const UPDATABLE_FIELDS: &str = "name, description, scopes, allowed_cidrs, expire_time, metadata";
@@ -48,6 +48,15 @@ impl KeyServiceHandler {
             Some(self.key(&created.key)),
             created.token.expose_secret().to_owned(),
         )
+    }
+}
+
+fn propagation_to_proto(propagation: &Propagation) -> pb::Propagation {
+    pb::Propagation {
+        waited: propagation.waited,
+        confirmed_replicas: i32::try_from(propagation.confirmed).unwrap_or(i32::MAX),
+        unconfirmed_replicas: propagation.unconfirmed.clone(),
+        complete: propagation.complete(),
     }
 }
 
@@ -188,15 +197,18 @@ impl KeyService for KeyServiceHandler {
         request: Request<pb::UpdateKeyRequest>,
     ) -> Result<Response<pb::UpdateKeyResponse>, Status> {
         let caller = self.caller(&request).await?;
-        let (key, update) = parse_update(request.into_inner()).map_err(invalid)?;
+        let request = request.into_inner();
+        let wait = request.wait_for_propagation.unwrap_or(false);
+        let (key, update) = parse_update(request).map_err(invalid)?;
         let key_id = parse_key_id("key.id", &key.id).map_err(invalid)?;
-        let updated = self
+        let (updated, propagation) = self
             .manager
-            .update_key(&caller, &key_id, update)
+            .update_key(&caller, &key_id, update, wait)
             .await
             .map_err(status_from_error)?;
         Ok(Response::new(pb::UpdateKeyResponse {
             key: Some(self.key(&updated)),
+            propagation: Some(propagation_to_proto(&propagation)),
         }))
     }
 
@@ -212,13 +224,18 @@ impl KeyService for KeyServiceHandler {
             None => chrono::Duration::zero(),
         };
         let rotation = Rotation::new(grace_period).map_err(invalid)?;
-        let rotated = self
+        let wait = request.wait_for_propagation.unwrap_or(false);
+        let (rotated, propagation) = self
             .manager
-            .rotate_key(&caller, &key_id, rotation)
+            .rotate_key(&caller, &key_id, rotation, wait)
             .await
             .map_err(status_from_error)?;
         let (key, token) = self.key_with_token(&rotated);
-        Ok(Response::new(pb::RotateKeyResponse { key, token }))
+        Ok(Response::new(pb::RotateKeyResponse {
+            key,
+            token,
+            propagation: Some(propagation_to_proto(&propagation)),
+        }))
     }
 
     async fn disable_key(
@@ -227,13 +244,15 @@ impl KeyService for KeyServiceHandler {
     ) -> Result<Response<pb::DisableKeyResponse>, Status> {
         let caller = self.caller(&request).await?;
         let key_id = parse_key_id("key_id", &request.get_ref().key_id).map_err(invalid)?;
-        let key = self
+        let wait = request.get_ref().wait_for_propagation.unwrap_or(false);
+        let (key, propagation) = self
             .manager
-            .set_key_disabled(&caller, &key_id, true)
+            .set_key_disabled(&caller, &key_id, true, wait)
             .await
             .map_err(status_from_error)?;
         Ok(Response::new(pb::DisableKeyResponse {
             key: Some(self.key(&key)),
+            propagation: Some(propagation_to_proto(&propagation)),
         }))
     }
 
@@ -243,13 +262,15 @@ impl KeyService for KeyServiceHandler {
     ) -> Result<Response<pb::EnableKeyResponse>, Status> {
         let caller = self.caller(&request).await?;
         let key_id = parse_key_id("key_id", &request.get_ref().key_id).map_err(invalid)?;
-        let key = self
+        let wait = request.get_ref().wait_for_propagation.unwrap_or(false);
+        let (key, propagation) = self
             .manager
-            .set_key_disabled(&caller, &key_id, false)
+            .set_key_disabled(&caller, &key_id, false, wait)
             .await
             .map_err(status_from_error)?;
         Ok(Response::new(pb::EnableKeyResponse {
             key: Some(self.key(&key)),
+            propagation: Some(propagation_to_proto(&propagation)),
         }))
     }
 
@@ -259,13 +280,15 @@ impl KeyService for KeyServiceHandler {
     ) -> Result<Response<pb::RevokeKeyResponse>, Status> {
         let caller = self.caller(&request).await?;
         let key_id = parse_key_id("key_id", &request.get_ref().key_id).map_err(invalid)?;
-        let key = self
+        let wait = request.get_ref().wait_for_propagation.unwrap_or(true);
+        let (key, propagation) = self
             .manager
-            .revoke_key(&caller, &key_id)
+            .revoke_key(&caller, &key_id, wait)
             .await
             .map_err(status_from_error)?;
         Ok(Response::new(pb::RevokeKeyResponse {
             key: Some(self.key(&key)),
+            propagation: Some(propagation_to_proto(&propagation)),
         }))
     }
 
@@ -275,11 +298,15 @@ impl KeyService for KeyServiceHandler {
     ) -> Result<Response<pb::DeleteKeyResponse>, Status> {
         let caller = self.caller(&request).await?;
         let key_id = parse_key_id("key_id", &request.get_ref().key_id).map_err(invalid)?;
-        self.manager
-            .delete_key(&caller, &key_id)
+        let wait = request.get_ref().wait_for_propagation.unwrap_or(false);
+        let propagation = self
+            .manager
+            .delete_key(&caller, &key_id, wait)
             .await
             .map_err(status_from_error)?;
-        Ok(Response::new(pb::DeleteKeyResponse {}))
+        Ok(Response::new(pb::DeleteKeyResponse {
+            propagation: Some(propagation_to_proto(&propagation)),
+        }))
     }
 
     async fn list_key_events(

@@ -47,6 +47,9 @@ pub fn status_from_error(error: ServiceError) -> Status {
             );
             Status::unavailable("database unavailable; retry later")
         }
+        ServiceError::Unverifiable => Status::unavailable(
+            "the calling key's state cannot be confirmed right now; retry later",
+        ),
         ServiceError::Internal(cause) => {
             tracing::error!(error = format!("{cause:#}"), "internal error");
             Status::internal("internal error")

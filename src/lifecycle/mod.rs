@@ -5,9 +5,11 @@
 
 mod mutations;
 mod organizations;
+mod propagation;
 
 pub use mutations::{KeyUpdate, Rotation};
 pub use organizations::BootstrapError;
+pub use propagation::Propagation;
 
 use std::collections::BTreeMap;
 
@@ -20,6 +22,7 @@ use uuid::Uuid;
 
 use crate::access::Caller;
 use crate::authorizer::Authorizer;
+use crate::decision::Reason;
 use crate::error::ServiceError;
 use crate::events::{EventAction, KeyEvent};
 use crate::hashing::SecretHasher;
@@ -71,6 +74,8 @@ pub struct KeyManager {
     hasher: SecretHasher,
     prefix: TokenPrefix,
     authorizer: Authorizer,
+    propagation_timeout: std::time::Duration,
+    lease: std::time::Duration,
 }
 
 impl KeyManager {
@@ -85,7 +90,20 @@ impl KeyManager {
             hasher,
             prefix,
             authorizer,
+            propagation_timeout: std::time::Duration::from_secs(2),
+            lease: std::time::Duration::from_secs(3),
         }
+    }
+
+    /// How long mutations wait for replicas, and the replicas' lease.
+    pub fn with_propagation(
+        mut self,
+        timeout: std::time::Duration,
+        lease: std::time::Duration,
+    ) -> KeyManager {
+        self.propagation_timeout = timeout;
+        self.lease = lease;
+        self
     }
 
     pub fn authorizer(&self) -> &Authorizer {
@@ -102,6 +120,7 @@ impl KeyManager {
         let now = Utc::now();
         let verified = match self.authorizer.verify(presented, now).await? {
             Ok(verified) => verified,
+            Err(Reason::Unverifiable) => return Err(ServiceError::Unverifiable),
             Err(reason) => return Err(ServiceError::Unauthenticated(reason.as_str())),
         };
         if let Some(reason) = verified.state_denial(now) {
@@ -271,22 +290,28 @@ fn creation_changes(key: &Key) -> serde_json::Value {
     })
 }
 
-/// Writes the audit event for a change to `key`, inside the change's transaction.
+/// Writes the audit event for a change to `key`, inside the change's transaction,
+/// and returns its sequence number. `deleted` marks the key as gone for good.
 async fn record(
     transaction: &mut sqlx::Transaction<'_, sqlx::Postgres>,
     key: &Key,
     actor: Option<&Caller>,
     action: EventAction,
     changes: serde_json::Value,
-) -> Result<(), StoreError> {
+) -> Result<i64, StoreError> {
+    let key_version = if action == EventAction::Deleted {
+        i64::MAX
+    } else {
+        key.version
+    };
     let event = NewEvent {
         key_id: &key.id,
+        key_version,
         organization_id: key.organization_id,
         environment: key.environment,
         actor_key_id: actor.map(|caller| &caller.key().id),
         action,
         changes,
     };
-    insert_event(&mut **transaction, event).await?;
-    Ok(())
+    insert_event(&mut **transaction, event).await
 }

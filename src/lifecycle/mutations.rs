@@ -9,7 +9,7 @@ use ipnet::IpNet;
 use serde_json::{json, Map, Value};
 use sqlx::{Postgres, Transaction};
 
-use super::{record, KeyManager, KeyWithToken, RequestedScopes};
+use super::{record, KeyManager, KeyWithToken, Propagation, RequestedScopes};
 use crate::access::Caller;
 use crate::error::ServiceError;
 use crate::events::EventAction;
@@ -77,7 +77,8 @@ impl KeyManager {
         caller: &Caller,
         key_id: &KeyId,
         update: KeyUpdate,
-    ) -> Result<Key, ServiceError> {
+        wait: bool,
+    ) -> Result<(Key, Propagation), ServiceError> {
         caller.require("api_keys:update")?;
         let now = Utc::now();
         if let Some(expiry) = update.expires_at {
@@ -157,7 +158,7 @@ impl KeyManager {
             metadata,
         };
         let key = update_fields(&mut *transaction, key_id, &fields).await?;
-        record(
+        let sequence = record(
             &mut transaction,
             &key,
             Some(caller),
@@ -168,7 +169,7 @@ impl KeyManager {
         transaction.commit().await.map_err(StoreError::from)?;
         self.authorizer.evict(key_id).await;
         tracing::info!(key_id = %key.id, version = key.version, "key updated");
-        Ok(key)
+        Ok((key, self.propagate(sequence, wait).await))
     }
 
     pub async fn rotate_key(
@@ -176,7 +177,8 @@ impl KeyManager {
         caller: &Caller,
         key_id: &KeyId,
         rotation: Rotation,
-    ) -> Result<KeyWithToken, ServiceError> {
+        wait: bool,
+    ) -> Result<(KeyWithToken, Propagation), ServiceError> {
         caller.require("api_keys:update")?;
         let (mut transaction, current) = self.begin_on_key(caller, key_id).await?;
         if current.revoked_at.is_some() {
@@ -194,7 +196,7 @@ impl KeyManager {
             "grace_period_seconds": rotation.grace_period.num_seconds(),
             "previous_secret_expire_time": previous_valid_until,
         });
-        record(
+        let sequence = record(
             &mut transaction,
             &key,
             Some(caller),
@@ -205,10 +207,14 @@ impl KeyManager {
         transaction.commit().await.map_err(StoreError::from)?;
         self.authorizer.evict(key_id).await;
         tracing::info!(key_id = %key.id, grace_seconds = rotation.grace_period.num_seconds(), "key rotated");
-        Ok(KeyWithToken {
-            key,
-            token: issued.token,
-        })
+        let propagation = self.propagate(sequence, wait).await;
+        Ok((
+            KeyWithToken {
+                key,
+                token: issued.token,
+            },
+            propagation,
+        ))
     }
 
     /// Disables (`disabled = true`) or re-enables a key; a no-op when already so.
@@ -217,7 +223,8 @@ impl KeyManager {
         caller: &Caller,
         key_id: &KeyId,
         disabled: bool,
-    ) -> Result<Key, ServiceError> {
+        wait: bool,
+    ) -> Result<(Key, Propagation), ServiceError> {
         caller.require("api_keys:update")?;
         let (mut transaction, current) = self.begin_on_key(caller, key_id).await?;
         if current.revoked_at.is_some() {
@@ -227,7 +234,7 @@ impl KeyManager {
             )));
         }
         if current.disabled_at.is_some() == disabled {
-            return Ok(current);
+            return Ok((current, Propagation::default()));
         }
         let key = set_disabled(&mut *transaction, key_id, disabled).await?;
         let action = if disabled {
@@ -235,22 +242,27 @@ impl KeyManager {
         } else {
             EventAction::Enabled
         };
-        record(&mut transaction, &key, Some(caller), action, json!({})).await?;
+        let sequence = record(&mut transaction, &key, Some(caller), action, json!({})).await?;
         transaction.commit().await.map_err(StoreError::from)?;
         self.authorizer.evict(key_id).await;
         tracing::info!(key_id = %key.id, disabled, "key state changed");
-        Ok(key)
+        Ok((key, self.propagate(sequence, wait).await))
     }
 
     /// Revokes a key for good; a no-op when already revoked.
-    pub async fn revoke_key(&self, caller: &Caller, key_id: &KeyId) -> Result<Key, ServiceError> {
+    pub async fn revoke_key(
+        &self,
+        caller: &Caller,
+        key_id: &KeyId,
+        wait: bool,
+    ) -> Result<(Key, Propagation), ServiceError> {
         caller.require("api_keys:delete")?;
         let (mut transaction, current) = self.begin_on_key(caller, key_id).await?;
         if current.revoked_at.is_some() {
-            return Ok(current);
+            return Ok((current, Propagation::default()));
         }
         let key = set_revoked(&mut *transaction, key_id).await?;
-        record(
+        let sequence = record(
             &mut transaction,
             &key,
             Some(caller),
@@ -261,15 +273,20 @@ impl KeyManager {
         transaction.commit().await.map_err(StoreError::from)?;
         self.authorizer.evict(key_id).await;
         tracing::info!(key_id = %key.id, "key revoked");
-        Ok(key)
+        Ok((key, self.propagate(sequence, wait).await))
     }
 
     /// Removes a key; its events stay in the audit log.
-    pub async fn delete_key(&self, caller: &Caller, key_id: &KeyId) -> Result<(), ServiceError> {
+    pub async fn delete_key(
+        &self,
+        caller: &Caller,
+        key_id: &KeyId,
+        wait: bool,
+    ) -> Result<Propagation, ServiceError> {
         caller.require("api_keys:delete")?;
         let (mut transaction, current) = self.begin_on_key(caller, key_id).await?;
         delete_key(&mut *transaction, key_id).await?;
-        record(
+        let sequence = record(
             &mut transaction,
             &current,
             Some(caller),
@@ -280,6 +297,6 @@ impl KeyManager {
         transaction.commit().await.map_err(StoreError::from)?;
         self.authorizer.evict(key_id).await;
         tracing::info!(key_id = %current.id, "key deleted");
-        Ok(())
+        Ok(self.propagate(sequence, wait).await)
     }
 }

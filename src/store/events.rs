@@ -3,16 +3,21 @@
 
 use chrono::{DateTime, Utc};
 use sqlx::postgres::PgRow;
-use sqlx::{PgExecutor, Row};
+use sqlx::{PgConnection, PgExecutor, Row};
 use uuid::Uuid;
 
 use super::StoreError;
 use crate::events::{EventAction, KeyEvent};
 use crate::token::{Environment, KeyId};
 
+/// The channel every replica listens on; payload `<seq> <key uuid> <version>`.
+pub const NOTIFY_CHANNEL: &str = "keygate_key_events";
+
 /// What a mutation records about itself.
 pub struct NewEvent<'a> {
     pub key_id: &'a KeyId,
+    /// The key's version after the change (`i64::MAX` for a deletion).
+    pub key_version: i64,
     pub organization_id: Option<Uuid>,
     pub environment: Environment,
     pub actor_key_id: Option<&'a KeyId>,
@@ -28,10 +33,17 @@ pub struct EventFilter {
     pub environment: Option<Environment>,
 }
 
+/// Inserts the event and notifies every replica, inside the caller's transaction:
+/// the notification is delivered only if, and when, the transaction commits.
+/// Event sequence numbers are taken under a transaction-scoped advisory lock, so
+/// they grow in commit order and "applied up to N" means all events up to N.
 pub async fn insert_event(
-    executor: impl PgExecutor<'_>,
+    connection: &mut PgConnection,
     event: NewEvent<'_>,
 ) -> Result<i64, StoreError> {
+    sqlx::query("SELECT pg_advisory_xact_lock(hashtext('keygate.key_events'))")
+        .execute(&mut *connection)
+        .await?;
     let sequence: i64 = sqlx::query_scalar(
         "INSERT INTO key_events (key_id, organization_id, environment, actor_key_id, action, changes) \
          VALUES ($1, $2, $3, $4, $5, $6) RETURNING seq",
@@ -42,8 +54,18 @@ pub async fn insert_event(
     .bind(event.actor_key_id.map(|id| id.as_uuid()))
     .bind(event.action.as_str())
     .bind(event.changes)
-    .fetch_one(executor)
+    .fetch_one(&mut *connection)
     .await?;
+    let payload = format!(
+        "{sequence} {} {}",
+        event.key_id.as_uuid(),
+        event.key_version
+    );
+    sqlx::query("SELECT pg_notify($1, $2)")
+        .bind(NOTIFY_CHANNEL)
+        .bind(payload)
+        .execute(&mut *connection)
+        .await?;
     Ok(sequence)
 }
 
@@ -92,4 +114,29 @@ pub async fn list_events(
     .fetch_all(executor)
     .await?;
     rows.iter().map(event_from_row).collect()
+}
+
+/// Deletes events older than `retention`, once an hour, for as long as the
+/// server runs.
+pub async fn prune_events_forever(pool: sqlx::PgPool, retention: std::time::Duration) {
+    let mut ticker = tokio::time::interval(std::time::Duration::from_secs(3600));
+    loop {
+        ticker.tick().await;
+        let cutoff =
+            Utc::now() - chrono::Duration::from_std(retention).unwrap_or(chrono::Duration::MAX);
+        match sqlx::query("DELETE FROM key_events WHERE occurred_at < $1")
+            .bind(cutoff)
+            .execute(&pool)
+            .await
+        {
+            Ok(done) if done.rows_affected() > 0 => {
+                tracing::info!(
+                    deleted = done.rows_affected(),
+                    "pruned key events past retention"
+                )
+            }
+            Ok(_) => {}
+            Err(error) => tracing::warn!(%error, "failed to prune key events"),
+        }
+    }
 }

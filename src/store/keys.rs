@@ -155,6 +155,19 @@ pub async fn find_key_by_id(
     row.as_ref().map(stored_key_from_row).transpose()
 }
 
+/// The key's current version; `None` when the key does not exist. A cheap
+/// indexed read used to confirm a cached entry without argon2.
+pub async fn find_key_version(
+    executor: impl PgExecutor<'_>,
+    id: &KeyId,
+) -> Result<Option<i64>, StoreError> {
+    let version = sqlx::query_scalar("SELECT version FROM api_keys WHERE id = $1")
+        .bind(id.as_uuid())
+        .fetch_optional(executor)
+        .await?;
+    Ok(version)
+}
+
 /// Loads and row-locks a key inside a transaction, so mutations of one key serialize.
 pub async fn lock_key_by_id(
     executor: impl PgExecutor<'_>,

@@ -45,7 +45,10 @@ async fn organization_keys_see_only_their_own_organization(
         client
             .disable_key(authed(
                 &acme_token,
-                pb::DisableKeyRequest { key_id: id.clone() },
+                pb::DisableKeyRequest {
+                    key_id: id.clone(),
+                    ..Default::default()
+                },
             ))
             .await,
         Code::NotFound,
@@ -55,7 +58,10 @@ async fn organization_keys_see_only_their_own_organization(
         client
             .revoke_key(authed(
                 &acme_token,
-                pb::RevokeKeyRequest { key_id: id.clone() },
+                pb::RevokeKeyRequest {
+                    key_id: id.clone(),
+                    ..Default::default()
+                },
             ))
             .await,
         Code::NotFound,
@@ -65,7 +71,10 @@ async fn organization_keys_see_only_their_own_organization(
         client
             .delete_key(authed(
                 &acme_token,
-                pb::DeleteKeyRequest { key_id: id.clone() },
+                pb::DeleteKeyRequest {
+                    key_id: id.clone(),
+                    ..Default::default()
+                },
             ))
             .await,
         Code::NotFound,
@@ -74,6 +83,7 @@ async fn organization_keys_see_only_their_own_organization(
     let request = pb::RotateKeyRequest {
         key_id: id.clone(),
         grace_period: None,
+        ..Default::default()
     };
     assert_status(
         client.rotate_key(authed(&acme_token, request)).await,
@@ -85,6 +95,7 @@ async fn organization_keys_see_only_their_own_organization(
         update_mask: Some(FieldMask {
             paths: vec!["name".into()],
         }),
+        ..Default::default()
     };
     assert_status(
         client.update_key(authed(&acme_token, update)).await,
@@ -189,6 +200,7 @@ async fn test_keys_manage_only_test_keys(_pool: PgPoolOptions, db: PgConnectOpti
     );
     let request = pb::RevokeKeyRequest {
         key_id: live_key.id.clone(),
+        ..Default::default()
     };
     assert_status(
         client.revoke_key(authed(&test_token, request)).await,
@@ -303,6 +315,7 @@ async fn no_caller_widens_or_takes_over_a_broader_key(_pool: PgPoolOptions, db: 
         update_mask: Some(FieldMask {
             paths: vec!["scopes".into()],
         }),
+        ..Default::default()
     };
     assert_status(
         client.update_key(authed(&token, request)).await,
@@ -313,6 +326,7 @@ async fn no_caller_widens_or_takes_over_a_broader_key(_pool: PgPoolOptions, db: 
     let request = pb::RotateKeyRequest {
         key_id: broader.id.clone(),
         grace_period: None,
+        ..Default::default()
     };
     assert_status(
         client.rotate_key(authed(&token, request)).await,
@@ -326,6 +340,7 @@ async fn no_caller_widens_or_takes_over_a_broader_key(_pool: PgPoolOptions, db: 
         update_mask: Some(FieldMask {
             paths: vec!["name".into()],
         }),
+        ..Default::default()
     };
     assert_status(
         client.update_key(authed(&token, request)).await,
@@ -372,6 +387,7 @@ async fn expiring_callers_cannot_outlive_themselves(_pool: PgPoolOptions, db: Pg
         update_mask: Some(FieldMask {
             paths: vec!["expire_time".into()],
         }),
+        ..Default::default()
     };
     assert_status(
         app.client.clone().update_key(authed(&token, request)).await,
@@ -426,7 +442,13 @@ async fn callers_need_the_matching_permission(_pool: PgPoolOptions, db: PgConnec
     );
     assert_status(
         client
-            .disable_key(authed(&reader, pb::DisableKeyRequest { key_id: id() }))
+            .disable_key(authed(
+                &reader,
+                pb::DisableKeyRequest {
+                    key_id: id(),
+                    ..Default::default()
+                },
+            ))
             .await,
         Code::PermissionDenied,
         "lacks api_keys:update",
@@ -434,6 +456,7 @@ async fn callers_need_the_matching_permission(_pool: PgPoolOptions, db: PgConnec
     let request = pb::RotateKeyRequest {
         key_id: id(),
         grace_period: None,
+        ..Default::default()
     };
     assert_status(
         client.rotate_key(authed(&reader, request)).await,
@@ -442,14 +465,26 @@ async fn callers_need_the_matching_permission(_pool: PgPoolOptions, db: PgConnec
     );
     assert_status(
         client
-            .revoke_key(authed(&reader, pb::RevokeKeyRequest { key_id: id() }))
+            .revoke_key(authed(
+                &reader,
+                pb::RevokeKeyRequest {
+                    key_id: id(),
+                    ..Default::default()
+                },
+            ))
             .await,
         Code::PermissionDenied,
         "lacks api_keys:delete",
     );
     assert_status(
         client
-            .delete_key(authed(&reader, pb::DeleteKeyRequest { key_id: id() }))
+            .delete_key(authed(
+                &reader,
+                pb::DeleteKeyRequest {
+                    key_id: id(),
+                    ..Default::default()
+                },
+            ))
             .await,
         Code::PermissionDenied,
         "lacks api_keys:delete",

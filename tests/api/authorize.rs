@@ -116,6 +116,7 @@ async fn every_reason_code_with_its_http_status(_pool: PgPoolOptions, db: PgConn
             &app.admin_token,
             pb::DisableKeyRequest {
                 key_id: key.id.clone(),
+                ..Default::default()
             },
         ))
         .await
@@ -130,6 +131,7 @@ async fn every_reason_code_with_its_http_status(_pool: PgPoolOptions, db: PgConn
             &app.admin_token,
             pb::EnableKeyRequest {
                 key_id: key.id.clone(),
+                ..Default::default()
             },
         ))
         .await
@@ -144,6 +146,7 @@ async fn every_reason_code_with_its_http_status(_pool: PgPoolOptions, db: PgConn
             &app.admin_token,
             pb::RevokeKeyRequest {
                 key_id: key.id.clone(),
+                ..Default::default()
             },
         ))
         .await
@@ -363,6 +366,7 @@ async fn previous_secret_works_during_its_grace_period_only(
             seconds: 2,
             nanos: 0,
         }),
+        ..Default::default()
     };
     let new = app
         .client

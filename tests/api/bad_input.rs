@@ -181,6 +181,7 @@ async fn key_ids_are_checked_and_unknown_ones_are_not_found(
                 &token,
                 pb::DisableKeyRequest {
                     key_id: unknown.clone(),
+                    ..Default::default()
                 },
             ))
             .await,
@@ -193,6 +194,7 @@ async fn key_ids_are_checked_and_unknown_ones_are_not_found(
                 &token,
                 pb::EnableKeyRequest {
                     key_id: unknown.clone(),
+                    ..Default::default()
                 },
             ))
             .await,
@@ -205,6 +207,7 @@ async fn key_ids_are_checked_and_unknown_ones_are_not_found(
                 &token,
                 pb::RevokeKeyRequest {
                     key_id: unknown.clone(),
+                    ..Default::default()
                 },
             ))
             .await,
@@ -217,6 +220,7 @@ async fn key_ids_are_checked_and_unknown_ones_are_not_found(
                 &token,
                 pb::DeleteKeyRequest {
                     key_id: unknown.clone(),
+                    ..Default::default()
                 },
             ))
             .await,
@@ -226,6 +230,7 @@ async fn key_ids_are_checked_and_unknown_ones_are_not_found(
     let request = pb::RotateKeyRequest {
         key_id: unknown.clone(),
         grace_period: None,
+        ..Default::default()
     };
     assert_status(
         client.rotate_key(authed(&token, request)).await,
@@ -323,6 +328,7 @@ async fn update_requests_are_checked(_pool: PgPoolOptions, db: PgConnectOptions)
             pb::UpdateKeyRequest {
                 key: None,
                 update_mask: mask(&["name"]),
+                ..Default::default()
             },
             "key: is required",
         ),
@@ -330,6 +336,7 @@ async fn update_requests_are_checked(_pool: PgPoolOptions, db: PgConnectOptions)
             pb::UpdateKeyRequest {
                 key: with(&|_| {}),
                 update_mask: None,
+                ..Default::default()
             },
             "update_mask",
         ),
@@ -337,6 +344,7 @@ async fn update_requests_are_checked(_pool: PgPoolOptions, db: PgConnectOptions)
             pb::UpdateKeyRequest {
                 key: with(&|_| {}),
                 update_mask: mask(&["kind"]),
+                ..Default::default()
             },
             "update_mask: \"kind\" cannot be updated",
         ),
@@ -344,6 +352,7 @@ async fn update_requests_are_checked(_pool: PgPoolOptions, db: PgConnectOptions)
             pb::UpdateKeyRequest {
                 key: with(&|k| k.name = String::new()),
                 update_mask: mask(&["name"]),
+                ..Default::default()
             },
             "key.name",
         ),
@@ -351,6 +360,7 @@ async fn update_requests_are_checked(_pool: PgPoolOptions, db: PgConnectOptions)
             pb::UpdateKeyRequest {
                 key: with(&|k| k.scopes = vec!["refunds:read".into()]),
                 update_mask: mask(&["scopes"]),
+                ..Default::default()
             },
             "scopes",
         ),
@@ -358,6 +368,7 @@ async fn update_requests_are_checked(_pool: PgPoolOptions, db: PgConnectOptions)
             pb::UpdateKeyRequest {
                 key: with(&|k| k.scopes = vec![]),
                 update_mask: mask(&["scopes"]),
+                ..Default::default()
             },
             "scopes",
         ),
@@ -365,6 +376,7 @@ async fn update_requests_are_checked(_pool: PgPoolOptions, db: PgConnectOptions)
             pb::UpdateKeyRequest {
                 key: with(&|k| k.allowed_cidrs = vec!["300.0.0.0/8".into()]),
                 update_mask: mask(&["allowed_cidrs"]),
+                ..Default::default()
             },
             "allowed_cidrs",
         ),
@@ -377,6 +389,7 @@ async fn update_requests_are_checked(_pool: PgPoolOptions, db: PgConnectOptions)
                     })
                 }),
                 update_mask: mask(&["expire_time"]),
+                ..Default::default()
             },
             "expire_time",
         ),
@@ -384,6 +397,7 @@ async fn update_requests_are_checked(_pool: PgPoolOptions, db: PgConnectOptions)
             pb::UpdateKeyRequest {
                 key: with(&|k| k.id = "nope".into()),
                 update_mask: mask(&["name"]),
+                ..Default::default()
             },
             "key.id",
         ),

@@ -126,6 +126,7 @@ async fn migrate_bootstrap_serve_and_stop_without_leaking_secrets(
     let request = pb::RotateKeyRequest {
         key_id: created_key_id.clone(),
         grace_period: None,
+        ..Default::default()
     };
     let rotated = client
         .rotate_key(authed(&admin_token, request))

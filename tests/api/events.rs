@@ -28,6 +28,7 @@ async fn every_mutation_is_recorded_newest_first_without_secrets(
             pb::UpdateKeyRequest {
                 key: Some(renamed),
                 update_mask: mask,
+                ..Default::default()
             },
         ))
         .await
@@ -38,6 +39,7 @@ async fn every_mutation_is_recorded_newest_first_without_secrets(
             seconds: 60,
             nanos: 0,
         }),
+        ..Default::default()
     };
     let rotated_token = client
         .rotate_key(authed(&admin, rotation))
@@ -50,6 +52,7 @@ async fn every_mutation_is_recorded_newest_first_without_secrets(
             &admin,
             pb::DisableKeyRequest {
                 key_id: key.id.clone(),
+                ..Default::default()
             },
         ))
         .await
@@ -59,6 +62,7 @@ async fn every_mutation_is_recorded_newest_first_without_secrets(
             &admin,
             pb::EnableKeyRequest {
                 key_id: key.id.clone(),
+                ..Default::default()
             },
         ))
         .await
@@ -68,6 +72,7 @@ async fn every_mutation_is_recorded_newest_first_without_secrets(
             &admin,
             pb::RevokeKeyRequest {
                 key_id: key.id.clone(),
+                ..Default::default()
             },
         ))
         .await
@@ -77,6 +82,7 @@ async fn every_mutation_is_recorded_newest_first_without_secrets(
             &admin,
             pb::DeleteKeyRequest {
                 key_id: key.id.clone(),
+                ..Default::default()
             },
         ))
         .await

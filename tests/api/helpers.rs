@@ -50,6 +50,7 @@ pub fn test_settings(connect_options: PgConnectOptions) -> Settings {
         policy_path: None,
         migrate: true,
         usage_flush_interval: std::time::Duration::from_millis(200),
+        replication: keygate::config::ReplicationSettings::default(),
     }
 }
 

@@ -175,6 +175,7 @@ async fn update_changes_the_masked_fields_and_bumps_the_version(
     let request = pb::UpdateKeyRequest {
         key: Some(changed),
         update_mask: Some(mask),
+        ..Default::default()
     };
     let updated = app
         .client
@@ -212,6 +213,7 @@ async fn locked_scopes_cannot_change(_pool: PgPoolOptions, db: PgConnectOptions)
     let request = pb::UpdateKeyRequest {
         key: Some(changed.clone()),
         update_mask: Some(mask),
+        ..Default::default()
     };
     let result = app
         .client
@@ -228,6 +230,7 @@ async fn locked_scopes_cannot_change(_pool: PgPoolOptions, db: PgConnectOptions)
         update_mask: Some(FieldMask {
             paths: vec!["name".into()],
         }),
+        ..Default::default()
     };
     let updated = app
         .client
@@ -260,6 +263,7 @@ async fn disable_enable_revoke_and_delete(_pool: PgPoolOptions, db: PgConnectOpt
     };
     let admin = |key_id: &str| pb::DisableKeyRequest {
         key_id: key_id.to_owned(),
+        ..Default::default()
     };
 
     let disabled = client
@@ -279,6 +283,7 @@ async fn disable_enable_revoke_and_delete(_pool: PgPoolOptions, db: PgConnectOpt
 
     let request = pb::EnableKeyRequest {
         key_id: key.id.clone(),
+        ..Default::default()
     };
     let enabled = client
         .enable_key(authed(&app.admin_token, request))
@@ -293,6 +298,7 @@ async fn disable_enable_revoke_and_delete(_pool: PgPoolOptions, db: PgConnectOpt
 
     let request = pb::RevokeKeyRequest {
         key_id: key.id.clone(),
+        ..Default::default()
     };
     let revoked = client
         .revoke_key(authed(&app.admin_token, request))
@@ -312,6 +318,7 @@ async fn disable_enable_revoke_and_delete(_pool: PgPoolOptions, db: PgConnectOpt
     let before = app.row_counts().await;
     let request = pb::EnableKeyRequest {
         key_id: key.id.clone(),
+        ..Default::default()
     };
     assert_status(
         client.enable_key(authed(&app.admin_token, request)).await,
@@ -321,6 +328,7 @@ async fn disable_enable_revoke_and_delete(_pool: PgPoolOptions, db: PgConnectOpt
     let request = pb::RotateKeyRequest {
         key_id: key.id.clone(),
         grace_period: None,
+        ..Default::default()
     };
     assert_status(
         client.rotate_key(authed(&app.admin_token, request)).await,
@@ -331,6 +339,7 @@ async fn disable_enable_revoke_and_delete(_pool: PgPoolOptions, db: PgConnectOpt
 
     let request = pb::DeleteKeyRequest {
         key_id: key.id.clone(),
+        ..Default::default()
     };
     client
         .delete_key(authed(&app.admin_token, request))

@@ -12,6 +12,7 @@ async fn rotate(app: &TestApp, key_id: &str, grace_seconds: i64) -> pb::RotateKe
             seconds: grace_seconds,
             nanos: 0,
         }),
+        ..Default::default()
     };
     app.client
         .clone()
@@ -102,6 +103,7 @@ async fn grace_periods_outside_zero_to_thirty_days_are_refused(
         let request = pb::RotateKeyRequest {
             key_id: key.id.clone(),
             grace_period: Some(Duration { seconds, nanos: 0 }),
+            ..Default::default()
         };
         let result = app
             .client
@@ -117,6 +119,7 @@ async fn grace_periods_outside_zero_to_thirty_days_are_refused(
             seconds: 30 * 86_400,
             nanos: 0,
         }),
+        ..Default::default()
     };
     app.client
         .clone()

@@ -1,0 +1,251 @@
+//! This replica's part in cross-replica invalidation:
+//!
+//! - a `LISTEN` on the key-event channel that evicts each named key (leaving a
+//!   tombstone) the moment its notification arrives;
+//! - a row in `replicas` with the last event sequence applied, reported right
+//!   after each event, so that a mutation can wait until every live replica has
+//!   applied it;
+//! - a heartbeat on that row, which is a lease: a replica that cannot renew it
+//!   in time stops trusting its cache (see `freshness`), so a waiting mutation
+//!   may count a replica whose lease ran out as safe.
+
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use sqlx::postgres::PgListener;
+use sqlx::PgPool;
+use tokio::sync::Notify;
+use uuid::Uuid;
+
+use crate::cache::KeyCache;
+use crate::freshness::Freshness;
+use crate::store::events::NOTIFY_CHANNEL;
+use crate::token::KeyId;
+
+/// Heartbeat and lease timing.
+#[derive(Debug, Clone, Copy)]
+pub struct LeaseSettings {
+    pub heartbeat_interval: Duration,
+    /// A replica whose heartbeat is older than this is no longer waited for,
+    /// and has itself stopped trusting its cache.
+    pub lease: Duration,
+}
+
+impl Default for LeaseSettings {
+    fn default() -> Self {
+        LeaseSettings {
+            heartbeat_interval: Duration::from_millis(1000),
+            lease: Duration::from_millis(3000),
+        }
+    }
+}
+
+/// A running replica's identity and progress.
+#[derive(Clone)]
+pub struct Replica {
+    pub id: Uuid,
+    pub name: String,
+    applied: Arc<AtomicI64>,
+    tasks: Arc<Vec<tokio::task::JoinHandle<()>>>,
+}
+
+impl Replica {
+    /// The last event sequence this replica has applied to its cache.
+    pub fn applied_sequence(&self) -> i64 {
+        self.applied.load(Ordering::SeqCst)
+    }
+}
+
+/// Registers the replica and starts its listener, reporter and heartbeat.
+pub async fn start(
+    pool: PgPool,
+    cache: KeyCache,
+    freshness: Arc<Freshness>,
+    name: String,
+    lease: LeaseSettings,
+) -> Result<Replica, sqlx::Error> {
+    let mut replica = Replica {
+        id: Uuid::new_v4(),
+        name,
+        applied: Arc::new(AtomicI64::new(0)),
+        tasks: Arc::new(Vec::new()),
+    };
+    sqlx::query("INSERT INTO replicas (id, name) VALUES ($1, $2)")
+        .bind(replica.id)
+        .bind(&replica.name)
+        .execute(&pool)
+        .await?;
+    let applied_changed = Arc::new(Notify::new());
+    let tasks = vec![
+        tokio::spawn(listen(
+            pool.clone(),
+            cache,
+            freshness.clone(),
+            replica.clone(),
+            applied_changed.clone(),
+        )),
+        tokio::spawn(report_applied(pool.clone(), replica.clone(), applied_changed)),
+        tokio::spawn(heartbeat(pool, freshness, replica.clone(), lease)),
+    ];
+    replica.tasks = Arc::new(tasks);
+    Ok(replica)
+}
+
+/// Stops the listener (closing its connection), the reporter and the
+/// heartbeat, and removes the replica's row so that nobody waits for it.
+pub async fn deregister(pool: &PgPool, replica: &Replica) {
+    for task in replica.tasks.iter() {
+        task.abort();
+    }
+    let removed = sqlx::query("DELETE FROM replicas WHERE id = $1")
+        .bind(replica.id)
+        .execute(pool)
+        .await;
+    if let Err(error) = removed {
+        tracing::warn!(%error, "failed to deregister the replica");
+    }
+}
+
+fn parse_payload(payload: &str) -> Option<(i64, KeyId, i64)> {
+    let mut parts = payload.split(' ');
+    let sequence = parts.next()?.parse().ok()?;
+    let key_id = KeyId::from_uuid(Uuid::parse_str(parts.next()?).ok()?);
+    let version = parts.next()?.parse().ok()?;
+    Some((sequence, key_id, version))
+}
+
+async fn listen(
+    pool: PgPool,
+    cache: KeyCache,
+    freshness: Arc<Freshness>,
+    replica: Replica,
+    applied_changed: Arc<Notify>,
+) {
+    let mut backoff = Duration::from_millis(50);
+    loop {
+        match subscribe(&pool).await {
+            Ok(mut listener) => {
+                let caught_up: Result<i64, sqlx::Error> =
+                    sqlx::query_scalar("SELECT COALESCE(MAX(seq), 0) FROM key_events")
+                        .fetch_one(&pool)
+                        .await;
+                if let Ok(sequence) = caught_up {
+                    replica.applied.fetch_max(sequence, Ordering::SeqCst);
+                    applied_changed.notify_one();
+                }
+                freshness.set_listener_connected(true);
+                tracing::info!("event listener connected");
+                backoff = Duration::from_millis(50);
+                loop {
+                    match listener.try_recv().await {
+                        Ok(Some(notification)) => {
+                            let Some((sequence, key_id, version)) =
+                                parse_payload(notification.payload())
+                            else {
+                                tracing::warn!("ignoring a malformed key event notification");
+                                continue;
+                            };
+                            for expired in freshness.add_tombstone(key_id, version) {
+                                cache.evict(&expired).await;
+                            }
+                            cache.evict(&key_id).await;
+                            replica.applied.fetch_max(sequence, Ordering::SeqCst);
+                            applied_changed.notify_one();
+                        }
+                        Ok(None) | Err(_) => break,
+                    }
+                }
+                freshness.set_listener_connected(false);
+                tracing::warn!("event listener lost its connection; cached keys are confirmed against the database until it is back");
+            }
+            Err(error) => {
+                freshness.set_listener_connected(false);
+                tracing::warn!(%error, "event listener cannot connect");
+            }
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(Duration::from_secs(2));
+    }
+}
+
+async fn subscribe(pool: &PgPool) -> Result<PgListener, sqlx::Error> {
+    let mut listener = PgListener::connect_with(pool).await?;
+    // The listener keeps its own connection; closing the pool does not end it.
+    listener.ignore_pool_close_event(true);
+    listener.listen(NOTIFY_CHANNEL).await?;
+    Ok(listener)
+}
+
+async fn report_applied(pool: PgPool, replica: Replica, applied_changed: Arc<Notify>) {
+    let mut reported = 0;
+    loop {
+        applied_changed.notified().await;
+        let applied = replica.applied_sequence();
+        if applied <= reported {
+            continue;
+        }
+        let written = sqlx::query(
+            "UPDATE replicas SET last_applied_seq = GREATEST(last_applied_seq, $2) WHERE id = $1",
+        )
+        .bind(replica.id)
+        .bind(applied)
+        .execute(&pool)
+        .await;
+        match written {
+            Ok(_) => reported = applied,
+            Err(error) => tracing::debug!(%error, "failed to report the applied event sequence"),
+        }
+    }
+}
+
+async fn heartbeat(
+    pool: PgPool,
+    freshness: Arc<Freshness>,
+    replica: Replica,
+    lease: LeaseSettings,
+) {
+    let mut last_renewal = Instant::now();
+    freshness.set_lease_valid(true);
+    // Stop trusting half an interval before the lease runs out as others see it.
+    let own_deadline = lease.lease.saturating_sub(lease.heartbeat_interval / 2);
+    let mut ticker = tokio::time::interval(lease.heartbeat_interval);
+    loop {
+        ticker.tick().await;
+        let renewal = sqlx::query(
+            "INSERT INTO replicas (id, name, last_applied_seq) VALUES ($1, $2, $3) \
+             ON CONFLICT (id) DO UPDATE SET heartbeat_at = now(), \
+             last_applied_seq = GREATEST(replicas.last_applied_seq, EXCLUDED.last_applied_seq)",
+        )
+        .bind(replica.id)
+        .bind(&replica.name)
+        .bind(replica.applied_sequence())
+        .execute(&pool);
+        let started = Instant::now();
+        match tokio::time::timeout(lease.heartbeat_interval, renewal).await {
+            Ok(Ok(_)) => {
+                last_renewal = started;
+                freshness.set_lease_valid(true);
+            }
+            Ok(Err(error)) => tracing::warn!(%error, "heartbeat failed"),
+            Err(_) => tracing::warn!("heartbeat timed out"),
+        }
+        if last_renewal.elapsed() >= own_deadline {
+            freshness.set_lease_valid(false);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn payloads() {
+        let id = KeyId::generate();
+        let payload = format!("42 {} 7", id.as_uuid());
+        assert_eq!(parse_payload(&payload), Some((42, id, 7)));
+        assert_eq!(parse_payload("42 nope 7"), None);
+        assert_eq!(parse_payload(""), None);
+    }
+}
