@@ -227,7 +227,7 @@ impl Default for ReplicationSettings {
             replica_name: default_replica_name(),
             stale_policy: StalePolicy::FailClosed,
             lease: LeaseSettings::default(),
-            propagation_timeout: Duration::from_secs(2),
+            propagation_timeout: Duration::from_secs(5),
             event_retention: Some(Duration::from_secs(365 * 86_400)),
         }
     }
@@ -258,8 +258,9 @@ pub struct ReplicationArgs {
     /// With serve_stale: the longest time to keep serving unconfirmed keys.
     #[arg(long, env = "KEYGATE_SERVE_STALE_MAX_SECONDS", default_value_t = 30)]
     pub serve_stale_max_seconds: u64,
-    /// How long a mutation waits for every live replica to apply it.
-    #[arg(long, env = "KEYGATE_PROPAGATION_TIMEOUT_MS", default_value_t = 2000)]
+    /// How long a mutation waits for every live replica to apply it; longer than
+    /// the lease (3 s), so that a partitioned replica's lease runs out first.
+    #[arg(long, env = "KEYGATE_PROPAGATION_TIMEOUT_MS", default_value_t = 5000)]
     pub propagation_timeout_ms: u64,
     /// Days to keep key events (the audit log); 0 keeps them forever.
     #[arg(long, env = "KEYGATE_EVENT_RETENTION_DAYS", default_value_t = 365)]

@@ -48,9 +48,20 @@ pub struct Replica {
     pub name: String,
     applied: Arc<AtomicI64>,
     tasks: Arc<Vec<tokio::task::JoinHandle<()>>>,
+    freshness: Arc<Freshness>,
 }
 
 impl Replica {
+    /// Stops listening (closing the listener's connection), reporting and
+    /// heartbeating; the cache stops being trusted, so calls still draining are
+    /// confirmed against the database.
+    pub fn stop(&self) {
+        for task in self.tasks.iter() {
+            task.abort();
+        }
+        self.freshness.set_listener_connected(false);
+    }
+
     /// The last event sequence this replica has applied to its cache.
     pub fn applied_sequence(&self) -> i64 {
         self.applied.load(Ordering::SeqCst)
@@ -70,6 +81,7 @@ pub async fn start(
         name,
         applied: Arc::new(AtomicI64::new(0)),
         tasks: Arc::new(Vec::new()),
+        freshness: freshness.clone(),
     };
     sqlx::query("INSERT INTO replicas (id, name) VALUES ($1, $2)")
         .bind(replica.id)
@@ -85,19 +97,20 @@ pub async fn start(
             replica.clone(),
             applied_changed.clone(),
         )),
-        tokio::spawn(report_applied(pool.clone(), replica.clone(), applied_changed)),
+        tokio::spawn(report_applied(
+            pool.clone(),
+            replica.clone(),
+            applied_changed,
+        )),
         tokio::spawn(heartbeat(pool, freshness, replica.clone(), lease)),
     ];
     replica.tasks = Arc::new(tasks);
     Ok(replica)
 }
 
-/// Stops the listener (closing its connection), the reporter and the
-/// heartbeat, and removes the replica's row so that nobody waits for it.
+/// Stops the replica's tasks and removes its row so that nobody waits for it.
 pub async fn deregister(pool: &PgPool, replica: &Replica) {
-    for task in replica.tasks.iter() {
-        task.abort();
-    }
+    replica.stop();
     let removed = sqlx::query("DELETE FROM replicas WHERE id = $1")
         .bind(replica.id)
         .execute(pool)
@@ -137,24 +150,19 @@ async fn listen(
                 freshness.set_listener_connected(true);
                 tracing::info!("event listener connected");
                 backoff = Duration::from_millis(50);
-                loop {
-                    match listener.try_recv().await {
-                        Ok(Some(notification)) => {
-                            let Some((sequence, key_id, version)) =
-                                parse_payload(notification.payload())
-                            else {
-                                tracing::warn!("ignoring a malformed key event notification");
-                                continue;
-                            };
-                            for expired in freshness.add_tombstone(key_id, version) {
-                                cache.evict(&expired).await;
-                            }
-                            cache.evict(&key_id).await;
-                            replica.applied.fetch_max(sequence, Ordering::SeqCst);
-                            applied_changed.notify_one();
-                        }
-                        Ok(None) | Err(_) => break,
+                // `Ok(None)` or an error: the connection is gone.
+                while let Ok(Some(notification)) = listener.try_recv().await {
+                    let Some((sequence, key_id, version)) = parse_payload(notification.payload())
+                    else {
+                        tracing::warn!("ignoring a malformed key event notification");
+                        continue;
+                    };
+                    for expired in freshness.add_tombstone(key_id, version) {
+                        cache.evict(&expired).await;
                     }
+                    cache.evict(&key_id).await;
+                    replica.applied.fetch_max(sequence, Ordering::SeqCst);
+                    applied_changed.notify_one();
                 }
                 freshness.set_listener_connected(false);
                 tracing::warn!("event listener lost its connection; cached keys are confirmed against the database until it is back");

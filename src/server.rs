@@ -157,9 +157,11 @@ impl Application {
         let authorizer_service = AuthorizerServer::new(AuthorizerHandler::new(authorizer));
         tracing::info!(address = %self.local_addr, "keygate serving");
         let drain_reporter = health_reporter.clone();
+        let stopping_replica = self.replica.clone();
         let shutdown = async move {
             shutdown.await;
             tracing::info!("shutting down");
+            stopping_replica.stop();
             drain_reporter
                 .set_not_serving::<KeyServiceServer<KeyServiceHandler>>()
                 .await;

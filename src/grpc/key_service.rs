@@ -56,6 +56,7 @@ fn propagation_to_proto(propagation: &Propagation) -> pb::Propagation {
         waited: propagation.waited,
         confirmed_replicas: i32::try_from(propagation.confirmed).unwrap_or(i32::MAX),
         unconfirmed_replicas: propagation.unconfirmed.clone(),
+        lease_expired_replicas: propagation.lease_expired.clone(),
         complete: propagation.complete(),
     }
 }

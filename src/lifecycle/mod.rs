@@ -313,5 +313,5 @@ async fn record(
         action,
         changes,
     };
-    insert_event(&mut **transaction, event).await
+    insert_event(transaction, event).await
 }

@@ -19,6 +19,11 @@ pub struct Propagation {
     pub confirmed: usize,
     /// Names of live replicas that had not applied it when the wait timed out.
     pub unconfirmed: Vec<String>,
+    /// Names of replicas that were live when the wait began and whose lease ran
+    /// out before they confirmed: they no longer trust their caches.
+    pub lease_expired: Vec<String>,
+    /// Names of the confirmed replicas.
+    pub confirmed_names: Vec<String>,
 }
 
 impl Propagation {
@@ -50,6 +55,7 @@ async fn replica_progress(
     for row in rows {
         if row.try_get::<bool, _>("applied")? {
             progress.confirmed += 1;
+            progress.confirmed_names.push(row.try_get("name")?);
         } else {
             progress.unconfirmed.push(row.try_get("name")?);
         }
@@ -65,22 +71,41 @@ impl KeyManager {
             return Propagation::default();
         }
         let deadline = Instant::now() + self.propagation_timeout;
+        let mut seen: Vec<String> = Vec::new();
         loop {
             match replica_progress(&self.pool, sequence, self.lease).await {
-                Ok(progress) if progress.unconfirmed.is_empty() || Instant::now() >= deadline => {
-                    if !progress.unconfirmed.is_empty() {
-                        tracing::warn!(sequence, unconfirmed = ?progress.unconfirmed, "propagation wait timed out");
+                Ok(mut progress) => {
+                    for name in &progress.unconfirmed {
+                        if !seen.contains(name) {
+                            seen.push(name.clone());
+                        }
                     }
-                    return progress;
+                    let finished = progress.unconfirmed.is_empty() || Instant::now() >= deadline;
+                    if finished {
+                        progress.lease_expired = seen
+                            .iter()
+                            .filter(|name| !progress.unconfirmed.contains(name))
+                            .filter(|name| {
+                                progress
+                                    .confirmed_names
+                                    .iter()
+                                    .all(|confirmed| confirmed != *name)
+                            })
+                            .cloned()
+                            .collect();
+                        if !progress.unconfirmed.is_empty() {
+                            tracing::warn!(sequence, unconfirmed = ?progress.unconfirmed, "propagation wait timed out");
+                        }
+                        return progress;
+                    }
                 }
-                Ok(_) => {}
                 Err(error) => {
                     tracing::warn!(%error, sequence, "cannot read replica progress");
                     if Instant::now() >= deadline {
                         return Propagation {
                             waited: true,
-                            confirmed: 0,
                             unconfirmed: vec!["(replica progress unreadable)".to_owned()],
+                            ..Propagation::default()
                         };
                     }
                 }

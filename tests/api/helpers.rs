@@ -25,6 +25,7 @@ pub struct TestApp {
     /// The server's own pool: closing it cuts the server off from the database.
     pub server_pool: PgPool,
     pub authorizer: keygate::authorizer::Authorizer,
+    pub replica: keygate::replica::Replica,
     pub pool: PgPool,
     /// Token of the bootstrapped system key, which holds `*`.
     pub admin_token: String,
@@ -50,7 +51,13 @@ pub fn test_settings(connect_options: PgConnectOptions) -> Settings {
         policy_path: None,
         migrate: true,
         usage_flush_interval: std::time::Duration::from_millis(200),
-        replication: keygate::config::ReplicationSettings::default(),
+        replication: keygate::config::ReplicationSettings {
+            replica_name: format!(
+                "replica-{}",
+                &uuid::Uuid::new_v4().simple().to_string()[..8]
+            ),
+            ..Default::default()
+        },
     }
 }
 
@@ -59,6 +66,19 @@ pub async fn spawn_app(connect_options: PgConnectOptions) -> TestApp {
 }
 
 pub async fn spawn_app_with(settings: Settings) -> TestApp {
+    spawn_server(settings, None).await
+}
+
+/// Another replica on the same database as `first`, sharing its admin key.
+pub async fn spawn_replica(settings: Settings, first: &TestApp) -> TestApp {
+    spawn_server(
+        settings,
+        Some((first.admin_token.clone(), first.admin_key_id.clone())),
+    )
+    .await
+}
+
+async fn spawn_server(settings: Settings, admin: Option<(String, String)>) -> TestApp {
     let pool = PgPool::connect_with(settings.database.connect_options.clone())
         .await
         .unwrap();
@@ -66,11 +86,21 @@ pub async fn spawn_app_with(settings: Settings) -> TestApp {
     let address = application.local_addr();
     let server_pool = application.pool().clone();
     let authorizer = application.manager().authorizer().clone();
-    let bootstrapped = application
-        .manager()
-        .bootstrap(DisplayName::parse("name", "test admin").unwrap())
-        .await
-        .unwrap();
+    let replica = application.replica().clone();
+    let (admin_token, admin_key_id) = match admin {
+        Some(admin) => admin,
+        None => {
+            let bootstrapped = application
+                .manager()
+                .bootstrap(DisplayName::parse("name", "test admin").unwrap())
+                .await
+                .unwrap();
+            (
+                bootstrapped.token.expose_secret().to_owned(),
+                bootstrapped.key.id.to_string(),
+            )
+        }
+    };
     let (shutdown, shutdown_signal) = oneshot::channel::<()>();
     tokio::spawn(application.run_until(async move {
         let _ = shutdown_signal.await;
@@ -81,16 +111,19 @@ pub async fn spawn_app_with(settings: Settings) -> TestApp {
     let authorizer_client = AuthorizerClient::connect(format!("http://{address}"))
         .await
         .unwrap();
-    TestApp {
+    let app = TestApp {
         client,
         authorizer_client,
         server_pool,
         authorizer,
+        replica,
         pool,
-        admin_token: bootstrapped.token.expose_secret().to_owned(),
-        admin_key_id: bootstrapped.key.id.to_string(),
+        admin_token,
+        admin_key_id,
         _shutdown: shutdown,
-    }
+    };
+    app.wait_until_trusted().await;
+    app
 }
 
 /// Wraps a message with `authorization: Bearer <token>`.
@@ -113,7 +146,32 @@ pub fn assert_status<T: std::fmt::Debug>(result: Result<T, Status>, code: Code, 
     );
 }
 
+impl Drop for TestApp {
+    /// Lets go of the database at once (listener, pools), so that the test
+    /// database can be dropped without waiting for a graceful shutdown.
+    fn drop(&mut self) {
+        self.replica.stop();
+        let server_pool = self.server_pool.clone();
+        let pool = self.pool.clone();
+        tokio::spawn(async move {
+            server_pool.close().await;
+            pool.close().await;
+        });
+    }
+}
+
 impl TestApp {
+    /// Waits (at most 5 s) until this replica's event listener is connected.
+    pub async fn wait_until_trusted(&self) {
+        for _ in 0..500 {
+            if self.authorizer.freshness().is_trusted() {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        panic!("replica never connected its event listener");
+    }
+
     /// Asks Authorize about `method path` with `token`.
     pub async fn authorize(
         &self,
@@ -222,4 +280,18 @@ pub fn key_request(
         scopes: scopes.iter().map(|scope| scope.to_string()).collect(),
         ..Default::default()
     }
+}
+
+/// Asks every replica the same question; returns their reasons in order.
+pub async fn authorize_on_all(
+    replicas: &[&TestApp],
+    token: &str,
+    method: &str,
+    path: &str,
+) -> Vec<pb::Reason> {
+    let mut reasons = Vec::with_capacity(replicas.len());
+    for replica in replicas {
+        reasons.push(replica.authorize(token, method, path, "").await.reason());
+    }
+    reasons
 }

@@ -12,4 +12,5 @@ mod events;
 mod helpers;
 mod lifecycle;
 mod organizations;
+mod replicas;
 mod rotation;

@@ -1,0 +1,327 @@
+//! Several Keygate replicas on one database: a change through one is refused by
+//! the others on the very first request after the call returns.
+
+use std::time::Duration;
+
+use keygate::freshness::StalePolicy;
+use keygate::grpc::pb::{self, Environment, Reason};
+use prost_types::FieldMask;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+
+use crate::helpers::{authed, authorize_on_all, spawn_app, spawn_replica, test_settings, TestApp};
+
+async fn three_replicas(db: PgConnectOptions) -> (TestApp, TestApp, TestApp) {
+    let first = spawn_app(db.clone()).await;
+    let second = spawn_replica(test_settings(db.clone()), &first).await;
+    let third = spawn_replica(test_settings(db), &first).await;
+    (first, second, third)
+}
+
+/// Creates a key and warms it on every replica.
+async fn warm_key(replicas: &[&TestApp], scopes: &[&str]) -> (pb::Key, String) {
+    let first = replicas[0];
+    let org = first.create_organization("Acme").await;
+    let (key, token) = first.org_key(&org, Environment::Live, scopes).await;
+    for reason in authorize_on_all(replicas, &token, "GET", "/customers").await {
+        assert_eq!(reason, Reason::Ok);
+    }
+    (key, token)
+}
+
+fn assert_complete(propagation: Option<pb::Propagation>, replicas: i32) {
+    let propagation = propagation.unwrap();
+    assert!(propagation.waited);
+    assert!(propagation.complete, "{propagation:?}");
+    assert_eq!(propagation.confirmed_replicas, replicas);
+    assert!(propagation.unconfirmed_replicas.is_empty());
+}
+
+#[sqlx::test(migrations = false)]
+async fn revoke_disable_delete_rotate_and_narrowing_reach_every_replica_at_once(
+    _pool: PgPoolOptions,
+    db: PgConnectOptions,
+) {
+    let (a, b, c) = three_replicas(db).await;
+    let all = [&a, &b, &c];
+    let mut client = a.client.clone();
+    let admin = a.admin_token.clone();
+
+    // Revoke waits for propagation by default.
+    let (key, token) = warm_key(&all, &["customers:read"]).await;
+    let request = pb::RevokeKeyRequest {
+        key_id: key.id.clone(),
+        ..Default::default()
+    };
+    let revoked = client
+        .revoke_key(authed(&admin, request))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_complete(revoked.propagation, 3);
+    assert_eq!(
+        authorize_on_all(&all, &token, "GET", "/customers").await,
+        vec![Reason::Revoked; 3]
+    );
+
+    let (key, token) = warm_key(&all, &["customers:read"]).await;
+    let request = pb::DisableKeyRequest {
+        key_id: key.id.clone(),
+        wait_for_propagation: Some(true),
+    };
+    let disabled = client
+        .disable_key(authed(&admin, request))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_complete(disabled.propagation, 3);
+    assert_eq!(
+        authorize_on_all(&all, &token, "GET", "/customers").await,
+        vec![Reason::Disabled; 3]
+    );
+    let request = pb::EnableKeyRequest {
+        key_id: key.id.clone(),
+        wait_for_propagation: Some(true),
+    };
+    client.enable_key(authed(&admin, request)).await.unwrap();
+    assert_eq!(
+        authorize_on_all(&all, &token, "GET", "/customers").await,
+        vec![Reason::Ok; 3]
+    );
+
+    let (key, token) = warm_key(&all, &["customers:read"]).await;
+    let request = pb::DeleteKeyRequest {
+        key_id: key.id.clone(),
+        wait_for_propagation: Some(true),
+    };
+    let deleted = client
+        .delete_key(authed(&admin, request))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_complete(deleted.propagation, 3);
+    assert_eq!(
+        authorize_on_all(&all, &token, "GET", "/customers").await,
+        vec![Reason::UnknownKey; 3]
+    );
+
+    let (key, token) = warm_key(&all, &["customers:read"]).await;
+    let request = pb::RotateKeyRequest {
+        key_id: key.id.clone(),
+        grace_period: None,
+        wait_for_propagation: Some(true),
+    };
+    let rotated = client
+        .rotate_key(authed(&admin, request))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_complete(rotated.propagation, 3);
+    assert_eq!(
+        authorize_on_all(&all, &token, "GET", "/customers").await,
+        vec![Reason::InvalidSecret; 3]
+    );
+    assert_eq!(
+        authorize_on_all(&all, &rotated.token, "GET", "/customers").await,
+        vec![Reason::Ok; 3]
+    );
+
+    let (key, token) = warm_key(&all, &["customers:write"]).await;
+    let mut narrowed = key.clone();
+    narrowed.scopes = vec!["payments:read".into()];
+    let request = pb::UpdateKeyRequest {
+        key: Some(narrowed),
+        update_mask: Some(FieldMask {
+            paths: vec!["scopes".into()],
+        }),
+        wait_for_propagation: Some(true),
+    };
+    let updated = client
+        .update_key(authed(&admin, request))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_complete(updated.propagation, 3);
+    assert_eq!(
+        authorize_on_all(&all, &token, "GET", "/customers").await,
+        vec![Reason::PermissionDenied; 3]
+    );
+    assert_eq!(
+        authorize_on_all(&all, &token, "GET", "/payments").await,
+        vec![Reason::Ok; 3]
+    );
+}
+
+#[sqlx::test(migrations = false)]
+async fn changes_through_any_replica_evict_everywhere_even_without_waiting(
+    _pool: PgPoolOptions,
+    db: PgConnectOptions,
+) {
+    let (a, b, c) = three_replicas(db).await;
+    let all = [&a, &b, &c];
+    let (key, token) = warm_key(&all, &["customers:read"]).await;
+    // Through B, without waiting: the notification still reaches A and C within milliseconds.
+    let request = pb::DisableKeyRequest {
+        key_id: key.id.clone(),
+        wait_for_propagation: Some(false),
+    };
+    let disabled = b
+        .client
+        .clone()
+        .disable_key(authed(&a.admin_token, request))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(!disabled.propagation.unwrap().waited);
+    let mut reasons = Vec::new();
+    for _ in 0..200 {
+        reasons = authorize_on_all(&all, &token, "GET", "/customers").await;
+        if reasons == vec![Reason::Disabled; 3] {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(reasons, vec![Reason::Disabled; 3]);
+}
+
+#[sqlx::test(migrations = false)]
+async fn a_stale_fill_landing_after_the_eviction_is_never_used(
+    _pool: PgPoolOptions,
+    db: PgConnectOptions,
+) {
+    let (a, b, _c) = three_replicas(db).await;
+    let (key, token) = warm_key(&[&a, &b], &["customers:read"]).await;
+    let key_id = keygate::token::KeyId::parse(&key.id).unwrap();
+    // A load on B reads the row before the revocation commits...
+    let stale_row = keygate::store::keys::find_key_by_id(&b.pool, &key_id)
+        .await
+        .unwrap()
+        .unwrap();
+    let request = pb::RevokeKeyRequest {
+        key_id: key.id.clone(),
+        ..Default::default()
+    };
+    a.client
+        .clone()
+        .revoke_key(authed(&a.admin_token, request))
+        .await
+        .unwrap();
+    // ...and lands in B's cache after B evicted the key, in B's current epoch.
+    let policy = b.authorizer.policy();
+    let epoch = b.authorizer.freshness().trusted_epoch();
+    assert_ne!(epoch, 0);
+    b.authorizer
+        .cache()
+        .insert(keygate::cache::CachedKey::new(stale_row, &policy, epoch))
+        .await;
+    assert_eq!(
+        b.authorize(&token, "GET", "/customers", "").await.reason(),
+        Reason::Revoked
+    );
+}
+
+#[sqlx::test(migrations = false)]
+async fn a_replica_that_loses_its_listener_never_authorizes_a_key_revoked_meanwhile(
+    _pool: PgPoolOptions,
+    db: PgConnectOptions,
+) {
+    let (a, b, c) = three_replicas(db).await;
+    let all = [&a, &b, &c];
+    let (key, token) = warm_key(&all, &["customers:read"]).await;
+    let before = b.authorizer.freshness().trusted_epoch();
+
+    // Kill every listener connection, then revoke at once.
+    let killed: Vec<bool> = sqlx::query_scalar(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+         WHERE datname = current_database() AND query LIKE 'LISTEN%'",
+    )
+    .fetch_all(&a.pool)
+    .await
+    .unwrap();
+    assert!(
+        killed.len() >= 3,
+        "expected three listeners, found {}",
+        killed.len()
+    );
+    let request = pb::RevokeKeyRequest {
+        key_id: key.id.clone(),
+        ..Default::default()
+    };
+    let revoked = a
+        .client
+        .clone()
+        .revoke_key(authed(&a.admin_token, request))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(revoked.propagation.unwrap().waited);
+    assert_eq!(
+        authorize_on_all(&all, &token, "GET", "/customers").await,
+        vec![Reason::Revoked; 3]
+    );
+    // The listeners come back by themselves, in a new epoch.
+    b.wait_until_trusted().await;
+    assert!(b.authorizer.freshness().trusted_epoch() > before);
+    assert_eq!(
+        b.authorize(&token, "GET", "/customers", "").await.reason(),
+        Reason::Revoked
+    );
+}
+
+#[sqlx::test(migrations = false)]
+async fn without_stream_or_database_the_configured_policy_decides(
+    _pool: PgPoolOptions,
+    db: PgConnectOptions,
+) {
+    let mut serve_stale = test_settings(db.clone());
+    serve_stale.replication.stale_policy = StalePolicy::ServeStale(Duration::from_secs(30));
+    let closed = spawn_app(db).await;
+    let stale = spawn_replica(serve_stale, &closed).await;
+    let (_, token) = warm_key(&[&closed, &stale], &["customers:read"]).await;
+
+    for replica in [&closed, &stale] {
+        replica.server_pool.close().await;
+        replica.authorizer.freshness().set_listener_connected(false);
+    }
+    let decision = closed.authorize(&token, "GET", "/customers", "").await;
+    assert_eq!(decision.reason(), Reason::Unverifiable);
+    assert_eq!(decision.http_status, 503);
+    assert_eq!(
+        stale
+            .authorize(&token, "GET", "/customers", "")
+            .await
+            .reason(),
+        Reason::Ok
+    );
+}
+
+#[sqlx::test(migrations = false)]
+async fn untrusted_caches_confirm_versions_without_argon2(
+    _pool: PgPoolOptions,
+    db: PgConnectOptions,
+) {
+    let (a, b, _c) = three_replicas(db).await;
+    let (key, token) = warm_key(&[&a, &b], &["customers:read"]).await;
+    let verifications = b.authorizer.hasher().verifications();
+    b.authorizer.freshness().set_listener_connected(false);
+    for _ in 0..20 {
+        assert_eq!(
+            b.authorize(&token, "GET", "/customers", "").await.reason(),
+            Reason::Ok
+        );
+    }
+    assert_eq!(
+        b.authorizer.hasher().verifications(),
+        verifications,
+        "version checks need no argon2"
+    );
+    // Each use is confirmed against the database: a change shows up at once.
+    sqlx::query("UPDATE api_keys SET disabled_at = now(), version = version + 1 WHERE id = $1")
+        .bind(keygate::token::KeyId::parse(&key.id).unwrap().as_uuid())
+        .execute(&a.pool)
+        .await
+        .unwrap();
+    assert_eq!(
+        b.authorize(&token, "GET", "/customers", "").await.reason(),
+        Reason::Disabled
+    );
+}
