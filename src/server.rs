@@ -153,6 +153,10 @@ impl Application {
             .policy_path
             .clone()
             .map(|path| tokio::spawn(reload_policy_on_sighup(authorizer.clone(), path)));
+        let stream_health = tokio::spawn(report_event_stream_health(
+            health_reporter.clone(),
+            authorizer.freshness().clone(),
+        ));
         let key_service = KeyServiceServer::new(KeyServiceHandler::new(self.manager));
         let authorizer_service = AuthorizerServer::new(AuthorizerHandler::new(authorizer));
         tracing::info!(address = %self.local_addr, "keygate serving");
@@ -180,10 +184,40 @@ impl Application {
         if let Some(reloader) = reloader {
             reloader.abort();
         }
+        stream_health.abort();
         replica::deregister(&self.pool, &self.replica).await;
         self.pool.close().await;
         tracing::info!("keygate stopped");
         Ok(())
+    }
+}
+
+/// The health service name that reports whether this replica's cache is
+/// trusted (event listener connected and lease current). SERVING while it is;
+/// NOT_SERVING while cached keys are being confirmed against the database.
+pub const EVENT_STREAM_HEALTH: &str = "keygate.events";
+
+async fn report_event_stream_health(
+    reporter: tonic_health::server::HealthReporter,
+    freshness: Arc<Freshness>,
+) {
+    let mut reported = None;
+    let mut ticker = tokio::time::interval(Duration::from_millis(250));
+    loop {
+        ticker.tick().await;
+        let trusted = freshness.is_trusted();
+        if reported == Some(trusted) {
+            continue;
+        }
+        let status = if trusted {
+            tonic_health::ServingStatus::Serving
+        } else {
+            tonic_health::ServingStatus::NotServing
+        };
+        reporter
+            .set_service_status(EVENT_STREAM_HEALTH, status)
+            .await;
+        reported = Some(trusted);
     }
 }
 

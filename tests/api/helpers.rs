@@ -22,6 +22,8 @@ use tonic::{Code, Request, Status};
 pub struct TestApp {
     pub client: KeyServiceClient<Channel>,
     pub authorizer_client: AuthorizerClient<Channel>,
+    /// A connection to the server, for other clients (health).
+    pub channel: Channel,
     /// The server's own pool: closing it cuts the server off from the database.
     pub server_pool: PgPool,
     pub authorizer: keygate::authorizer::Authorizer,
@@ -108,12 +110,16 @@ async fn spawn_server(settings: Settings, admin: Option<(String, String)>) -> Te
     let client = KeyServiceClient::connect(format!("http://{address}"))
         .await
         .unwrap();
-    let authorizer_client = AuthorizerClient::connect(format!("http://{address}"))
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{address}"))
+        .unwrap()
+        .connect()
         .await
         .unwrap();
+    let authorizer_client = AuthorizerClient::new(channel.clone());
     let app = TestApp {
         client,
         authorizer_client,
+        channel,
         server_pool,
         authorizer,
         replica,
@@ -161,6 +167,33 @@ impl Drop for TestApp {
 }
 
 impl TestApp {
+    /// The health status the server reports for `service` ("" = overall).
+    pub async fn health(
+        &self,
+        service: &str,
+    ) -> tonic_health::pb::health_check_response::ServingStatus {
+        let mut client = tonic_health::pb::health_client::HealthClient::new(self.channel.clone());
+        let request = tonic_health::pb::HealthCheckRequest {
+            service: service.to_owned(),
+        };
+        client.check(request).await.unwrap().into_inner().status()
+    }
+
+    /// Polls (at most 2 s) until `service` reports `status`.
+    pub async fn wait_for_health(
+        &self,
+        service: &str,
+        status: tonic_health::pb::health_check_response::ServingStatus,
+    ) -> bool {
+        for _ in 0..40 {
+            if self.health(service).await == status {
+                return true;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        false
+    }
+
     /// Waits (at most 5 s) until this replica's event listener is connected.
     pub async fn wait_until_trusted(&self) {
         for _ in 0..500 {

@@ -302,7 +302,21 @@ async fn untrusted_caches_confirm_versions_without_argon2(
     let (a, b, _c) = three_replicas(db).await;
     let (key, token) = warm_key(&[&a, &b], &["customers:read"]).await;
     let verifications = b.authorizer.hasher().verifications();
+    use tonic_health::pb::health_check_response::ServingStatus;
+    assert!(
+        b.wait_for_health("keygate.events", ServingStatus::Serving)
+            .await
+    );
     b.authorizer.freshness().set_listener_connected(false);
+    assert!(
+        b.wait_for_health("keygate.events", ServingStatus::NotServing)
+            .await,
+        "health reports the lost stream"
+    );
+    assert!(
+        b.wait_for_health("", ServingStatus::Serving).await,
+        "the replica still serves"
+    );
     for _ in 0..20 {
         assert_eq!(
             b.authorize(&token, "GET", "/customers", "").await.reason(),
