@@ -17,7 +17,7 @@ use sqlx::PgPool;
 
 use crate::cache::{CachedKey, KeyCache, SecretDigest};
 use crate::decision::{AuthorizeRequest, Decision, KeyIdentity, Reason, SecretSlot, Target};
-use crate::freshness::{Freshness, StalePolicy};
+use crate::freshness::{Freshness, StalePolicy, VERSION_CHECK_TIMEOUT};
 use crate::hashing::{HashingError, SecretHasher};
 use crate::key::KeyState;
 use crate::policy::Policy;
@@ -230,24 +230,41 @@ impl Authorizer {
             if epoch != 0 && entry.validated_epoch.load(Ordering::SeqCst) == epoch {
                 return Ok(Ok(Some(entry)));
             }
-            match Box::pin(find_key_version(&self.pool, &key_id)).await {
-                Ok(Some(version)) if version == entry.key.version => {
+            let checked = if self.freshness.checks_backing_off() {
+                None
+            } else {
+                let check = Box::pin(find_key_version(&self.pool, &key_id));
+                match tokio::time::timeout(VERSION_CHECK_TIMEOUT, check).await {
+                    Ok(Ok(version)) => Some(version),
+                    Ok(Err(error)) => {
+                        tracing::warn!(key_id = %key_id, %error, "cannot confirm a cached key");
+                        self.freshness.note_check_failed();
+                        None
+                    }
+                    Err(_) => {
+                        tracing::warn!(key_id = %key_id, "confirming a cached key timed out");
+                        self.freshness.note_check_failed();
+                        None
+                    }
+                }
+            };
+            match checked {
+                Some(Some(version)) if version == entry.key.version => {
                     if epoch != 0 {
                         entry.validated_epoch.store(epoch, Ordering::SeqCst);
                     }
                     return Ok(Ok(Some(entry)));
                 }
-                Ok(_) => {
+                Some(_) => {
                     self.cache.evict(&key_id).await;
                     continue;
                 }
-                Err(error) => {
+                None => {
                     if let StalePolicy::ServeStale(limit) = self.stale_policy {
                         if self.freshness.untrusted_for() <= limit {
                             return Ok(Ok(Some(entry)));
                         }
                     }
-                    tracing::warn!(key_id = %key_id, %error, "cannot confirm a cached key; failing closed");
                     return Ok(Err(Reason::Unverifiable));
                 }
             }

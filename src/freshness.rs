@@ -43,7 +43,15 @@ pub struct Freshness {
     lost_at_millis: AtomicI64,
     tombstones: ArcSwap<HashMap<KeyId, (i64, Instant)>>,
     tombstone_writer: Mutex<()>,
+    /// Unix milliseconds of the last failed version check; 0 if none.
+    check_failed_at_millis: AtomicI64,
 }
+
+/// How long one version check may take before it counts as failed.
+pub const VERSION_CHECK_TIMEOUT: Duration = Duration::from_millis(250);
+/// After a failed version check, how long checks are skipped (the policy for an
+/// unreachable database applies at once instead of waiting again).
+pub const CHECK_BACKOFF: Duration = Duration::from_secs(1);
 
 fn now_millis() -> i64 {
     chrono::Utc::now().timestamp_millis()
@@ -108,6 +116,18 @@ impl Freshness {
             0 => Duration::ZERO,
             lost => Duration::from_millis(u64::try_from(now_millis() - lost).unwrap_or(0)),
         }
+    }
+
+    /// Notes that a version check failed (the database is unreachable).
+    pub fn note_check_failed(&self) {
+        self.check_failed_at_millis
+            .store(now_millis(), Ordering::SeqCst);
+    }
+
+    /// Whether a version check failed so recently that trying again is pointless.
+    pub fn checks_backing_off(&self) -> bool {
+        let failed_at = self.check_failed_at_millis.load(Ordering::SeqCst);
+        failed_at != 0 && now_millis() - failed_at < CHECK_BACKOFF.as_millis() as i64
     }
 
     /// Whether a cached entry of `version` is older than a recent change.

@@ -181,6 +181,9 @@ async fn subscribe(pool: &PgPool) -> Result<PgListener, sqlx::Error> {
     let mut listener = PgListener::connect_with(pool).await?;
     // The listener keeps its own connection; closing the pool does not end it.
     listener.ignore_pool_close_event(true);
+    // Report a lost connection at once (we reconnect ourselves, with backoff),
+    // rather than first waiting for a new connection from the pool.
+    listener.eager_reconnect(false);
     listener.listen(NOTIFY_CHANNEL).await?;
     Ok(listener)
 }

@@ -12,5 +12,6 @@ mod events;
 mod helpers;
 mod lifecycle;
 mod organizations;
+mod outage;
 mod replicas;
 mod rotation;
