@@ -45,6 +45,8 @@ pub struct Freshness {
     tombstone_writer: Mutex<()>,
     /// Unix milliseconds of the last failed version check; 0 if none.
     check_failed_at_millis: AtomicI64,
+    /// Woken whenever any replica reports progress (for propagation waits).
+    pub replica_progress: tokio::sync::Notify,
 }
 
 /// How long one version check may take before it counts as failed.

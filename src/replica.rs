@@ -20,7 +20,7 @@ use uuid::Uuid;
 
 use crate::cache::KeyCache;
 use crate::freshness::Freshness;
-use crate::store::events::NOTIFY_CHANNEL;
+use crate::store::events::{NOTIFY_CHANNEL, PROGRESS_CHANNEL};
 use crate::token::KeyId;
 
 /// Heartbeat and lease timing.
@@ -152,6 +152,10 @@ async fn listen(
                 backoff = Duration::from_millis(50);
                 // `Ok(None)` or an error: the connection is gone.
                 while let Ok(Some(notification)) = listener.try_recv().await {
+                    if notification.channel() == PROGRESS_CHANNEL {
+                        freshness.replica_progress.notify_waiters();
+                        continue;
+                    }
                     let Some((sequence, key_id, version)) = parse_payload(notification.payload())
                     else {
                         tracing::warn!("ignoring a malformed key event notification");
@@ -184,7 +188,9 @@ async fn subscribe(pool: &PgPool) -> Result<PgListener, sqlx::Error> {
     // Report a lost connection at once (we reconnect ourselves, with backoff),
     // rather than first waiting for a new connection from the pool.
     listener.eager_reconnect(false);
-    listener.listen(NOTIFY_CHANNEL).await?;
+    listener
+        .listen_all([NOTIFY_CHANNEL, PROGRESS_CHANNEL])
+        .await?;
     Ok(listener)
 }
 
@@ -197,10 +203,12 @@ async fn report_applied(pool: PgPool, replica: Replica, applied_changed: Arc<Not
             continue;
         }
         let written = sqlx::query(
-            "UPDATE replicas SET last_applied_seq = GREATEST(last_applied_seq, $2) WHERE id = $1",
+            "WITH reported AS (UPDATE replicas SET last_applied_seq = GREATEST(last_applied_seq, $2) \
+             WHERE id = $1 RETURNING 1) SELECT pg_notify($3, '') FROM reported",
         )
         .bind(replica.id)
         .bind(applied)
+        .bind(PROGRESS_CHANNEL)
         .execute(&pool)
         .await;
         match written {

@@ -33,7 +33,8 @@ impl Propagation {
     }
 }
 
-const POLL_EVERY: Duration = Duration::from_millis(2);
+/// The longest a waiter sleeps between reads when no progress is notified.
+const POLL_FALLBACK: Duration = Duration::from_millis(25);
 
 async fn replica_progress(
     pool: &PgPool,
@@ -72,7 +73,12 @@ impl KeyManager {
         }
         let deadline = Instant::now() + self.propagation_timeout;
         let mut seen: Vec<String> = Vec::new();
+        let freshness = self.authorizer.freshness().clone();
         loop {
+            // Registered before the read, so progress reported meanwhile wakes us.
+            let progressed = freshness.replica_progress.notified();
+            tokio::pin!(progressed);
+            progressed.as_mut().enable();
             match replica_progress(&self.pool, sequence, self.lease).await {
                 Ok(mut progress) => {
                     for name in &progress.unconfirmed {
@@ -110,7 +116,7 @@ impl KeyManager {
                     }
                 }
             }
-            tokio::time::sleep(POLL_EVERY).await;
+            let _ = tokio::time::timeout(POLL_FALLBACK, progressed).await;
         }
     }
 }

@@ -12,6 +12,8 @@ use crate::token::{Environment, KeyId};
 
 /// The channel every replica listens on; payload `<seq> <key uuid> <version>`.
 pub const NOTIFY_CHANNEL: &str = "keygate_key_events";
+/// Notified whenever a replica reports the last event it applied.
+pub const PROGRESS_CHANNEL: &str = "keygate_replica_progress";
 
 /// What a mutation records about itself.
 pub struct NewEvent<'a> {
