@@ -147,7 +147,15 @@ pub async fn find_key_by_id(
     executor: impl PgExecutor<'_>,
     id: &KeyId,
 ) -> Result<Option<StoredKey>, StoreError> {
-    let sql = format!("SELECT {KEY_COLUMNS} FROM api_keys WHERE id = $1");
+    select_key(executor, id, "").await
+}
+
+async fn select_key(
+    executor: impl PgExecutor<'_>,
+    id: &KeyId,
+    locking: &str,
+) -> Result<Option<StoredKey>, StoreError> {
+    let sql = format!("SELECT {KEY_COLUMNS} FROM api_keys WHERE id = $1 {locking}");
     let row = sqlx::query(&sql)
         .bind(id.as_uuid())
         .fetch_optional(executor)
@@ -173,12 +181,7 @@ pub async fn lock_key_by_id(
     executor: impl PgExecutor<'_>,
     id: &KeyId,
 ) -> Result<Option<StoredKey>, StoreError> {
-    let sql = format!("SELECT {KEY_COLUMNS} FROM api_keys WHERE id = $1 FOR UPDATE");
-    let row = sqlx::query(&sql)
-        .bind(id.as_uuid())
-        .fetch_optional(executor)
-        .await?;
-    row.as_ref().map(stored_key_from_row).transpose()
+    select_key(executor, id, "FOR UPDATE").await
 }
 
 /// One page of keys, newest first, strictly older than `before_seq`; also returns
