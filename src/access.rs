@@ -10,23 +10,29 @@
 //! Keys a caller may not see answer NOT_FOUND, never revealing that they exist.
 
 use chrono::{DateTime, Utc};
+use ipnet::IpNet;
 use uuid::Uuid;
 
 use crate::authorizer::VerifiedKey;
 use crate::error::ServiceError;
 use crate::key::{FieldError, Key, KeyKind};
-use crate::permission::{Permission, Scope};
+use crate::permission::{EffectivePermissions, Permission, Scope};
 use crate::token::Environment;
 
 /// An identified lifecycle caller.
 #[derive(Debug, Clone)]
 pub struct Caller {
     verified: VerifiedKey,
+    permissions: EffectivePermissions,
 }
 
 impl Caller {
-    pub fn new(verified: VerifiedKey) -> Caller {
-        Caller { verified }
+    /// `permissions` are the key's scopes expanded under the policy in force now.
+    pub fn new(verified: VerifiedKey, permissions: EffectivePermissions) -> Caller {
+        Caller {
+            verified,
+            permissions,
+        }
     }
 
     pub fn key(&self) -> &Key {
@@ -48,7 +54,7 @@ impl Caller {
     /// Requires a Keygate permission such as `api_keys:create`.
     pub fn require(&self, permission: &str) -> Result<(), ServiceError> {
         let allowed = Permission::parse(permission)
-            .map(|needed| self.verified.entry.permissions.allows(&needed))
+            .map(|needed| self.permissions.allows(&needed))
             .unwrap_or(false);
         if allowed {
             return Ok(());
@@ -135,7 +141,7 @@ impl Caller {
     pub fn check_grant(&self, scopes: &[Scope]) -> Result<(), ServiceError> {
         let beyond: Vec<String> = scopes
             .iter()
-            .filter(|scope| !self.verified.entry.permissions.covers(scope))
+            .filter(|scope| !self.permissions.covers(scope))
             .map(Scope::to_string)
             .collect();
         if beyond.is_empty() {
@@ -162,6 +168,33 @@ impl Caller {
                 "expire_time: may not be later than the calling key's own expiry".to_owned(),
             )),
         }
+    }
+
+    /// A caller with an IP allowlist may only give out keys confined to (a part
+    /// of) its own networks: never an empty allowlist, never a wider network.
+    pub fn check_networks_within_own(&self, networks: &[IpNet]) -> Result<(), ServiceError> {
+        let own = &self.key().allowed_cidrs;
+        if own.is_empty() {
+            return Ok(());
+        }
+        let within = !networks.is_empty()
+            && networks
+                .iter()
+                .all(|network| own.iter().any(|held| held.contains(network)));
+        if within {
+            return Ok(());
+        }
+        Err(ServiceError::PermissionDenied(
+            "allowed_cidrs: must be within the calling key's own allowlist".to_owned(),
+        ))
+    }
+
+    /// Rotating a key hands out its credentials: the caller must be able to
+    /// create that key itself (scopes, expiry, networks).
+    pub fn check_may_reissue(&self, target: &Key) -> Result<(), ServiceError> {
+        self.check_holds_all_of(target)?;
+        self.check_expiry_within_own(target.expires_at)?;
+        self.check_networks_within_own(&target.allowed_cidrs)
     }
 
     /// Rotating or editing `target` needs every scope it holds.

@@ -147,6 +147,15 @@ impl Authorizer {
         self.cache.evict(id).await;
     }
 
+    /// Forgets a key that changed to `version` (`i64::MAX`: deleted), leaving a
+    /// tombstone so that a load that read the old row cannot bring it back.
+    pub async fn forget(&self, id: &KeyId, version: i64) {
+        for expired in self.freshness.add_tombstone(*id, version) {
+            self.cache.evict(&expired).await;
+        }
+        self.cache.evict(id).await;
+    }
+
     /// Checks the token and its secret; says nothing yet about the key's state.
     pub async fn verify(
         &self,
@@ -160,24 +169,44 @@ impl Authorizer {
         let Ok(token) = Token::parse(token_text, &self.prefix) else {
             return Ok(Err(Reason::MalformedKey));
         };
-        let entry = match self.current_entry(*token.key_id()).await? {
-            Ok(Some(entry)) => entry,
-            Ok(None) => return Ok(Err(Reason::UnknownKey)),
-            Err(reason) => return Ok(Err(reason)),
-        };
-        if entry.key.environment != token.environment() {
-            return Ok(Err(Reason::InvalidSecret));
-        }
+        let key_id = *token.key_id();
         let digest = self.cache.digest(token.secret());
-        let slot = match self.match_cached(&entry, &digest, now) {
-            Some(slot) => Some(slot),
+        for _attempt in 0..3 {
+            let entry = match self.current_entry(key_id).await? {
+                Ok(Some(entry)) => entry,
+                Ok(None) => return Ok(Err(Reason::UnknownKey)),
+                Err(reason) => return Ok(Err(reason)),
+            };
+            if entry.key.environment != token.environment() {
+                return Ok(Err(Reason::InvalidSecret));
+            }
+            if let Some(secret) = self.match_cached(&entry, &digest, now) {
+                return Ok(Ok(VerifiedKey { entry, secret }));
+            }
             // Boxed: the argon2 path's future is large and rarely needed.
-            None => Box::pin(self.verify_with_argon2(&entry, token.secret(), digest, now)).await?,
-        };
-        match slot {
-            Some(secret) => Ok(Ok(VerifiedKey { entry, secret })),
-            None => Ok(Err(Reason::InvalidSecret)),
+            let slot =
+                Box::pin(self.verify_with_argon2(&entry, token.secret(), digest, now)).await?;
+            let Some(secret) = slot else {
+                return Ok(Err(Reason::InvalidSecret));
+            };
+            // The wait for argon2 may have outlived the entry (a change landed
+            // meanwhile): decide only on an entry that is still the current one.
+            if self.still_current(&entry).await {
+                return Ok(Ok(VerifiedKey { entry, secret }));
+            }
         }
+        Ok(Err(Reason::Unverifiable))
+    }
+
+    /// Whether `entry` is still what the cache holds for its key, not superseded
+    /// by a change, and confirmed in the current trusted epoch.
+    async fn still_current(&self, entry: &Arc<CachedKey>) -> bool {
+        let id = entry.key.id;
+        let epoch = self.freshness.trusted_epoch();
+        epoch != 0
+            && entry.validated_epoch.load(Ordering::SeqCst) == epoch
+            && !self.freshness.is_superseded(&id, entry.key.version)
+            && self.cache.holds(entry).await
     }
 
     fn match_cached(
@@ -260,8 +289,12 @@ impl Authorizer {
                     continue;
                 }
                 None => {
+                    // Stale answers only while the cache is untrusted (never to
+                    // paper over a failed check in a trusted epoch), and only
+                    // for a bounded time after trust was lost.
                     if let StalePolicy::ServeStale(limit) = self.stale_policy {
-                        if self.freshness.untrusted_for() <= limit {
+                        let untrusted = !self.freshness.is_trusted();
+                        if untrusted && self.freshness.untrusted_for() <= limit {
                             return Ok(Ok(Some(entry)));
                         }
                     }
@@ -336,6 +369,7 @@ impl Authorizer {
         let key = &verified.entry.key;
         if !key.allowed_cidrs.is_empty() {
             let allowed = request.client_ip.is_some_and(|ip| {
+                let ip = ip.to_canonical();
                 key.allowed_cidrs
                     .iter()
                     .any(|network| network.contains(&ip))
@@ -369,9 +403,18 @@ impl Authorizer {
             }
         };
         let permissions = &verified.entry.permissions;
-        let allowed = index
+        let allowed = match index
             .and_then(|index| permissions.allows_indexed(policy.catalog.generation(), index))
-            .unwrap_or_else(|| permissions.allows(&permission));
+        {
+            Some(allowed) => allowed,
+            // Cached under another catalog (a reload raced this entry's load):
+            // expand the scopes under the policy in force now.
+            None if permissions.catalog_generation() != policy.catalog.generation() => policy
+                .catalog
+                .effective(&verified.entry.key.scopes)
+                .allows(&permission),
+            None => permissions.allows(&permission),
+        };
         if !allowed {
             decision.reason = Reason::PermissionDenied;
         }

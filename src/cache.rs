@@ -277,6 +277,11 @@ impl KeyCache {
             .await;
     }
 
+    /// Whether the cache currently holds exactly this entry for its key.
+    pub async fn holds(&self, entry: &Arc<CachedKey>) -> bool {
+        matches!(self.entries.get(&entry.key.id).await, Some(Some(held)) if Arc::ptr_eq(&held, entry))
+    }
+
     /// Forgets a key (positive or negative entry).
     pub async fn evict(&self, id: &KeyId) {
         self.entries.invalidate(id).await;

@@ -278,6 +278,11 @@ impl ReplicationArgs {
                 "KEYGATE_ON_UNVERIFIABLE must be fail_closed or serve_stale, not {other:?}"
             ),
         };
+        if self.event_retention_days > 36_500 {
+            anyhow::bail!(
+                "KEYGATE_EVENT_RETENTION_DAYS must be at most 36500 (0 keeps events forever)"
+            );
+        }
         if self.propagation_timeout_ms == 0 || self.propagation_timeout_ms > 60_000 {
             anyhow::bail!("KEYGATE_PROPAGATION_TIMEOUT_MS must be between 1 and 60000");
         }

@@ -82,13 +82,23 @@ pub enum Target<'a> {
     Permission(Permission),
 }
 
-/// A parsed Authorize request.
-#[derive(Debug)]
+/// A parsed Authorize request. Its `Debug` never shows the presented token.
 pub struct AuthorizeRequest<'a> {
     /// The token, or the whole `Authorization` header value (`Bearer …`).
     pub presented: &'a str,
     pub target: Target<'a>,
     pub client_ip: Option<IpAddr>,
+}
+
+impl std::fmt::Debug for AuthorizeRequest<'_> {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("AuthorizeRequest")
+            .field("presented", &"[redacted]")
+            .field("target", &self.target)
+            .field("client_ip", &self.client_ip)
+            .finish()
+    }
 }
 
 /// The key a decision is about, once its secret checked out.

@@ -37,10 +37,13 @@ pub enum StalePolicy {
 #[derive(Default)]
 pub struct Freshness {
     listener_connected: AtomicBool,
-    lease_valid: AtomicBool,
+    /// Unix milliseconds until which this replica's lease holds (0: none yet).
+    lease_until_millis: AtomicI64,
     epoch: AtomicU64,
-    /// Unix milliseconds when trust was last lost; 0 while trusted.
-    lost_at_millis: AtomicI64,
+    /// Unix milliseconds when the listener was last lost (or tracking began).
+    listener_lost_at_millis: AtomicI64,
+    /// Serializes changes of trust and the epoch bumps that go with them.
+    transitions: Mutex<()>,
     tombstones: ArcSwap<HashMap<KeyId, (i64, Instant)>>,
     tombstone_writer: Mutex<()>,
     /// Unix milliseconds of the last failed version check; 0 if none.
@@ -55,26 +58,41 @@ pub const VERSION_CHECK_TIMEOUT: Duration = Duration::from_millis(250);
 /// unreachable database applies at once instead of waiting again).
 pub const CHECK_BACKOFF: Duration = Duration::from_secs(1);
 
-fn now_millis() -> i64 {
+pub fn now_millis() -> i64 {
     chrono::Utc::now().timestamp_millis()
 }
 
 impl Freshness {
+    /// Untrusted until the listener connects and the lease is first renewed.
     pub fn new() -> Arc<Freshness> {
-        Arc::new(Freshness::default())
+        let freshness = Freshness::default();
+        let now = now_millis();
+        freshness
+            .listener_lost_at_millis
+            .store(now, Ordering::SeqCst);
+        // No lease yet: it counts as having lapsed now.
+        freshness.lease_until_millis.store(now, Ordering::SeqCst);
+        Arc::new(freshness)
     }
 
     /// A cache that never loses trust: for tools and benchmarks that run no listener.
     pub fn always_trusted() -> Arc<Freshness> {
         let freshness = Freshness::default();
         freshness.listener_connected.store(true, Ordering::SeqCst);
-        freshness.lease_valid.store(true, Ordering::SeqCst);
+        freshness
+            .lease_until_millis
+            .store(i64::MAX, Ordering::SeqCst);
         freshness.epoch.store(1, Ordering::SeqCst);
         Arc::new(freshness)
     }
 
+    fn lease_holds(&self, now: i64) -> bool {
+        now < self.lease_until_millis.load(Ordering::SeqCst)
+    }
+
+    /// Listener connected and lease current, checked against the clock on every call.
     pub fn is_trusted(&self) -> bool {
-        self.listener_connected.load(Ordering::SeqCst) && self.lease_valid.load(Ordering::SeqCst)
+        self.listener_connected.load(Ordering::SeqCst) && self.lease_holds(now_millis())
     }
 
     pub fn listener_connected(&self) -> bool {
@@ -91,33 +109,54 @@ impl Freshness {
         }
     }
 
-    fn set(&self, flag: &AtomicBool, value: bool) {
-        let was_trusted = self.is_trusted();
-        if flag.swap(value, Ordering::SeqCst) == value {
-            return;
-        }
-        self.epoch.fetch_add(1, Ordering::SeqCst);
-        match (was_trusted, self.is_trusted()) {
-            (true, false) => self.lost_at_millis.store(now_millis(), Ordering::SeqCst),
-            (false, true) => self.lost_at_millis.store(0, Ordering::SeqCst),
-            _ => {}
-        }
+    fn lock_transitions(&self) -> std::sync::MutexGuard<'_, ()> {
+        self.transitions
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     pub fn set_listener_connected(&self, connected: bool) {
-        self.set(&self.listener_connected, connected);
+        let _transition = self.lock_transitions();
+        if self.listener_connected.swap(connected, Ordering::SeqCst) == connected {
+            return;
+        }
+        self.epoch.fetch_add(1, Ordering::SeqCst);
+        if !connected {
+            self.listener_lost_at_millis
+                .store(now_millis(), Ordering::SeqCst);
+        }
     }
 
-    pub fn set_lease_valid(&self, valid: bool) {
-        self.set(&self.lease_valid, valid);
+    /// Extends the lease to `until_millis`. A lease that had lapsed (or never
+    /// held) starts a new epoch, so entries are confirmed again.
+    pub fn renew_lease(&self, until_millis: i64) {
+        let _transition = self.lock_transitions();
+        if !self.lease_holds(now_millis()) {
+            self.epoch.fetch_add(1, Ordering::SeqCst);
+        }
+        self.lease_until_millis
+            .store(until_millis, Ordering::SeqCst);
+    }
+
+    /// Unix milliseconds until which the lease holds.
+    pub fn lease_until_millis(&self) -> i64 {
+        self.lease_until_millis.load(Ordering::SeqCst)
     }
 
     /// How long the cache has been untrusted; zero while trusted.
     pub fn untrusted_for(&self) -> Duration {
-        match self.lost_at_millis.load(Ordering::SeqCst) {
-            0 => Duration::ZERO,
-            lost => Duration::from_millis(u64::try_from(now_millis() - lost).unwrap_or(0)),
+        let now = now_millis();
+        if self.is_trusted() {
+            return Duration::ZERO;
         }
+        let mut since = now;
+        if !self.listener_connected() {
+            since = since.min(self.listener_lost_at_millis.load(Ordering::SeqCst));
+        }
+        if !self.lease_holds(now) {
+            since = since.min(self.lease_until_millis.load(Ordering::SeqCst));
+        }
+        Duration::from_millis(u64::try_from(now - since).unwrap_or(u64::MAX))
     }
 
     /// Notes that a version check failed (the database is unreachable).
@@ -174,17 +213,41 @@ mod tests {
     fn trust_needs_both_listener_and_lease_and_each_change_is_a_new_epoch() {
         let freshness = Freshness::new();
         assert_eq!(freshness.trusted_epoch(), 0);
+        assert!(freshness.untrusted_for() < Duration::from_secs(1));
         freshness.set_listener_connected(true);
         assert_eq!(freshness.trusted_epoch(), 0);
-        freshness.set_lease_valid(true);
+        freshness.renew_lease(now_millis() + 60_000);
         let first = freshness.trusted_epoch();
         assert_ne!(first, 0);
+        freshness.renew_lease(now_millis() + 60_000);
+        assert_eq!(
+            freshness.trusted_epoch(),
+            first,
+            "renewing a held lease keeps the epoch"
+        );
         freshness.set_listener_connected(false);
         assert_eq!(freshness.trusted_epoch(), 0);
         freshness.set_listener_connected(true);
         let second = freshness.trusted_epoch();
         assert!(second > first);
         assert_eq!(freshness.untrusted_for(), Duration::ZERO);
+    }
+
+    #[test]
+    fn a_lapsed_lease_is_untrusted_by_the_clock_and_renewal_starts_a_new_epoch() {
+        let freshness = Freshness::new();
+        freshness.set_listener_connected(true);
+        freshness.renew_lease(now_millis() + 60_000);
+        let before = freshness.trusted_epoch();
+        freshness.renew_lease(now_millis() - 1);
+        assert_eq!(
+            freshness.trusted_epoch(),
+            0,
+            "lapsed without anyone saying so"
+        );
+        assert!(freshness.untrusted_for() > Duration::ZERO);
+        freshness.renew_lease(now_millis() + 60_000);
+        assert!(freshness.trusted_epoch() > before);
     }
 
     #[test]

@@ -103,6 +103,12 @@ pub struct Description(String);
 
 impl Description {
     pub fn parse(text: &str) -> Result<Description, FieldError> {
+        if text.contains('\0') {
+            return Err(FieldError::new(
+                "description",
+                "may not contain NUL characters",
+            ));
+        }
         if text.chars().count() > MAX_DESCRIPTION_CHARS {
             return Err(FieldError::new(
                 "description",
@@ -161,6 +167,9 @@ pub fn check_metadata(metadata: &BTreeMap<String, String>) -> Result<(), FieldEr
     const FIELD: &str = "metadata";
     let mut total_bytes = 0;
     for (name, value) in metadata {
+        if name.contains('\0') || value.contains('\0') {
+            return Err(FieldError::new(FIELD, "may not contain NUL characters"));
+        }
         if name.is_empty() || name.chars().count() > MAX_METADATA_KEY_CHARS {
             return Err(FieldError::new(
                 FIELD,
@@ -269,6 +278,10 @@ mod tests {
     fn descriptions() {
         assert!(Description::parse(&"é".repeat(500)).is_ok());
         assert_eq!(
+            Description::parse("nul\0byte").unwrap_err().field,
+            "description"
+        );
+        assert_eq!(
             Description::parse(&"x".repeat(501)).unwrap_err().field,
             "description"
         );
@@ -303,6 +316,8 @@ mod tests {
         assert!(check_metadata(&metadata).is_ok());
         metadata.insert("blob".to_owned(), "x".repeat(4096));
         assert!(check_metadata(&metadata).is_err());
+        let nul = BTreeMap::from([("team".to_owned(), "a\0b".to_owned())]);
+        assert!(check_metadata(&nul).is_err());
         let empty_name = BTreeMap::from([(String::new(), "v".to_owned())]);
         assert!(check_metadata(&empty_name).is_err());
     }

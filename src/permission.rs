@@ -220,6 +220,11 @@ impl EffectivePermissions {
         self.granted = granted;
     }
 
+    /// The catalog generation these permissions were indexed against (0: none).
+    pub fn catalog_generation(&self) -> u64 {
+        self.granted.generation
+    }
+
     /// The fast check by catalog index; `None` when these permissions were indexed
     /// against another catalog generation (use [`Self::allows`] then).
     pub fn allows_indexed(&self, generation: u64, index: u32) -> Option<bool> {

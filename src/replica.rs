@@ -11,7 +11,7 @@
 
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use sqlx::postgres::PgListener;
 use sqlx::PgPool;
@@ -19,7 +19,7 @@ use tokio::sync::Notify;
 use uuid::Uuid;
 
 use crate::cache::KeyCache;
-use crate::freshness::Freshness;
+use crate::freshness::{now_millis, Freshness};
 use crate::store::events::{NOTIFY_CHANNEL, PROGRESS_CHANNEL};
 use crate::token::KeyId;
 
@@ -83,11 +83,14 @@ pub async fn start(
         tasks: Arc::new(Vec::new()),
         freshness: freshness.clone(),
     };
+    let registered_at = now_millis();
     sqlx::query("INSERT INTO replicas (id, name) VALUES ($1, $2)")
         .bind(replica.id)
         .bind(&replica.name)
         .execute(&pool)
         .await?;
+    let own_lease = lease.lease.saturating_sub(lease.heartbeat_interval / 2);
+    freshness.renew_lease(registered_at + own_lease.as_millis() as i64);
     let applied_changed = Arc::new(Notify::new());
     let tasks = vec![
         tokio::spawn(listen(
@@ -224,13 +227,13 @@ async fn heartbeat(
     replica: Replica,
     lease: LeaseSettings,
 ) {
-    let mut last_renewal = Instant::now();
-    freshness.set_lease_valid(true);
-    // Stop trusting half an interval before the lease runs out as others see it.
-    let own_deadline = lease.lease.saturating_sub(lease.heartbeat_interval / 2);
+    // Hold the lease until half an interval before it runs out as others see it;
+    // trust is checked against this deadline on every request.
+    let own_lease = lease.lease.saturating_sub(lease.heartbeat_interval / 2);
     let mut ticker = tokio::time::interval(lease.heartbeat_interval);
     loop {
         ticker.tick().await;
+        let started = now_millis();
         let renewal = sqlx::query(
             "INSERT INTO replicas (id, name, last_applied_seq) VALUES ($1, $2, $3) \
              ON CONFLICT (id) DO UPDATE SET heartbeat_at = now(), \
@@ -240,17 +243,10 @@ async fn heartbeat(
         .bind(&replica.name)
         .bind(replica.applied_sequence())
         .execute(&pool);
-        let started = Instant::now();
         match tokio::time::timeout(lease.heartbeat_interval, renewal).await {
-            Ok(Ok(_)) => {
-                last_renewal = started;
-                freshness.set_lease_valid(true);
-            }
+            Ok(Ok(_)) => freshness.renew_lease(started + own_lease.as_millis() as i64),
             Ok(Err(error)) => tracing::warn!(%error, "heartbeat failed"),
             Err(_) => tracing::warn!("heartbeat timed out"),
-        }
-        if last_renewal.elapsed() >= own_deadline {
-            freshness.set_lease_valid(false);
         }
     }
 }

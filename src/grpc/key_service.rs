@@ -33,8 +33,9 @@ impl KeyServiceHandler {
 
     async fn caller<T>(&self, request: &Request<T>) -> Result<Caller, Status> {
         let bearer = bearer_token(request.metadata()).map_err(status_from_error)?;
+        let peer = request.remote_addr().map(|address| address.ip());
         self.manager
-            .authenticate(bearer)
+            .authenticate(bearer, peer)
             .await
             .map_err(status_from_error)
     }

@@ -24,6 +24,47 @@ pub mod pb {
         include_bytes!(concat!(env!("OUT_DIR"), "/keygate_descriptor.bin"));
 }
 
+/// Redacting `Debug` for the generated messages that carry a token.
+mod redacted_debug {
+    use std::fmt;
+
+    use super::pb;
+
+    impl fmt::Debug for pb::AuthorizeRequest {
+        fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+            formatter
+                .debug_struct("AuthorizeRequest")
+                .field("token", &"[redacted]")
+                .field("method", &self.method)
+                .field("path", &self.path)
+                .field("client_ip", &self.client_ip)
+                .field("permission", &self.permission)
+                .finish()
+        }
+    }
+
+    impl fmt::Debug for pb::CreateKeyResponse {
+        fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+            formatter
+                .debug_struct("CreateKeyResponse")
+                .field("key", &self.key)
+                .field("token", &"[redacted]")
+                .finish()
+        }
+    }
+
+    impl fmt::Debug for pb::RotateKeyResponse {
+        fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+            formatter
+                .debug_struct("RotateKeyResponse")
+                .field("key", &self.key)
+                .field("token", &"[redacted]")
+                .field("propagation", &self.propagation)
+                .finish()
+        }
+    }
+}
+
 /// Maps a lifecycle error to the status the caller sees. Causes of internal and
 /// availability errors are logged here and never sent.
 pub fn status_from_error(error: ServiceError) -> Status {

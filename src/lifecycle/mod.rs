@@ -115,7 +115,13 @@ impl KeyManager {
     }
 
     /// Identifies the caller from its bearer token, through the Authorize path.
-    pub async fn authenticate(&self, bearer: Option<&str>) -> Result<Caller, ServiceError> {
+    /// `peer` is the caller's network address, checked against the calling
+    /// key's allowlist like Authorize checks a client IP.
+    pub async fn authenticate(
+        &self,
+        bearer: Option<&str>,
+        peer: Option<std::net::IpAddr>,
+    ) -> Result<Caller, ServiceError> {
         let presented = bearer.unwrap_or_default();
         let now = Utc::now();
         let verified = match self.authorizer.verify(presented, now).await? {
@@ -126,7 +132,48 @@ impl KeyManager {
         if let Some(reason) = verified.state_denial(now) {
             return Err(ServiceError::Unauthenticated(reason.as_str()));
         }
-        Ok(Caller::new(verified))
+        let networks = &verified.entry.key.allowed_cidrs;
+        let peer_allowed = peer
+            .map(|address| address.to_canonical())
+            .is_some_and(|address| networks.iter().any(|network| network.contains(&address)));
+        if !networks.is_empty() && !peer_allowed {
+            return Err(ServiceError::PermissionDenied(
+                "the calling key may not be used from this address".to_owned(),
+            ));
+        }
+        // Expanded under the policy in force now, not the one the entry was
+        // cached under (a reload may have changed implications).
+        let permissions = self
+            .authorizer
+            .policy()
+            .catalog
+            .effective(&verified.entry.key.scopes);
+        Ok(Caller::new(verified, permissions))
+    }
+
+    /// Confirms, inside a mutation's transaction, that the calling key is still
+    /// active and unchanged since it was verified (share-locking its row), so a
+    /// key revoked while its call was in flight cannot complete the call.
+    async fn confirm_caller(
+        &self,
+        transaction: &mut sqlx::Transaction<'static, sqlx::Postgres>,
+        caller: &Caller,
+    ) -> Result<(), ServiceError> {
+        let id = caller.key().id;
+        let state = crate::store::keys::lock_key_state(&mut **transaction, &id).await?;
+        let Some((version, revoked, disabled, expires_at)) = state else {
+            return Err(ServiceError::Unauthenticated("unknown_key"));
+        };
+        if revoked || disabled || expires_at.is_some_and(|expiry| expiry <= Utc::now()) {
+            self.authorizer.evict(&id).await;
+            return Err(ServiceError::Unauthenticated("caller_no_longer_active"));
+        }
+        if version != caller.key().version {
+            // Changed meanwhile (its scopes may be narrower now): reload and retry.
+            self.authorizer.evict(&id).await;
+            return Err(ServiceError::Unverifiable);
+        }
+        Ok(())
     }
 
     fn resolve_scopes(&self, requested: RequestedScopes) -> Result<Vec<Scope>, FieldError> {
@@ -172,6 +219,7 @@ impl KeyManager {
         )?;
         caller.check_grant(&scopes)?;
         caller.check_expiry_within_own(request.expires_at)?;
+        caller.check_networks_within_own(&request.allowed_cidrs)?;
 
         let key_id = KeyId::generate();
         let issued = Token::issue(&self.prefix, request.environment, &key_id);
@@ -192,6 +240,7 @@ impl KeyManager {
             created_by: Some(caller.key().id),
         };
         let mut transaction = self.pool.begin().await.map_err(StoreError::from)?;
+        self.confirm_caller(&mut transaction, caller).await?;
         let key = match insert_key(&mut *transaction, &new_key).await {
             Ok(key) => key,
             Err(StoreError::MissingReference(_)) => {

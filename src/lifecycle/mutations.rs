@@ -66,10 +66,12 @@ impl KeyManager {
         key_id: &KeyId,
     ) -> Result<(Tx, Key), ServiceError> {
         let mut transaction = self.pool.begin().await.map_err(StoreError::from)?;
-        match lock_key_by_id(&mut *transaction, key_id).await? {
-            Some(stored) if caller.can_see(&stored.key) => Ok((transaction, stored.key)),
-            _ => Err(ServiceError::NotFound("key")),
-        }
+        let target = match lock_key_by_id(&mut *transaction, key_id).await? {
+            Some(stored) if caller.can_see(&stored.key) => stored.key,
+            _ => return Err(ServiceError::NotFound("key")),
+        };
+        self.confirm_caller(&mut transaction, caller).await?;
+        Ok((transaction, target))
     }
 
     pub async fn update_key(
@@ -109,6 +111,9 @@ impl KeyManager {
         }
         if let Some(expiry) = update.expires_at {
             caller.check_expiry_within_own(expiry)?;
+        }
+        if let Some(networks) = &update.allowed_cidrs {
+            caller.check_networks_within_own(networks)?;
         }
 
         let mut changes = Map::new();
@@ -167,7 +172,7 @@ impl KeyManager {
         )
         .await?;
         transaction.commit().await.map_err(StoreError::from)?;
-        self.authorizer.evict(key_id).await;
+        self.authorizer.forget(key_id, key.version).await;
         tracing::info!(key_id = %key.id, version = key.version, "key updated");
         Ok((key, self.propagate(sequence, wait).await))
     }
@@ -186,7 +191,7 @@ impl KeyManager {
                 "key is revoked; it cannot be rotated".to_owned(),
             ));
         }
-        caller.check_holds_all_of(&current)?;
+        caller.check_may_reissue(&current)?;
         let issued = Token::issue(&self.prefix, current.environment, key_id);
         let new_hash = self.hasher.hash(&issued.secret).await?;
         let previous_valid_until =
@@ -205,7 +210,7 @@ impl KeyManager {
         )
         .await?;
         transaction.commit().await.map_err(StoreError::from)?;
-        self.authorizer.evict(key_id).await;
+        self.authorizer.forget(key_id, key.version).await;
         tracing::info!(key_id = %key.id, grace_seconds = rotation.grace_period.num_seconds(), "key rotated");
         let propagation = self.propagate(sequence, wait).await;
         Ok((
@@ -233,6 +238,7 @@ impl KeyManager {
                 "key is revoked; it cannot be {verb}"
             )));
         }
+        caller.check_holds_all_of(&current)?;
         if current.disabled_at.is_some() == disabled {
             return Ok((current, Propagation::default()));
         }
@@ -244,7 +250,7 @@ impl KeyManager {
         };
         let sequence = record(&mut transaction, &key, Some(caller), action, json!({})).await?;
         transaction.commit().await.map_err(StoreError::from)?;
-        self.authorizer.evict(key_id).await;
+        self.authorizer.forget(key_id, key.version).await;
         tracing::info!(key_id = %key.id, disabled, "key state changed");
         Ok((key, self.propagate(sequence, wait).await))
     }
@@ -259,7 +265,21 @@ impl KeyManager {
         caller.require("api_keys:delete")?;
         let (mut transaction, current) = self.begin_on_key(caller, key_id).await?;
         if current.revoked_at.is_some() {
-            return Ok((current, Propagation::default()));
+            // Already revoked: a retry still learns whether that revocation
+            // reached every replica.
+            drop(transaction);
+            let revoked_at: Option<i64> = sqlx::query_scalar(
+                "SELECT MAX(seq) FROM key_events WHERE key_id = $1 AND action = 'revoked'",
+            )
+            .bind(key_id.as_uuid())
+            .fetch_one(&self.pool)
+            .await
+            .map_err(StoreError::from)?;
+            let propagation = match revoked_at {
+                Some(sequence) => self.propagate(sequence, wait).await,
+                None => Propagation::default(),
+            };
+            return Ok((current, propagation));
         }
         let key = set_revoked(&mut *transaction, key_id).await?;
         let sequence = record(
@@ -271,7 +291,7 @@ impl KeyManager {
         )
         .await?;
         transaction.commit().await.map_err(StoreError::from)?;
-        self.authorizer.evict(key_id).await;
+        self.authorizer.forget(key_id, key.version).await;
         tracing::info!(key_id = %key.id, "key revoked");
         Ok((key, self.propagate(sequence, wait).await))
     }
@@ -295,7 +315,7 @@ impl KeyManager {
         )
         .await?;
         transaction.commit().await.map_err(StoreError::from)?;
-        self.authorizer.evict(key_id).await;
+        self.authorizer.forget(key_id, i64::MAX).await;
         tracing::info!(key_id = %current.id, "key deleted");
         Ok(self.propagate(sequence, wait).await)
     }

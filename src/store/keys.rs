@@ -176,6 +176,30 @@ pub async fn find_key_version(
     Ok(version)
 }
 
+/// The state of a key that gates whether it may act, share-locked for the rest
+/// of the transaction: `(version, revoked, disabled, expires_at)`.
+pub async fn lock_key_state(
+    executor: impl PgExecutor<'_>,
+    id: &KeyId,
+) -> Result<Option<(i64, bool, bool, Option<DateTime<Utc>>)>, StoreError> {
+    let row = sqlx::query(
+        "SELECT version, revoked_at IS NOT NULL AS revoked, disabled_at IS NOT NULL AS disabled, \
+         expires_at FROM api_keys WHERE id = $1 FOR SHARE",
+    )
+    .bind(id.as_uuid())
+    .fetch_optional(executor)
+    .await?;
+    row.map(|row| {
+        Ok((
+            row.try_get("version")?,
+            row.try_get("revoked")?,
+            row.try_get("disabled")?,
+            row.try_get("expires_at")?,
+        ))
+    })
+    .transpose()
+}
+
 /// Loads and row-locks a key inside a transaction, so mutations of one key serialize.
 pub async fn lock_key_by_id(
     executor: impl PgExecutor<'_>,

@@ -567,3 +567,168 @@ async fn missing_or_bad_credentials_are_unauthenticated(
     let status = client.list_keys(request).await.unwrap_err();
     assert!(!status.message().contains(&wrong_secret[body_start..]));
 }
+
+#[sqlx::test(migrations = false)]
+async fn a_calling_keys_allowlist_applies_to_key_management_too(
+    _pool: PgPoolOptions,
+    db: PgConnectOptions,
+) {
+    let app = spawn_app(db).await;
+    let org = app.create_organization("Acme").await;
+    let mut elsewhere = key_request(&org, Environment::Live, MANAGER);
+    elsewhere.allowed_cidrs = vec!["10.0.0.0/8".into()];
+    let (_, remote_only) = app.create_key(elsewhere).await;
+    let mut loopback = key_request(&org, Environment::Live, MANAGER);
+    loopback.allowed_cidrs = vec!["127.0.0.0/8".into(), "::1".into()];
+    let (_, local) = app.create_key(loopback).await;
+    let before = app.row_counts().await;
+
+    // The tests call from 127.0.0.1.
+    let listing = app
+        .client
+        .clone()
+        .list_keys(authed(&remote_only, pb::ListKeysRequest::default()))
+        .await;
+    assert_status(listing, Code::PermissionDenied, "address");
+    app.client
+        .clone()
+        .list_keys(authed(&local, pb::ListKeysRequest::default()))
+        .await
+        .unwrap();
+
+    // It may only give out keys confined to its own networks.
+    for networks in [
+        vec![],
+        vec!["10.0.0.0/8".to_owned()],
+        vec!["0.0.0.0/0".to_owned()],
+    ] {
+        let mut request = key_request(&org, Environment::Live, &["customers:read"]);
+        request.allowed_cidrs = networks;
+        assert_status(
+            app.create_key_as(&local, request).await,
+            Code::PermissionDenied,
+            "allowed_cidrs",
+        );
+    }
+    assert_eq!(app.row_counts().await, before);
+    let mut request = key_request(&org, Environment::Live, &["customers:read"]);
+    request.allowed_cidrs = vec!["127.0.0.1".into()];
+    app.create_key_as(&local, request).await.unwrap();
+}
+
+#[sqlx::test(migrations = false)]
+async fn reissuing_and_re_enabling_follow_the_same_limits_as_creating(
+    _pool: PgPoolOptions,
+    db: PgConnectOptions,
+) {
+    let app = spawn_app(db).await;
+    let org = app.create_organization("Acme").await;
+    let mut expiring = key_request(&org, Environment::Live, MANAGER);
+    let in_week = chrono::Utc::now() + chrono::Duration::days(7);
+    expiring.expire_time = Some(Timestamp {
+        seconds: in_week.timestamp(),
+        nanos: 0,
+    });
+    let (_, expiring_token) = app.create_key(expiring).await;
+    let (forever, _) = app
+        .org_key(&org, Environment::Live, &["customers:read"])
+        .await;
+    let request = pb::RotateKeyRequest {
+        key_id: forever.id.clone(),
+        ..Default::default()
+    };
+    let result = app
+        .client
+        .clone()
+        .rotate_key(authed(&expiring_token, request))
+        .await;
+    assert_status(result, Code::PermissionDenied, "expire_time");
+
+    let (_, narrow) = app
+        .org_key(
+            &org,
+            Environment::Live,
+            &["api_keys:update", "customers:read"],
+        )
+        .await;
+    let (broader, _) = app
+        .org_key(&org, Environment::Live, &["refunds:write"])
+        .await;
+    let mut client = app.client.clone();
+    let request = pb::DisableKeyRequest {
+        key_id: broader.id.clone(),
+        ..Default::default()
+    };
+    client
+        .disable_key(authed(&app.admin_token, request))
+        .await
+        .unwrap();
+    let before = app.row_counts().await;
+    let request = pb::EnableKeyRequest {
+        key_id: broader.id.clone(),
+        ..Default::default()
+    };
+    assert_status(
+        client.enable_key(authed(&narrow, request)).await,
+        Code::PermissionDenied,
+        "target key holds scopes",
+    );
+    assert_eq!(app.row_counts().await, before);
+}
+
+#[sqlx::test(migrations = false)]
+async fn a_caller_revoked_behind_the_caches_back_cannot_complete_a_change(
+    _pool: PgPoolOptions,
+    db: PgConnectOptions,
+) {
+    let app = spawn_app(db).await;
+    let org = app.create_organization("Acme").await;
+    let (caller, token) = app.org_key(&org, Environment::Live, MANAGER).await;
+    app.client
+        .clone()
+        .list_keys(authed(&token, pb::ListKeysRequest::default()))
+        .await
+        .unwrap();
+    // Revoked in the database without an event: the cache still trusts the key,
+    // but a mutation re-reads the caller inside its transaction.
+    sqlx::query("UPDATE api_keys SET revoked_at = now() WHERE id = $1")
+        .bind(keygate::token::KeyId::parse(&caller.id).unwrap().as_uuid())
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    let before = app.row_counts().await;
+    let request = key_request(&org, Environment::Live, &["customers:read"]);
+    assert_status(
+        app.create_key_as(&token, request).await,
+        Code::Unauthenticated,
+        "bearer token",
+    );
+    assert_eq!(app.row_counts().await, before);
+}
+
+#[sqlx::test(migrations = false)]
+async fn revoking_again_still_reports_propagation(_pool: PgPoolOptions, db: PgConnectOptions) {
+    let app = spawn_app(db).await;
+    let org = app.create_organization("Acme").await;
+    let (key, _) = app
+        .org_key(&org, Environment::Live, &["customers:read"])
+        .await;
+    for _ in 0..2 {
+        let request = pb::RevokeKeyRequest {
+            key_id: key.id.clone(),
+            ..Default::default()
+        };
+        let revoked = app
+            .client
+            .clone()
+            .revoke_key(authed(&app.admin_token, request))
+            .await
+            .unwrap()
+            .into_inner();
+        let propagation = revoked.propagation.unwrap();
+        assert!(
+            propagation.waited && propagation.complete,
+            "{propagation:?}"
+        );
+    }
+}

@@ -46,6 +46,7 @@ async fn create_key_refuses_bad_fields(_pool: PgPoolOptions, db: PgConnectOption
             "name: may contain only",
         ),
         (with(&|r| r.description = "x".repeat(501)), "description"),
+        (with(&|r| r.description = "nul\0byte".into()), "description"),
         (
             with(&|r| r.scopes = vec!["widgets:read".into()]),
             "scopes: widgets:read: unknown resource",

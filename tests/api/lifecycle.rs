@@ -23,7 +23,7 @@ async fn create_key_returns_a_working_token_once(_pool: PgPoolOptions, db: PgCon
         &["api_keys:read", "customers:write"],
     );
     request.description = "billing sync".into();
-    request.allowed_cidrs = vec!["10.0.0.0/8".into(), "2001:db8::1".into()];
+    request.allowed_cidrs = vec!["127.0.0.0/8".into(), "2001:db8::1".into()];
     request.metadata.insert("team".into(), "billing".into());
     request.expire_time = Some(in_days(30));
     let (key, token) = app.create_key(request).await;
@@ -36,7 +36,7 @@ async fn create_key_returns_a_working_token_once(_pool: PgPoolOptions, db: PgCon
     assert_eq!(key.kind(), KeyKind::Organization);
     assert_eq!(key.state(), KeyState::Active);
     assert_eq!(key.version, 1);
-    assert_eq!(key.allowed_cidrs, vec!["10.0.0.0/8", "2001:db8::1/128"]);
+    assert_eq!(key.allowed_cidrs, vec!["127.0.0.0/8", "2001:db8::1/128"]);
     assert_eq!(key.metadata["team"], "billing");
     assert_eq!(key.created_by_key_id, app.admin_key_id);
 
