@@ -94,6 +94,7 @@ async fn main() {
         policy: Arc::new(Policy::parse(EMBEDDED_DEFAULT_POLICY).unwrap()),
         policy_path: None,
         migrate: true,
+        reflection: true,
         usage_flush_interval: std::time::Duration::from_millis(200),
         replication: keygate::config::ReplicationSettings::default(),
     };

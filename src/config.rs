@@ -28,6 +28,15 @@ pub const DEFAULT_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/keyga
     about = "Authorization service for scoped API keys"
 )]
 pub struct Cli {
+    /// Log format: `text` for people, `json` for log pipelines.
+    #[arg(
+        long,
+        global = true,
+        env = "KEYGATE_LOG_FORMAT",
+        default_value = "text",
+        value_parser = ["text", "json"]
+    )]
+    pub log_format: String,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -82,6 +91,9 @@ pub struct ServeArgs {
     /// Do not apply migrations at start.
     #[arg(long, env = "KEYGATE_NO_MIGRATE")]
     pub no_migrate: bool,
+    /// Do not serve gRPC server reflection (on by default, for `buf curl` and grpcurl).
+    #[arg(long, env = "KEYGATE_NO_REFLECTION")]
+    pub no_reflection: bool,
     #[command(flatten)]
     pub database: DatabaseArgs,
     #[command(flatten)]
@@ -203,6 +215,8 @@ pub struct Settings {
     /// Where the policy came from; SIGHUP reloads it. `None`: the embedded default.
     pub policy_path: Option<PathBuf>,
     pub migrate: bool,
+    /// Serve gRPC server reflection.
+    pub reflection: bool,
     /// How often `last_used_at` marks are written.
     pub usage_flush_interval: Duration,
     pub replication: ReplicationSettings,
@@ -310,6 +324,7 @@ impl ServeArgs {
             policy: Arc::new(Policy::load(self.policy.as_deref()).context("KEYGATE_POLICY")?),
             policy_path: self.policy.clone(),
             migrate: !self.no_migrate,
+            reflection: !self.no_reflection,
             usage_flush_interval: Duration::from_secs(5),
             replication: self.replication.settings()?,
         })

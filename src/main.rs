@@ -16,14 +16,8 @@ use keygate::store;
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
     let cli = Cli::parse();
+    init_logging(&cli.log_format);
     let outcome = match cli.command {
         Command::Serve(args) => serve(args).await,
         Command::Migrate(args) => migrate(args).await,
@@ -35,6 +29,20 @@ async fn main() -> ExitCode {
             tracing::error!(error = format!("{error:#}"), "keygate failed");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// Human-readable logs by default, JSON lines with `--log-format json`; the
+/// filter comes from `RUST_LOG` (default `info`).
+fn init_logging(format: &str) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if format == "json" {
+        builder.json().init();
+    } else {
+        builder.with_ansi(std::io::stderr().is_terminal()).init();
     }
 }
 

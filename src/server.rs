@@ -35,6 +35,7 @@ pub struct Application {
     pool: PgPool,
     policy_path: Option<PathBuf>,
     replica: Replica,
+    reflection: bool,
 }
 
 /// Connects to the database, creating and migrating it when asked.
@@ -118,6 +119,7 @@ impl Application {
             pool,
             policy_path: settings.policy_path,
             replica,
+            reflection: settings.reflection,
         })
     }
 
@@ -173,9 +175,20 @@ impl Application {
                 .set_not_serving::<AuthorizerServer<AuthorizerHandler>>()
                 .await;
         };
+        let reflection_service = if self.reflection {
+            let service = tonic_reflection::server::Builder::configure()
+                .register_encoded_file_descriptor_set(crate::grpc::pb::FILE_DESCRIPTOR_SET)
+                .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+                .build_v1()
+                .context("failed to build the reflection service")?;
+            Some(service)
+        } else {
+            None
+        };
         let incoming = TcpIncoming::from(self.listener).with_nodelay(Some(true));
         Server::builder()
             .add_service(health_service)
+            .add_optional_service(reflection_service)
             .add_service(authorizer_service)
             .add_service(key_service)
             .serve_with_incoming_shutdown(incoming, shutdown)

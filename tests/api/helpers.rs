@@ -52,6 +52,7 @@ pub fn test_settings(connect_options: PgConnectOptions) -> Settings {
         policy: Arc::new(Policy::parse(EMBEDDED_DEFAULT_POLICY).unwrap()),
         policy_path: None,
         migrate: true,
+        reflection: true,
         usage_flush_interval: std::time::Duration::from_millis(200),
         replication: keygate::config::ReplicationSettings {
             replica_name: format!(
@@ -69,6 +70,12 @@ pub async fn spawn_app(connect_options: PgConnectOptions) -> TestApp {
 
 pub async fn spawn_app_with(settings: Settings) -> TestApp {
     spawn_server(settings, None).await
+}
+
+/// A server on a database that already has its bootstrap key (from an earlier
+/// server in the same test); this one gets no admin token.
+pub async fn spawn_app_with_existing_admin(settings: Settings) -> TestApp {
+    spawn_server(settings, Some((String::new(), String::new()))).await
 }
 
 /// Another replica on the same database as `first`, sharing its admin key.

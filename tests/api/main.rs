@@ -11,6 +11,7 @@ mod binary;
 mod events;
 mod helpers;
 mod lifecycle;
+mod operations;
 mod organizations;
 mod outage;
 mod replicas;

@@ -1,0 +1,88 @@
+//! Operational surface: server reflection (on by default, switchable off) and
+//! JSON logs.
+
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
+use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
+use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
+use tonic_reflection::pb::v1::ServerReflectionRequest;
+
+use crate::helpers::{spawn_app_with, test_settings, TestApp};
+
+async fn listed_services(app: &TestApp) -> Result<Vec<String>, tonic::Status> {
+    let mut client = ServerReflectionClient::new(app.channel.clone());
+    let request = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
+    let mut responses = client
+        .server_reflection_info(tokio_stream::iter(vec![request]))
+        .await?
+        .into_inner();
+    let Some(response) = responses.message().await? else {
+        return Ok(Vec::new());
+    };
+    match response.message_response {
+        Some(MessageResponse::ListServicesResponse(list)) => Ok(list
+            .service
+            .into_iter()
+            .map(|service| service.name)
+            .collect()),
+        other => panic!("unexpected reflection answer {other:?}"),
+    }
+}
+
+#[sqlx::test(migrations = false)]
+async fn reflection_lists_every_service_unless_switched_off(
+    _pool: PgPoolOptions,
+    db: PgConnectOptions,
+) {
+    let app = spawn_app_with(test_settings(db.clone())).await;
+    let services = listed_services(&app).await.unwrap();
+    for expected in [
+        "keygate.v1.KeyService",
+        "keygate.v1.Authorizer",
+        "grpc.health.v1.Health",
+    ] {
+        assert!(
+            services.iter().any(|name| name == expected),
+            "{expected} missing from {services:?}"
+        );
+    }
+    drop(app);
+
+    let mut settings = test_settings(db);
+    settings.reflection = false;
+    let quiet = crate::helpers::spawn_app_with_existing_admin(settings).await;
+    let status = listed_services(&quiet).await.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::Unimplemented);
+}
+
+#[sqlx::test(migrations = false)]
+async fn json_logs_are_one_object_per_line(_pool: PgPoolOptions, db: PgConnectOptions) {
+    let url = format!(
+        "postgres://{}@{}:{}/{}",
+        db.get_username(),
+        db.get_host(),
+        db.get_port(),
+        db.get_database().unwrap_or_default()
+    );
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_keygate"))
+        .args(["--log-format", "json", "migrate"])
+        .env("KEYGATE_DATABASE_URL", url)
+        .env("RUST_LOG", "info")
+        .output()
+        .await
+        .unwrap();
+    assert!(output.status.success());
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert!(!lines.is_empty());
+    for line in lines {
+        let event: serde_json::Value = serde_json::from_str(line).unwrap();
+        assert!(
+            event["level"].is_string() && event["fields"].is_object(),
+            "{line}"
+        );
+    }
+}
