@@ -248,7 +248,7 @@ impl Authorizer {
         key_id: KeyId,
     ) -> Result<Result<Option<Arc<CachedKey>>, Reason>, VerifyError> {
         for _attempt in 0..3 {
-            let Some(entry) = self.cache.get_or_load(key_id, self.load(key_id)).await? else {
+            let Some(entry) = self.cache.get_or_load(key_id, || self.load(key_id)).await? else {
                 return Ok(Ok(None));
             };
             if self.freshness.is_superseded(&key_id, entry.key.version) {

@@ -257,17 +257,18 @@ impl KeyCache {
 
     /// The cached entry for `id`, loading it with `load` on a miss; concurrent
     /// misses for one id share one load.
-    pub async fn get_or_load<F, E>(&self, id: KeyId, load: F) -> Result<Entry, Arc<E>>
+    pub async fn get_or_load<L, F, E>(&self, id: KeyId, load: L) -> Result<Entry, Arc<E>>
     where
+        L: FnOnce() -> F,
         F: std::future::Future<Output = Result<Entry, E>>,
         E: Send + Sync + 'static,
     {
         if let Some(entry) = self.entries.get(&id).await {
             return Ok(entry);
         }
-        // Boxed so that the (large) loading future is only allocated on a miss
-        // and the hit path's future stays small.
-        Box::pin(self.entries.try_get_with(id, load)).await
+        // The loader is only built, and its (large) future only allocated, on a
+        // miss, so the hit path stays small.
+        Box::pin(self.entries.try_get_with(id, load())).await
     }
 
     /// Puts a key in the cache directly (benchmarks warm the cache this way).
