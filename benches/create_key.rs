@@ -95,6 +95,7 @@ async fn main() {
         policy_path: None,
         migrate: true,
         reflection: true,
+        drain: std::time::Duration::from_secs(5),
         usage_flush_interval: std::time::Duration::from_millis(200),
         replication: keygate::config::ReplicationSettings::default(),
     };

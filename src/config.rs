@@ -91,6 +91,9 @@ pub struct ServeArgs {
     /// Do not apply migrations at start.
     #[arg(long, env = "KEYGATE_NO_MIGRATE")]
     pub no_migrate: bool,
+    /// On SIGTERM/SIGINT, how long in-flight calls may take to finish.
+    #[arg(long, env = "KEYGATE_DRAIN_SECONDS", default_value_t = 30)]
+    pub drain_seconds: u64,
     /// Do not serve gRPC server reflection (on by default, for `buf curl` and grpcurl).
     #[arg(long, env = "KEYGATE_NO_REFLECTION")]
     pub no_reflection: bool,
@@ -217,6 +220,8 @@ pub struct Settings {
     pub migrate: bool,
     /// Serve gRPC server reflection.
     pub reflection: bool,
+    /// How long in-flight calls may take to finish after a stop signal.
+    pub drain: Duration,
     /// How often `last_used_at` marks are written.
     pub usage_flush_interval: Duration,
     pub replication: ReplicationSettings,
@@ -325,6 +330,7 @@ impl ServeArgs {
             policy_path: self.policy.clone(),
             migrate: !self.no_migrate,
             reflection: !self.no_reflection,
+            drain: Duration::from_secs(self.drain_seconds),
             usage_flush_interval: Duration::from_secs(5),
             replication: self.replication.settings()?,
         })

@@ -36,6 +36,7 @@ pub struct Application {
     policy_path: Option<PathBuf>,
     replica: Replica,
     reflection: bool,
+    drain: Duration,
 }
 
 /// Connects to the database, creating and migrating it when asked.
@@ -120,6 +121,7 @@ impl Application {
             policy_path: settings.policy_path,
             replica,
             reflection: settings.reflection,
+            drain: settings.drain,
         })
     }
 
@@ -164,9 +166,12 @@ impl Application {
         tracing::info!(address = %self.local_addr, "keygate serving");
         let drain_reporter = health_reporter.clone();
         let stopping_replica = self.replica.clone();
+        let draining = Arc::new(tokio::sync::Notify::new());
+        let draining_started = draining.clone();
         let shutdown = async move {
             shutdown.await;
             tracing::info!("shutting down");
+            draining_started.notify_one();
             stopping_replica.stop();
             drain_reporter
                 .set_not_serving::<KeyServiceServer<KeyServiceHandler>>()
@@ -186,14 +191,24 @@ impl Application {
             None
         };
         let incoming = TcpIncoming::from(self.listener).with_nodelay(Some(true));
-        Server::builder()
+        let server = Server::builder()
             .add_service(health_service)
             .add_optional_service(reflection_service)
             .add_service(authorizer_service)
             .add_service(key_service)
-            .serve_with_incoming_shutdown(incoming, shutdown)
-            .await
-            .context("gRPC server failed")?;
+            .serve_with_incoming_shutdown(incoming, shutdown);
+        // In-flight calls may finish, but for at most `drain` after the signal.
+        let drain = self.drain;
+        let drain_deadline = async move {
+            draining.notified().await;
+            tokio::time::sleep(drain).await;
+        };
+        tokio::select! {
+            served = server => served.context("gRPC server failed")?,
+            _ = drain_deadline => {
+                tracing::warn!(drain_seconds = drain.as_secs(), "drain time exceeded; stopping with calls in flight");
+            }
+        }
         if let Some(reloader) = reloader {
             reloader.abort();
         }

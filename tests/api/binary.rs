@@ -209,3 +209,98 @@ async fn migrate_bootstrap_serve_and_stop_without_leaking_secrets(
     }
     assert!(!log.contains("$argon2id$"));
 }
+
+#[sqlx::test(migrations = false)]
+async fn sigterm_lets_in_flight_calls_finish(_pool: PgPoolOptions, db: PgConnectOptions) {
+    let url = database_url(&db);
+    // Costly hashing, so that CreateKey calls are still running when SIGTERM lands.
+    let slow = |arguments: &[&str]| {
+        let mut command = keygate(&url, arguments);
+        command
+            .env("KEYGATE_ARGON2_MEMORY_KIB", "65536")
+            .env("KEYGATE_ARGON2_ITERATIONS", "3");
+        command
+    };
+    let bootstrapped = slow(&["bootstrap"]).output().await.unwrap();
+    let stdout = String::from_utf8(bootstrapped.stdout).unwrap();
+    let admin_token = stdout
+        .lines()
+        .find_map(|line| line.strip_prefix("token (shown once, store it now): "))
+        .unwrap()
+        .to_owned();
+    let mut server = slow(&["serve", "--listen", "127.0.0.1:0", "--drain-seconds", "20"])
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut stderr = BufReader::new(server.stderr.take().unwrap());
+    let address = loop {
+        let mut line = String::new();
+        let read = tokio::time::timeout(Duration::from_secs(30), stderr.read_line(&mut line))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(read > 0, "server exited early");
+        if let Some(start) = line.find("address=") {
+            break line[start + "address=".len()..]
+                .split_whitespace()
+                .next()
+                .unwrap()
+                .to_owned();
+        }
+    };
+    tokio::spawn(async move {
+        let mut rest = String::new();
+        let _ = stderr.read_to_string(&mut rest).await;
+    });
+    let client = KeyServiceClient::connect(format!("http://{address}"))
+        .await
+        .unwrap();
+    let organization = pb::CreateOrganizationRequest {
+        display_name: "Acme".into(),
+    };
+    let org = client
+        .clone()
+        .create_organization(authed(&admin_token, organization))
+        .await
+        .unwrap()
+        .into_inner()
+        .id;
+
+    let calls: Vec<_> = (0..4)
+        .map(|_| {
+            let mut client = client.clone();
+            let request = authed(
+                &admin_token,
+                key_request(&org, Environment::Live, &["customers:read"]),
+            );
+            tokio::spawn(async move { client.create_key(request).await })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(30)).await;
+    let pid = server.id().unwrap().to_string();
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .await
+        .unwrap()
+        .success());
+    for call in calls {
+        let created = call.await.unwrap().expect("an in-flight call was lost");
+        assert!(!created.into_inner().token.is_empty());
+    }
+    let exit = tokio::time::timeout(Duration::from_secs(30), server.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(exit.success(), "server exit: {exit:?}");
+    let pool = sqlx::PgPool::connect_with(db).await.unwrap();
+    let keys: i64 = sqlx::query_scalar("SELECT count(*) FROM api_keys")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(
+        keys, 5,
+        "the bootstrap key and the four created during the drain"
+    );
+}

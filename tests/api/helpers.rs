@@ -53,6 +53,7 @@ pub fn test_settings(connect_options: PgConnectOptions) -> Settings {
         policy_path: None,
         migrate: true,
         reflection: true,
+        drain: std::time::Duration::from_secs(5),
         usage_flush_interval: std::time::Duration::from_millis(200),
         replication: keygate::config::ReplicationSettings {
             replica_name: format!(
