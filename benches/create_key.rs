@@ -96,6 +96,7 @@ async fn main() {
         migrate: true,
         reflection: true,
         drain: std::time::Duration::from_secs(5),
+        tls: None,
         usage_flush_interval: std::time::Duration::from_millis(200),
         replication: keygate::config::ReplicationSettings::default(),
     };

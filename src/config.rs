@@ -41,6 +41,8 @@ pub struct Cli {
     pub command: Command,
 }
 
+// Parsed once at start; the size difference between variants does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 pub enum Command {
     /// Run the gRPC server.
@@ -91,6 +93,16 @@ pub struct ServeArgs {
     /// Do not apply migrations at start.
     #[arg(long, env = "KEYGATE_NO_MIGRATE")]
     pub no_migrate: bool,
+    /// Server certificate chain (PEM); with --tls-key, serves TLS.
+    #[arg(long, env = "KEYGATE_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// Server private key (PEM).
+    #[arg(long, env = "KEYGATE_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// CA bundle (PEM) for client certificates; when set, clients must present
+    /// a certificate signed by it (mutual TLS).
+    #[arg(long, env = "KEYGATE_TLS_CLIENT_CA", requires = "tls_cert")]
+    pub tls_client_ca: Option<PathBuf>,
     /// On SIGTERM/SIGINT, how long in-flight calls may take to finish.
     #[arg(long, env = "KEYGATE_DRAIN_SECONDS", default_value_t = 30)]
     pub drain_seconds: u64,
@@ -222,6 +234,8 @@ pub struct Settings {
     pub reflection: bool,
     /// How long in-flight calls may take to finish after a stop signal.
     pub drain: Duration,
+    /// Server TLS (and mutual TLS when a client CA is set); `None`: plaintext.
+    pub tls: Option<TlsSettings>,
     /// How often `last_used_at` marks are written.
     pub usage_flush_interval: Duration,
     pub replication: ReplicationSettings,
@@ -319,7 +333,43 @@ impl ReplicationArgs {
     }
 }
 
+/// PEM material for server TLS, read at start.
+#[derive(Clone)]
+pub struct TlsSettings {
+    pub cert_pem: Vec<u8>,
+    pub key_pem: Vec<u8>,
+    pub client_ca_pem: Option<Vec<u8>>,
+}
+
+impl std::fmt::Debug for TlsSettings {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("TlsSettings")
+            .field("mutual", &self.client_ca_pem.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+fn read_pem(setting: &str, path: &std::path::Path) -> anyhow::Result<Vec<u8>> {
+    std::fs::read(path).with_context(|| format!("{setting}: cannot read {}", path.display()))
+}
+
 impl ServeArgs {
+    fn tls_settings(&self) -> anyhow::Result<Option<TlsSettings>> {
+        let (Some(cert), Some(key)) = (&self.tls_cert, &self.tls_key) else {
+            return Ok(None);
+        };
+        Ok(Some(TlsSettings {
+            cert_pem: read_pem("KEYGATE_TLS_CERT", cert)?,
+            key_pem: read_pem("KEYGATE_TLS_KEY", key)?,
+            client_ca_pem: self
+                .tls_client_ca
+                .as_deref()
+                .map(|path| read_pem("KEYGATE_TLS_CLIENT_CA", path))
+                .transpose()?,
+        }))
+    }
+
     pub fn settings(&self) -> anyhow::Result<Settings> {
         Ok(Settings {
             listen: self.listen,
@@ -331,6 +381,7 @@ impl ServeArgs {
             migrate: !self.no_migrate,
             reflection: !self.no_reflection,
             drain: Duration::from_secs(self.drain_seconds),
+            tls: self.tls_settings()?,
             usage_flush_interval: Duration::from_secs(5),
             replication: self.replication.settings()?,
         })

@@ -11,11 +11,11 @@ use anyhow::Context;
 use sqlx::PgPool;
 use tokio::net::TcpListener;
 use tonic::transport::server::TcpIncoming;
-use tonic::transport::Server;
+use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
 
 use crate::authorizer::Authorizer;
 use crate::cache::{CacheSettings, KeyCache};
-use crate::config::{DatabaseSettings, KeySettings, ReplicationSettings, Settings};
+use crate::config::{DatabaseSettings, KeySettings, ReplicationSettings, Settings, TlsSettings};
 use crate::freshness::Freshness;
 use crate::grpc::pb::authorizer_server::AuthorizerServer;
 use crate::grpc::pb::key_service_server::KeyServiceServer;
@@ -37,6 +37,7 @@ pub struct Application {
     replica: Replica,
     reflection: bool,
     drain: Duration,
+    tls: Option<TlsSettings>,
 }
 
 /// Connects to the database, creating and migrating it when asked.
@@ -122,6 +123,7 @@ impl Application {
             replica,
             reflection: settings.reflection,
             drain: settings.drain,
+            tls: settings.tls,
         })
     }
 
@@ -191,7 +193,17 @@ impl Application {
             None
         };
         let incoming = TcpIncoming::from(self.listener).with_nodelay(Some(true));
-        let server = Server::builder()
+        let mut builder = Server::builder();
+        if let Some(tls) = &self.tls {
+            let mut config =
+                ServerTlsConfig::new().identity(Identity::from_pem(&tls.cert_pem, &tls.key_pem));
+            if let Some(client_ca) = &tls.client_ca_pem {
+                config = config.client_ca_root(Certificate::from_pem(client_ca));
+            }
+            builder = builder.tls_config(config).context("invalid TLS settings")?;
+            tracing::info!(mutual = tls.client_ca_pem.is_some(), "serving TLS");
+        }
+        let server = builder
             .add_service(health_service)
             .add_optional_service(reflection_service)
             .add_service(authorizer_service)

@@ -54,6 +54,7 @@ pub fn test_settings(connect_options: PgConnectOptions) -> Settings {
         migrate: true,
         reflection: true,
         drain: std::time::Duration::from_secs(5),
+        tls: None,
         usage_flush_interval: std::time::Duration::from_millis(200),
         replication: keygate::config::ReplicationSettings {
             replica_name: format!(

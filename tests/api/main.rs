@@ -16,3 +16,4 @@ mod organizations;
 mod outage;
 mod replicas;
 mod rotation;
+mod tls;
