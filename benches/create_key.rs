@@ -97,6 +97,7 @@ async fn main() {
         reflection: true,
         drain: std::time::Duration::from_secs(5),
         tls: None,
+        metrics_listen: None,
         usage_flush_interval: std::time::Duration::from_millis(200),
         replication: keygate::config::ReplicationSettings::default(),
     };

@@ -264,8 +264,10 @@ impl KeyCache {
         E: Send + Sync + 'static,
     {
         if let Some(entry) = self.entries.get(&id).await {
+            metrics::counter!("keygate_cache_hits_total").increment(1);
             return Ok(entry);
         }
+        metrics::counter!("keygate_cache_misses_total").increment(1);
         // The loader is only built, and its (large) future only allocated, on a
         // miss, so the hit path stays small.
         Box::pin(self.entries.try_get_with(id, load())).await
@@ -285,6 +287,7 @@ impl KeyCache {
 
     /// Forgets a key (positive or negative entry).
     pub async fn evict(&self, id: &KeyId) {
+        metrics::counter!("keygate_cache_evictions_total").increment(1);
         self.entries.invalidate(id).await;
     }
 

@@ -103,6 +103,12 @@ pub struct ServeArgs {
     /// a certificate signed by it (mutual TLS).
     #[arg(long, env = "KEYGATE_TLS_CLIENT_CA", requires = "tls_cert")]
     pub tls_client_ca: Option<PathBuf>,
+    /// Address of the Prometheus `/metrics` endpoint.
+    #[arg(long, env = "KEYGATE_METRICS_LISTEN", default_value = "0.0.0.0:9090")]
+    pub metrics_listen: SocketAddr,
+    /// Do not serve `/metrics`.
+    #[arg(long, env = "KEYGATE_NO_METRICS")]
+    pub no_metrics: bool,
     /// On SIGTERM/SIGINT, how long in-flight calls may take to finish.
     #[arg(long, env = "KEYGATE_DRAIN_SECONDS", default_value_t = 30)]
     pub drain_seconds: u64,
@@ -236,6 +242,8 @@ pub struct Settings {
     pub drain: Duration,
     /// Server TLS (and mutual TLS when a client CA is set); `None`: plaintext.
     pub tls: Option<TlsSettings>,
+    /// Where `/metrics` is served; `None`: not at all.
+    pub metrics_listen: Option<SocketAddr>,
     /// How often `last_used_at` marks are written.
     pub usage_flush_interval: Duration,
     pub replication: ReplicationSettings,
@@ -382,6 +390,7 @@ impl ServeArgs {
             reflection: !self.no_reflection,
             drain: Duration::from_secs(self.drain_seconds),
             tls: self.tls_settings()?,
+            metrics_listen: (!self.no_metrics).then_some(self.metrics_listen),
             usage_flush_interval: Duration::from_secs(5),
             replication: self.replication.settings()?,
         })

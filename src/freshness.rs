@@ -121,6 +121,7 @@ impl Freshness {
             return;
         }
         self.epoch.fetch_add(1, Ordering::SeqCst);
+        metrics::gauge!("keygate_event_listener_connected").set(if connected { 1.0 } else { 0.0 });
         if !connected {
             self.listener_lost_at_millis
                 .store(now_millis(), Ordering::SeqCst);

@@ -135,6 +135,8 @@ impl SecretHasher {
             .await
             .map_err(|_| HashingError::TaskFailed)?;
         self.verifications.fetch_add(1, Ordering::Relaxed);
+        metrics::counter!("keygate_argon2_verifications_total").increment(1);
+        let started = std::time::Instant::now();
         let secret = secret.clone();
         let hash = hash.clone();
         tokio::task::spawn_blocking(move || {
@@ -146,7 +148,11 @@ impl SecretHasher {
             Ok(matches)
         })
         .await
-        .map_err(|_| HashingError::TaskFailed)?
+        .map_err(|_| HashingError::TaskFailed)
+        .inspect(|_| {
+            metrics::histogram!("keygate_argon2_verify_seconds")
+                .record(started.elapsed().as_secs_f64());
+        })?
     }
 }
 

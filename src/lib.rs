@@ -23,6 +23,7 @@ pub mod grpc;
 pub mod hashing;
 pub mod key;
 pub mod lifecycle;
+pub mod observability;
 pub mod paging;
 pub mod permission;
 pub mod policy;

@@ -168,6 +168,11 @@ async fn listen(
                         cache.evict(&expired).await;
                     }
                     cache.evict(&key_id).await;
+                    let written_at = notification.payload().split(' ').nth(3);
+                    if let Some(written_at) = written_at.and_then(|ms| ms.parse::<i64>().ok()) {
+                        let lag_seconds = (now_millis() - written_at).max(0) as f64 / 1000.0;
+                        metrics::histogram!("keygate_event_apply_lag_seconds").record(lag_seconds);
+                    }
                     replica.applied.fetch_max(sequence, Ordering::SeqCst);
                     applied_changed.notify_one();
                 }

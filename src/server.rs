@@ -22,6 +22,7 @@ use crate::grpc::pb::key_service_server::KeyServiceServer;
 use crate::grpc::{AuthorizerHandler, KeyServiceHandler};
 use crate::hashing::SecretHasher;
 use crate::lifecycle::KeyManager;
+use crate::observability::{self, RpcMetricsLayer};
 use crate::policy::Policy;
 use crate::replica::{self, Replica};
 use crate::store;
@@ -38,6 +39,7 @@ pub struct Application {
     reflection: bool,
     drain: Duration,
     tls: Option<TlsSettings>,
+    metrics_listener: Option<TcpListener>,
 }
 
 /// Connects to the database, creating and migrating it when asked.
@@ -84,6 +86,10 @@ pub fn key_manager(
 
 impl Application {
     pub async fn build(settings: Settings) -> anyhow::Result<Application> {
+        if settings.metrics_listen.is_some() {
+            // Installed first, so that nothing recorded during start-up is lost.
+            observability::recorder();
+        }
         let pool = open_database(&settings.database, settings.migrate).await?;
         let freshness = Freshness::new();
         let replication = &settings.replication;
@@ -114,6 +120,14 @@ impl Application {
         let local_addr = listener
             .local_addr()
             .context("failed to read the bound address")?;
+        let metrics_listener = match settings.metrics_listen {
+            Some(address) => Some(
+                TcpListener::bind(address)
+                    .await
+                    .with_context(|| format!("failed to listen for metrics on {address}"))?,
+            ),
+            None => None,
+        };
         Ok(Application {
             listener,
             local_addr,
@@ -124,6 +138,7 @@ impl Application {
             reflection: settings.reflection,
             drain: settings.drain,
             tls: settings.tls,
+            metrics_listener,
         })
     }
 
@@ -133,6 +148,13 @@ impl Application {
 
     pub fn manager(&self) -> &KeyManager {
         &self.manager
+    }
+
+    /// Where `/metrics` is served, if it is.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_listener
+            .as_ref()
+            .and_then(|listener| listener.local_addr().ok())
     }
 
     pub fn replica(&self) -> &Replica {
@@ -163,6 +185,18 @@ impl Application {
             health_reporter.clone(),
             authorizer.freshness().clone(),
         ));
+        let metrics_server = match (self.metrics_listener, observability::recorder()) {
+            (Some(listener), Some(handle)) => {
+                let sources = observability::ScrapeSources {
+                    authorizer: authorizer.clone(),
+                    pool: self.pool.clone(),
+                };
+                Some(tokio::spawn(observability::serve_metrics(
+                    listener, handle, sources,
+                )))
+            }
+            _ => None,
+        };
         let key_service = KeyServiceServer::new(KeyServiceHandler::new(self.manager));
         let authorizer_service = AuthorizerServer::new(AuthorizerHandler::new(authorizer));
         tracing::info!(address = %self.local_addr, "keygate serving");
@@ -204,6 +238,7 @@ impl Application {
             tracing::info!(mutual = tls.client_ca_pem.is_some(), "serving TLS");
         }
         let server = builder
+            .layer(RpcMetricsLayer)
             .add_service(health_service)
             .add_optional_service(reflection_service)
             .add_service(authorizer_service)
@@ -225,6 +260,9 @@ impl Application {
             reloader.abort();
         }
         stream_health.abort();
+        if let Some(metrics_server) = metrics_server {
+            metrics_server.abort();
+        }
         replica::deregister(&self.pool, &self.replica).await;
         self.pool.close().await;
         tracing::info!("keygate stopped");

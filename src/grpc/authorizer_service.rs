@@ -143,6 +143,8 @@ impl AuthorizerRpc for AuthorizerHandler {
             .decide(&parsed, Utc::now())
             .await
             .map_err(|error| status_from_error(ServiceError::from(error)))?;
+        metrics::counter!("keygate_authorize_decisions_total", "reason" => decision.reason.as_str())
+            .increment(1);
         Ok(Response::new(decision_to_proto(decision)))
     }
 }

@@ -10,7 +10,8 @@ use super::StoreError;
 use crate::events::{EventAction, KeyEvent};
 use crate::token::{Environment, KeyId};
 
-/// The channel every replica listens on; payload `<seq> <key uuid> <version>`.
+/// The channel every replica listens on; payload
+/// `<seq> <key uuid> <version> <unix ms when written>`.
 pub const NOTIFY_CHANNEL: &str = "keygate_key_events";
 /// Notified whenever a replica reports the last event it applied.
 pub const PROGRESS_CHANNEL: &str = "keygate_replica_progress";
@@ -59,9 +60,10 @@ pub async fn insert_event(
     .fetch_one(&mut *connection)
     .await?;
     let payload = format!(
-        "{sequence} {} {}",
+        "{sequence} {} {} {}",
         event.key_id.as_uuid(),
-        event.key_version
+        event.key_version,
+        Utc::now().timestamp_millis()
     );
     sqlx::query("SELECT pg_notify($1, $2)")
         .bind(NOTIFY_CHANNEL)

@@ -24,6 +24,9 @@ pub struct TestApp {
     pub authorizer_client: AuthorizerClient<Channel>,
     /// A connection to the server, for other clients (health).
     pub channel: Channel,
+    /// Where the server serves `/metrics`, when it does (used by the metrics test).
+    #[allow(dead_code)]
+    pub metrics_addr: Option<std::net::SocketAddr>,
     /// The server's own pool: closing it cuts the server off from the database.
     pub server_pool: PgPool,
     pub authorizer: keygate::authorizer::Authorizer,
@@ -55,6 +58,7 @@ pub fn test_settings(connect_options: PgConnectOptions) -> Settings {
         reflection: true,
         drain: std::time::Duration::from_secs(5),
         tls: None,
+        metrics_listen: None,
         usage_flush_interval: std::time::Duration::from_millis(200),
         replication: keygate::config::ReplicationSettings {
             replica_name: format!(
@@ -95,6 +99,7 @@ async fn spawn_server(settings: Settings, admin: Option<(String, String)>) -> Te
         .unwrap();
     let application = Application::build(settings).await.unwrap();
     let address = application.local_addr();
+    let metrics_addr = application.metrics_addr();
     let server_pool = application.pool().clone();
     let authorizer = application.manager().authorizer().clone();
     let replica = application.replica().clone();
@@ -128,6 +133,7 @@ async fn spawn_server(settings: Settings, admin: Option<(String, String)>) -> Te
     let app = TestApp {
         client,
         authorizer_client,
+        metrics_addr,
         channel,
         server_pool,
         authorizer,
