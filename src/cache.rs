@@ -264,10 +264,10 @@ impl KeyCache {
         E: Send + Sync + 'static,
     {
         if let Some(entry) = self.entries.get(&id).await {
-            metrics::counter!("keygate_cache_hits_total").increment(1);
+            crate::observability::hot_path().cache_hits.increment(1);
             return Ok(entry);
         }
-        metrics::counter!("keygate_cache_misses_total").increment(1);
+        crate::observability::hot_path().cache_misses.increment(1);
         // The loader is only built, and its (large) future only allocated, on a
         // miss, so the hit path stays small.
         Box::pin(self.entries.try_get_with(id, load())).await

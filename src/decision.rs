@@ -27,6 +27,22 @@ pub enum Reason {
 }
 
 impl Reason {
+    /// Every reason, in declaration order (`reason as usize` indexes it).
+    pub const ALL: [Reason; 12] = [
+        Reason::Ok,
+        Reason::MissingKey,
+        Reason::MalformedKey,
+        Reason::UnknownKey,
+        Reason::InvalidSecret,
+        Reason::Expired,
+        Reason::Disabled,
+        Reason::Revoked,
+        Reason::IpNotAllowed,
+        Reason::PermissionDenied,
+        Reason::UnknownRoute,
+        Reason::Unverifiable,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Reason::Ok => "ok",
@@ -133,6 +149,18 @@ impl Decision {
             route: None,
             path_params: Vec::new(),
             key: None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Reason;
+
+    #[test]
+    fn reasons_index_their_own_table() {
+        for (index, reason) in Reason::ALL.iter().enumerate() {
+            assert_eq!(*reason as usize, index, "{}", reason.as_str());
         }
     }
 }

@@ -25,6 +25,7 @@ use sqlx::PgPool;
 use tokio::net::TcpListener;
 
 use crate::authorizer::Authorizer;
+use crate::decision::Reason;
 
 static RECORDER: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
 
@@ -84,7 +85,55 @@ pub async fn serve_metrics(
     }
 }
 
-/// A tower layer that times every gRPC call by method and status code.
+/// Handles for the metrics Authorize records on every call, registered once
+/// (after the recorder is installed) so the hot path only does atomic adds.
+pub struct HotPathMetrics {
+    decisions: Vec<metrics::Counter>,
+    authorize_ok_seconds: metrics::Histogram,
+    pub cache_hits: metrics::Counter,
+    pub cache_misses: metrics::Counter,
+}
+
+static HOT_PATH: OnceLock<HotPathMetrics> = OnceLock::new();
+
+pub const AUTHORIZE_METHOD: &str = "/keygate.v1.Authorizer/Authorize";
+
+/// The hot path's metric handles.
+pub fn hot_path() -> &'static HotPathMetrics {
+    HOT_PATH.get_or_init(|| HotPathMetrics {
+        decisions: Reason::ALL
+            .iter()
+            .map(|reason| metrics::counter!("keygate_authorize_decisions_total", "reason" => reason.as_str()))
+            .collect(),
+        authorize_ok_seconds: metrics::histogram!(
+            "keygate_rpc_duration_seconds",
+            "method" => AUTHORIZE_METHOD,
+            "code" => "0"
+        ),
+        cache_hits: metrics::counter!("keygate_cache_hits_total"),
+        cache_misses: metrics::counter!("keygate_cache_misses_total"),
+    })
+}
+
+impl HotPathMetrics {
+    pub fn record_decision(&self, reason: Reason, started: Instant) {
+        if let Some(counter) = self.decisions.get(reason as usize) {
+            counter.increment(1);
+        }
+        self.authorize_ok_seconds
+            .record(started.elapsed().as_secs_f64());
+    }
+}
+
+/// Records a failed Authorize call (a malformed request or an unreachable database).
+pub fn record_authorize_error(code: tonic::Code, started: Instant) {
+    let code = (code as i32).to_string();
+    metrics::histogram!("keygate_rpc_duration_seconds", "method" => AUTHORIZE_METHOD, "code" => code)
+        .record(started.elapsed().as_secs_f64());
+}
+
+/// A tower layer that times every call of the service it wraps by method and
+/// status code (used for KeyService; Authorize records its own, more cheaply).
 #[derive(Clone, Copy, Default)]
 pub struct RpcMetricsLayer;
 
@@ -99,6 +148,10 @@ impl<S> tower::Layer<S> for RpcMetricsLayer {
 #[derive(Clone)]
 pub struct RpcMetrics<S> {
     inner: S,
+}
+
+impl<S: tonic::server::NamedService> tonic::server::NamedService for RpcMetrics<S> {
+    const NAME: &'static str = S::NAME;
 }
 
 impl<S, RequestBody, ResponseBody> tower::Service<http::Request<RequestBody>> for RpcMetrics<S>

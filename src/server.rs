@@ -197,7 +197,10 @@ impl Application {
             }
             _ => None,
         };
-        let key_service = KeyServiceServer::new(KeyServiceHandler::new(self.manager));
+        let key_service = tower::Layer::layer(
+            &RpcMetricsLayer,
+            KeyServiceServer::new(KeyServiceHandler::new(self.manager)),
+        );
         let authorizer_service = AuthorizerServer::new(AuthorizerHandler::new(authorizer));
         tracing::info!(address = %self.local_addr, "keygate serving");
         let drain_reporter = health_reporter.clone();
@@ -238,7 +241,6 @@ impl Application {
             tracing::info!(mutual = tls.client_ca_pem.is_some(), "serving TLS");
         }
         let server = builder
-            .layer(RpcMetricsLayer)
             .add_service(health_service)
             .add_optional_service(reflection_service)
             .add_service(authorizer_service)

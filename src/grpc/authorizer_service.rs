@@ -13,6 +13,7 @@ use crate::authorizer::Authorizer;
 use crate::decision::{AuthorizeRequest, Decision, Reason, SecretSlot, Target};
 use crate::error::ServiceError;
 use crate::key::{FieldError, KeyKind};
+use crate::observability;
 use crate::permission::Permission;
 use crate::token::Environment;
 
@@ -135,16 +136,21 @@ impl AuthorizerRpc for AuthorizerHandler {
         &self,
         request: Request<pb::AuthorizeRequest>,
     ) -> Result<Response<pb::Decision>, Status> {
+        let started = std::time::Instant::now();
         let message = request.get_ref();
-        let parsed =
-            parse_request(message).map_err(|error| Status::invalid_argument(error.to_string()))?;
-        let decision = self
-            .authorizer
-            .decide(&parsed, Utc::now())
-            .await
-            .map_err(|error| status_from_error(ServiceError::from(error)))?;
-        metrics::counter!("keygate_authorize_decisions_total", "reason" => decision.reason.as_str())
-            .increment(1);
+        let parsed = parse_request(message).map_err(|error| {
+            observability::record_authorize_error(tonic::Code::InvalidArgument, started);
+            Status::invalid_argument(error.to_string())
+        })?;
+        let decision = match self.authorizer.decide(&parsed, Utc::now()).await {
+            Ok(decision) => decision,
+            Err(error) => {
+                let status = status_from_error(ServiceError::from(error));
+                observability::record_authorize_error(status.code(), started);
+                return Err(status);
+            }
+        };
+        observability::hot_path().record_decision(decision.reason, started);
         Ok(Response::new(decision_to_proto(decision)))
     }
 }
