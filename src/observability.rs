@@ -63,12 +63,23 @@ async fn refresh(sources: &ScrapeSources) {
     metrics::gauge!("keygate_db_pool_idle_connections").set(sources.pool.num_idle() as f64);
 }
 
-/// Serves `/metrics` on `listener` until the task is aborted.
+/// Serves `/metrics` on `listener` until the task is aborted, and drains
+/// histogram samples every few seconds so that memory stays bounded even when
+/// nobody scrapes.
 pub async fn serve_metrics(
     listener: TcpListener,
     handle: PrometheusHandle,
     sources: ScrapeSources,
 ) {
+    let upkeep_handle = handle.clone();
+    let upkeep = tokio::spawn(async move {
+        let mut ticker = tokio::time::interval(std::time::Duration::from_secs(5));
+        loop {
+            ticker.tick().await;
+            upkeep_handle.run_upkeep();
+        }
+    });
+    let _stop_upkeep = AbortOnDrop(upkeep);
     let shared = Arc::new((handle, sources));
     let app = axum::Router::new().route(
         "/metrics",
@@ -130,6 +141,15 @@ pub fn record_authorize_error(code: tonic::Code, started: Instant) {
     let code = (code as i32).to_string();
     metrics::histogram!("keygate_rpc_duration_seconds", "method" => AUTHORIZE_METHOD, "code" => code)
         .record(started.elapsed().as_secs_f64());
+}
+
+/// Aborts a task when dropped (so the upkeep stops with the metrics server).
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 /// A tower layer that times every call of the service it wraps by method and
