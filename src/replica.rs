@@ -18,7 +18,7 @@ use sqlx::PgPool;
 use tokio::sync::Notify;
 use uuid::Uuid;
 
-use crate::cache::KeyCache;
+use crate::authorizer::Authorizer;
 use crate::freshness::{now_millis, Freshness};
 use crate::store::events::{NOTIFY_CHANNEL, PROGRESS_CHANNEL};
 use crate::token::KeyId;
@@ -71,11 +71,11 @@ impl Replica {
 /// Registers the replica and starts its listener, reporter and heartbeat.
 pub async fn start(
     pool: PgPool,
-    cache: KeyCache,
-    freshness: Arc<Freshness>,
+    authorizer: Authorizer,
     name: String,
     lease: LeaseSettings,
 ) -> Result<Replica, sqlx::Error> {
+    let freshness = authorizer.freshness().clone();
     let mut replica = Replica {
         id: Uuid::new_v4(),
         name,
@@ -95,8 +95,7 @@ pub async fn start(
     let tasks = vec![
         tokio::spawn(listen(
             pool.clone(),
-            cache,
-            freshness.clone(),
+            authorizer,
             replica.clone(),
             applied_changed.clone(),
         )),
@@ -123,21 +122,36 @@ pub async fn deregister(pool: &PgPool, replica: &Replica) {
     }
 }
 
-fn parse_payload(payload: &str) -> Option<(i64, KeyId, i64)> {
+/// A key-event notification: `<seq> <key uuid> <version> [<unix ms written>]`.
+#[derive(Debug, PartialEq, Eq)]
+struct KeyEventNotice {
+    sequence: i64,
+    key_id: KeyId,
+    version: i64,
+    written_at_millis: Option<i64>,
+}
+
+fn parse_payload(payload: &str) -> Option<KeyEventNotice> {
     let mut parts = payload.split(' ');
     let sequence = parts.next()?.parse().ok()?;
     let key_id = KeyId::from_uuid(Uuid::parse_str(parts.next()?).ok()?);
     let version = parts.next()?.parse().ok()?;
-    Some((sequence, key_id, version))
+    let written_at_millis = parts.next().and_then(|millis| millis.parse().ok());
+    Some(KeyEventNotice {
+        sequence,
+        key_id,
+        version,
+        written_at_millis,
+    })
 }
 
 async fn listen(
     pool: PgPool,
-    cache: KeyCache,
-    freshness: Arc<Freshness>,
+    authorizer: Authorizer,
     replica: Replica,
     applied_changed: Arc<Notify>,
 ) {
+    let freshness = authorizer.freshness().clone();
     let mut backoff = Duration::from_millis(50);
     loop {
         match subscribe(&pool).await {
@@ -159,21 +173,16 @@ async fn listen(
                         freshness.replica_progress.notify_waiters();
                         continue;
                     }
-                    let Some((sequence, key_id, version)) = parse_payload(notification.payload())
-                    else {
+                    let Some(event) = parse_payload(notification.payload()) else {
                         tracing::warn!("ignoring a malformed key event notification");
                         continue;
                     };
-                    for expired in freshness.add_tombstone(key_id, version) {
-                        cache.evict(&expired).await;
-                    }
-                    cache.evict(&key_id).await;
-                    let written_at = notification.payload().split(' ').nth(3);
-                    if let Some(written_at) = written_at.and_then(|ms| ms.parse::<i64>().ok()) {
+                    authorizer.forget(&event.key_id, event.version).await;
+                    if let Some(written_at) = event.written_at_millis {
                         let lag_seconds = (now_millis() - written_at).max(0) as f64 / 1000.0;
                         metrics::histogram!("keygate_event_apply_lag_seconds").record(lag_seconds);
                     }
-                    replica.applied.fetch_max(sequence, Ordering::SeqCst);
+                    replica.applied.fetch_max(event.sequence, Ordering::SeqCst);
                     applied_changed.notify_one();
                 }
                 freshness.set_listener_connected(false);
@@ -263,8 +272,14 @@ mod tests {
     #[test]
     fn payloads() {
         let id = KeyId::generate();
-        let payload = format!("42 {} 7", id.as_uuid());
-        assert_eq!(parse_payload(&payload), Some((42, id, 7)));
+        let payload = format!("42 {} 7 1700000000000", id.as_uuid());
+        let notice = KeyEventNotice {
+            sequence: 42,
+            key_id: id,
+            version: 7,
+            written_at_millis: Some(1_700_000_000_000),
+        };
+        assert_eq!(parse_payload(&payload), Some(notice));
         assert_eq!(parse_payload("42 nope 7"), None);
         assert_eq!(parse_payload(""), None);
     }

@@ -99,13 +99,12 @@ impl Application {
             settings.cache,
             settings.policy.clone(),
             settings.usage_flush_interval,
-            freshness.clone(),
+            freshness,
             replication,
         )?;
         let replica = replica::start(
             pool.clone(),
-            manager.authorizer().cache().clone(),
-            freshness,
+            manager.authorizer().clone(),
             replication.replica_name.clone(),
             replication.lease,
         )
