@@ -16,23 +16,18 @@ use uuid::Uuid;
 use crate::authorizer::VerifiedKey;
 use crate::error::ServiceError;
 use crate::key::{FieldError, Key, KeyKind};
-use crate::permission::{EffectivePermissions, Permission, Scope};
+use crate::permission::{Permission, Scope};
 use crate::token::Environment;
 
 /// An identified lifecycle caller.
 #[derive(Debug, Clone)]
 pub struct Caller {
     verified: VerifiedKey,
-    permissions: EffectivePermissions,
 }
 
 impl Caller {
-    /// `permissions` are the key's scopes expanded under the policy in force now.
-    pub fn new(verified: VerifiedKey, permissions: EffectivePermissions) -> Caller {
-        Caller {
-            verified,
-            permissions,
-        }
+    pub fn new(verified: VerifiedKey) -> Caller {
+        Caller { verified }
     }
 
     pub fn key(&self) -> &Key {
@@ -54,7 +49,7 @@ impl Caller {
     /// Requires a Keygate permission such as `api_keys:create`.
     pub fn require(&self, permission: &str) -> Result<(), ServiceError> {
         let allowed = Permission::parse(permission)
-            .map(|needed| self.permissions.allows(&needed))
+            .map(|needed| self.verified.entry.permissions.allows(&needed))
             .unwrap_or(false);
         if allowed {
             return Ok(());
@@ -141,7 +136,7 @@ impl Caller {
     pub fn check_grant(&self, scopes: &[Scope]) -> Result<(), ServiceError> {
         let beyond: Vec<String> = scopes
             .iter()
-            .filter(|scope| !self.permissions.covers(scope))
+            .filter(|scope| !self.verified.entry.permissions.covers(scope))
             .map(Scope::to_string)
             .collect();
         if beyond.is_empty() {

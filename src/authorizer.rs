@@ -255,6 +255,12 @@ impl Authorizer {
                 self.cache.evict(&key_id).await;
                 continue;
             }
+            // Loaded under a catalog that a reload has since replaced.
+            let policy = self.policy.load();
+            if entry.permissions.catalog_generation() != policy.catalog.generation() {
+                self.cache.apply_policy_to(key_id, &policy).await;
+                continue;
+            }
             let epoch = self.freshness.trusted_epoch();
             if epoch != 0 && entry.validated_epoch.load(Ordering::SeqCst) == epoch {
                 return Ok(Ok(Some(entry)));
@@ -407,12 +413,6 @@ impl Authorizer {
             .and_then(|index| permissions.allows_indexed(policy.catalog.generation(), index))
         {
             Some(allowed) => allowed,
-            // Cached under another catalog (a reload raced this entry's load):
-            // expand the scopes under the policy in force now.
-            None if permissions.catalog_generation() != policy.catalog.generation() => policy
-                .catalog
-                .effective(&verified.entry.key.scopes)
-                .allows(&permission),
             None => permissions.allows(&permission),
         };
         if !allowed {

@@ -7,7 +7,6 @@
 //! is never recorded; argon2 attempts per key id are limited, so a flood of bad
 //! secrets for one key cannot burn the CPU.
 
-use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -64,6 +63,13 @@ pub struct AttemptWindow {
 }
 
 impl AttemptWindow {
+    fn new() -> AttemptWindow {
+        AttemptWindow {
+            started: Instant::now(),
+            attempts: 0,
+        }
+    }
+
     /// Takes one attempt if the window has room.
     pub fn try_take(&mut self, limit: u32, now: Instant) -> bool {
         if now.duration_since(self.started) >= Duration::from_secs(1) {
@@ -85,7 +91,6 @@ pub struct CachedKey {
     /// The key id and organization id as the API spells them, computed once.
     pub key_id_text: String,
     pub organization_id_text: String,
-    pub metadata: Arc<BTreeMap<String, String>>,
     pub permissions: EffectivePermissions,
     pub secret_hash: SecretHash,
     pub previous_secret_hash: Option<SecretHash>,
@@ -115,7 +120,6 @@ impl CachedKey {
     pub fn new(stored: StoredKey, policy: &Policy, epoch: u64) -> CachedKey {
         let permissions = policy.catalog.effective(&stored.key.scopes);
         CachedKey {
-            metadata: Arc::new(stored.key.metadata.clone()),
             key_id_text: stored.key.id.to_string(),
             organization_id_text: stored
                 .key
@@ -128,10 +132,7 @@ impl CachedKey {
             previous_secret_hash: stored.previous_secret_hash,
             current_digest: OnceLock::new(),
             previous_digest: OnceLock::new(),
-            verification: tokio::sync::Mutex::new(AttemptWindow {
-                started: Instant::now(),
-                attempts: 0,
-            }),
+            verification: tokio::sync::Mutex::new(AttemptWindow::new()),
             last_used_reported: AtomicI64::new(0),
             validated_epoch: std::sync::atomic::AtomicU64::new(epoch),
         }
@@ -144,16 +145,12 @@ impl CachedKey {
             key: self.key.clone(),
             key_id_text: self.key_id_text.clone(),
             organization_id_text: self.organization_id_text.clone(),
-            metadata: self.metadata.clone(),
             permissions: policy.catalog.effective(&self.key.scopes),
             secret_hash: self.secret_hash.clone(),
             previous_secret_hash: self.previous_secret_hash.clone(),
             current_digest: self.current_digest.clone(),
             previous_digest: self.previous_digest.clone(),
-            verification: tokio::sync::Mutex::new(AttemptWindow {
-                started: Instant::now(),
-                attempts: 0,
-            }),
+            verification: tokio::sync::Mutex::new(AttemptWindow::new()),
             last_used_reported: AtomicI64::new(self.last_used_reported.load(Ordering::Relaxed)),
             validated_epoch: std::sync::atomic::AtomicU64::new(
                 self.validated_epoch.load(Ordering::SeqCst),
@@ -295,17 +292,23 @@ impl KeyCache {
     pub async fn apply_policy(&self, policy: &Policy) {
         let ids: Vec<KeyId> = self.entries.iter().map(|(id, _)| *id).collect();
         for id in ids {
-            self.entries
-                .entry(id)
-                .and_compute_with(|existing| {
-                    let rebuilt = existing
-                        .and_then(|entry| entry.into_value())
-                        .map(|cached| Op::Put(Some(Arc::new(cached.with_policy(policy)))))
-                        .unwrap_or(Op::Nop);
-                    std::future::ready(rebuilt)
-                })
-                .await;
+            self.apply_policy_to(id, policy).await;
         }
+    }
+
+    /// Recomputes one entry's permissions under `policy`, atomically with
+    /// respect to other writes of that key.
+    pub async fn apply_policy_to(&self, id: KeyId, policy: &Policy) {
+        self.entries
+            .entry(id)
+            .and_compute_with(|existing| {
+                let rebuilt = existing
+                    .and_then(|entry| entry.into_value())
+                    .map(|cached| Op::Put(Some(Arc::new(cached.with_policy(policy)))))
+                    .unwrap_or(Op::Nop);
+                std::future::ready(rebuilt)
+            })
+            .await;
     }
 
     pub fn entry_count(&self) -> u64 {

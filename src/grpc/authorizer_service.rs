@@ -97,7 +97,7 @@ fn decision_to_proto(decision: Decision) -> pb::Decision {
             .map(Permission::into_string)
             .unwrap_or_default(),
         route: decision.route.unwrap_or_default(),
-        path_params: decision.path_params.into_iter().collect(),
+        path_params: decision.path_params,
         http_status: i32::from(decision.reason.http_status()),
         ..Default::default()
     };
@@ -118,6 +118,7 @@ fn decision_to_proto(decision: Decision) -> pb::Decision {
     }
     .into();
     answer.metadata = entry
+        .key
         .metadata
         .iter()
         .map(|(name, value)| (name.clone(), value.clone()))

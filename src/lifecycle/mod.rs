@@ -141,14 +141,7 @@ impl KeyManager {
                 "the calling key may not be used from this address".to_owned(),
             ));
         }
-        // Expanded under the policy in force now, not the one the entry was
-        // cached under (a reload may have changed implications).
-        let permissions = self
-            .authorizer
-            .policy()
-            .catalog
-            .effective(&verified.entry.key.scopes);
-        Ok(Caller::new(verified, permissions))
+        Ok(Caller::new(verified))
     }
 
     /// Confirms, inside a mutation's transaction, that the calling key is still
