@@ -412,3 +412,38 @@ async fn update_requests_are_checked(_pool: PgPoolOptions, db: PgConnectOptions)
     }
     assert_eq!(app.row_counts().await, before);
 }
+
+#[sqlx::test(migrations = false)]
+async fn listing_and_lookup_ids_are_checked(_pool: PgPoolOptions, db: PgConnectOptions) {
+    let app = spawn_app(db).await;
+    let mut client = app.client.clone();
+    let token = app.admin_token.clone();
+    let before = app.row_counts().await;
+    let request = pb::ListKeyEventsRequest {
+        key_id: "short".into(),
+        ..Default::default()
+    };
+    assert_status(
+        client.list_key_events(authed(&token, request)).await,
+        Code::InvalidArgument,
+        "key_id",
+    );
+    let request = pb::ListKeysRequest {
+        organization_id: "acme".into(),
+        ..Default::default()
+    };
+    assert_status(
+        client.list_keys(authed(&token, request)).await,
+        Code::InvalidArgument,
+        "organization_id",
+    );
+    let request = pb::GetOrganizationRequest {
+        organization_id: String::new(),
+    };
+    assert_status(
+        client.get_organization(authed(&token, request)).await,
+        Code::InvalidArgument,
+        "organization_id: is required",
+    );
+    assert_eq!(app.row_counts().await, before);
+}
