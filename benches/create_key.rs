@@ -96,6 +96,7 @@ async fn main() {
         migrate: true,
         reflection: true,
         drain: std::time::Duration::from_secs(5),
+        database_unhealthy_after: std::time::Duration::from_secs(10),
         tls: None,
         metrics_listen: None,
         usage_flush_interval: std::time::Duration::from_millis(200),

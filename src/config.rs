@@ -115,6 +115,13 @@ pub struct ServeArgs {
     /// Do not serve gRPC server reflection (on by default, for `buf curl` and grpcurl).
     #[arg(long, env = "KEYGATE_NO_REFLECTION")]
     pub no_reflection: bool,
+    /// Health reports NOT_SERVING once the database has been unreachable this long.
+    #[arg(
+        long,
+        env = "KEYGATE_DATABASE_UNHEALTHY_AFTER_SECONDS",
+        default_value_t = 10
+    )]
+    pub database_unhealthy_after_seconds: u64,
     #[command(flatten)]
     pub database: DatabaseArgs,
     #[command(flatten)]
@@ -240,6 +247,8 @@ pub struct Settings {
     pub reflection: bool,
     /// How long in-flight calls may take to finish after a stop signal.
     pub drain: Duration,
+    /// How long the database may be unreachable before health reports NOT_SERVING.
+    pub database_unhealthy_after: Duration,
     /// Server TLS (and mutual TLS when a client CA is set); `None`: plaintext.
     pub tls: Option<TlsSettings>,
     /// Where `/metrics` is served; `None`: not at all.
@@ -389,6 +398,7 @@ impl ServeArgs {
             migrate: !self.no_migrate,
             reflection: !self.no_reflection,
             drain: Duration::from_secs(self.drain_seconds),
+            database_unhealthy_after: Duration::from_secs(self.database_unhealthy_after_seconds),
             tls: self.tls_settings()?,
             metrics_listen: (!self.no_metrics).then_some(self.metrics_listen),
             usage_flush_interval: Duration::from_secs(5),

@@ -101,6 +101,7 @@ impl SecretHasher {
     }
 
     /// Hashes a secret with the configured parameters and a fresh random salt.
+    #[tracing::instrument(name = "keygate.argon2.hash", level = "debug", skip_all)]
     pub async fn hash(&self, secret: &SecretString) -> Result<SecretHash, HashingError> {
         let _permit = self
             .permits
@@ -124,6 +125,7 @@ impl SecretHasher {
     }
 
     /// Whether `secret` matches `hash`, using the parameters stored in the hash.
+    #[tracing::instrument(name = "keygate.argon2.verify", level = "debug", skip_all)]
     pub async fn verify(
         &self,
         secret: &SecretString,

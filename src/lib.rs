@@ -9,7 +9,8 @@
 //! keys for callers identified through that same path, under the rules in
 //! [`access`]; every change writes an audit event ([`events`]) in the same
 //! transaction ([`store`]). [`grpc`] converts between proto and domain types;
-//! [`server`] wires it together from [`config`].
+//! [`server`] wires it together from [`config`]; [`observability`] serves
+//! metrics and [`telemetry`] logs and traces.
 
 pub mod access;
 pub mod authorizer;
@@ -21,6 +22,7 @@ pub mod events;
 pub mod freshness;
 pub mod grpc;
 pub mod hashing;
+pub mod health;
 pub mod key;
 pub mod lifecycle;
 pub mod observability;
@@ -31,5 +33,6 @@ pub mod replica;
 pub mod routes;
 pub mod server;
 pub mod store;
+pub mod telemetry;
 pub mod token;
 pub mod usage;

@@ -1,48 +1,47 @@
 //! The `keygate` binary: parses the command line and calls into the library.
 
-use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::Parser;
 use secrecy::ExposeSecret;
-use tracing_subscriber::EnvFilter;
+use tracing_subscriber::filter::LevelFilter;
 
 use keygate::config::{BootstrapArgs, Cli, Command, ServeArgs};
 use keygate::key::DisplayName;
 use keygate::lifecycle::BootstrapError;
 use keygate::server::{key_manager, open_database, shutdown_signal, Application};
 use keygate::store;
+use keygate::telemetry::{self, LogStyle};
 
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(&cli.log_format);
+    let style = if cli.log_format == "json" {
+        LogStyle::Json
+    } else {
+        LogStyle::Text
+    };
+    let telemetry = match telemetry::init(style, LevelFilter::INFO) {
+        Ok(telemetry) => telemetry,
+        Err(error) => {
+            eprintln!("keygate failed: {error:#}");
+            return ExitCode::FAILURE;
+        }
+    };
     let outcome = match cli.command {
         Command::Serve(args) => serve(args).await,
         Command::Migrate(args) => migrate(args).await,
         Command::Bootstrap(args) => bootstrap(args).await,
     };
+    if let Err(error) = &outcome {
+        tracing::error!(error = format!("{error:#}"), "keygate failed");
+    }
+    // Buffered spans are exported before the process exits.
+    telemetry.shutdown().await;
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
-        Err(error) => {
-            tracing::error!(error = format!("{error:#}"), "keygate failed");
-            ExitCode::FAILURE
-        }
-    }
-}
-
-/// Human-readable logs by default, JSON lines with `--log-format json`; the
-/// filter comes from `RUST_LOG` (default `info`).
-fn init_logging(format: &str) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    if format == "json" {
-        builder.json().init();
-    } else {
-        builder.with_ansi(std::io::stderr().is_terminal()).init();
+        Err(_) => ExitCode::FAILURE,
     }
 }
 

@@ -138,8 +138,9 @@ impl HotPathMetrics {
 
 /// Records a failed Authorize call (a malformed request or an unreachable database).
 pub fn record_authorize_error(code: tonic::Code, started: Instant) {
-    let code = (code as i32).to_string();
-    metrics::histogram!("keygate_rpc_duration_seconds", "method" => AUTHORIZE_METHOD, "code" => code)
+    crate::telemetry::record_status(code);
+    let code_label = (code as i32).to_string();
+    metrics::histogram!("keygate_rpc_duration_seconds", "method" => AUTHORIZE_METHOD, "code" => code_label)
         .record(started.elapsed().as_secs_f64());
 }
 
@@ -195,13 +196,15 @@ where
             let response = call.await?;
             // Errors are sent trailers-only, with grpc-status in the headers;
             // a response without it in the headers is a success.
-            let code = response
+            let status_code = response
                 .headers()
                 .get("grpc-status")
-                .and_then(|value| value.to_str().ok())
-                .unwrap_or("0")
-                .to_owned();
-            metrics::histogram!("keygate_rpc_duration_seconds", "method" => method, "code" => code)
+                .map_or(tonic::Code::Ok, |value| {
+                    tonic::Code::from_bytes(value.as_bytes())
+                });
+            crate::telemetry::record_status(status_code);
+            let code_label = (status_code as i32).to_string();
+            metrics::histogram!("keygate_rpc_duration_seconds", "method" => method, "code" => code_label)
                 .record(started.elapsed().as_secs_f64());
             Ok(response)
         })

@@ -306,6 +306,16 @@ mod tests {
         Policy::parse(EMBEDDED_DEFAULT_POLICY).unwrap().catalog
     }
 
+    #[test]
+    fn the_helm_charts_sample_policy_is_valid() {
+        let values: serde_yaml_ng::Value =
+            serde_yaml_ng::from_str(include_str!("../helm/keygate/ci/production-values.yaml"))
+                .unwrap();
+        let content = values["policy"]["content"].as_str().unwrap();
+        let policy = Policy::parse(content).unwrap();
+        assert_eq!(policy.routes.len(), 5);
+    }
+
     fn strings(items: &[&str]) -> Vec<String> {
         items.iter().map(|item| item.to_string()).collect()
     }

@@ -21,6 +21,7 @@ use crate::grpc::pb::authorizer_server::AuthorizerServer;
 use crate::grpc::pb::key_service_server::KeyServiceServer;
 use crate::grpc::{AuthorizerHandler, KeyServiceHandler};
 use crate::hashing::SecretHasher;
+use crate::health;
 use crate::lifecycle::KeyManager;
 use crate::observability::{self, RpcMetricsLayer};
 use crate::policy::Policy;
@@ -38,6 +39,7 @@ pub struct Application {
     replica: Replica,
     reflection: bool,
     drain: Duration,
+    database_unhealthy_after: Duration,
     tls: Option<TlsSettings>,
     metrics_listener: Option<TcpListener>,
 }
@@ -136,6 +138,7 @@ impl Application {
             replica,
             reflection: settings.reflection,
             drain: settings.drain,
+            database_unhealthy_after: settings.database_unhealthy_after,
             tls: settings.tls,
             metrics_listener,
         })
@@ -169,21 +172,22 @@ impl Application {
     /// Serves until `shutdown` completes, then lets in-flight calls finish.
     pub async fn run_until(self, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
         let (health_reporter, health_service) = tonic_health::server::health_reporter();
-        health_reporter
-            .set_serving::<KeyServiceServer<KeyServiceHandler>>()
-            .await;
-        health_reporter
-            .set_serving::<AuthorizerServer<AuthorizerHandler>>()
-            .await;
+        health::report_started(&health_reporter).await;
         let authorizer = self.manager.authorizer().clone();
         let reloader = self
             .policy_path
             .clone()
             .map(|path| tokio::spawn(reload_policy_on_sighup(authorizer.clone(), path)));
-        let stream_health = tokio::spawn(report_event_stream_health(
+        let stream_health = tokio::spawn(health::watch_event_stream(
             health_reporter.clone(),
             authorizer.freshness().clone(),
         ));
+        let database_health = tokio::spawn(health::watch_database(
+            health_reporter.clone(),
+            self.pool.clone(),
+            self.database_unhealthy_after,
+        ));
+        let database_health_stop = database_health.abort_handle();
         let metrics_server = match (self.metrics_listener, observability::recorder()) {
             (Some(listener), Some(handle)) => {
                 let sources = observability::ScrapeSources {
@@ -211,12 +215,8 @@ impl Application {
             tracing::info!("shutting down");
             draining_started.notify_one();
             stopping_replica.stop();
-            drain_reporter
-                .set_not_serving::<KeyServiceServer<KeyServiceHandler>>()
-                .await;
-            drain_reporter
-                .set_not_serving::<AuthorizerServer<AuthorizerHandler>>()
-                .await;
+            database_health_stop.abort();
+            health::report_draining(&drain_reporter).await;
         };
         let reflection_service = if self.reflection {
             let service = tonic_reflection::server::Builder::configure()
@@ -229,7 +229,7 @@ impl Application {
             None
         };
         let incoming = TcpIncoming::from(self.listener).with_nodelay(Some(true));
-        let mut builder = Server::builder();
+        let mut builder = Server::builder().trace_fn(crate::telemetry::rpc_span);
         if let Some(tls) = &self.tls {
             let mut config =
                 ServerTlsConfig::new().identity(Identity::from_pem(&tls.cert_pem, &tls.key_pem));
@@ -261,6 +261,7 @@ impl Application {
             reloader.abort();
         }
         stream_health.abort();
+        database_health.abort();
         if let Some(metrics_server) = metrics_server {
             metrics_server.abort();
         }
@@ -268,35 +269,6 @@ impl Application {
         self.pool.close().await;
         tracing::info!("keygate stopped");
         Ok(())
-    }
-}
-
-/// The health service name that reports whether this replica's cache is
-/// trusted (event listener connected and lease current). SERVING while it is;
-/// NOT_SERVING while cached keys are being confirmed against the database.
-pub const EVENT_STREAM_HEALTH: &str = "keygate.events";
-
-async fn report_event_stream_health(
-    reporter: tonic_health::server::HealthReporter,
-    freshness: Arc<Freshness>,
-) {
-    let mut reported = None;
-    let mut ticker = tokio::time::interval(Duration::from_millis(250));
-    loop {
-        ticker.tick().await;
-        let trusted = freshness.is_trusted();
-        if reported == Some(trusted) {
-            continue;
-        }
-        let status = if trusted {
-            tonic_health::ServingStatus::Serving
-        } else {
-            tonic_health::ServingStatus::NotServing
-        };
-        reporter
-            .set_service_status(EVENT_STREAM_HEALTH, status)
-            .await;
-        reported = Some(trusted);
     }
 }
 

@@ -131,6 +131,20 @@ fn decision_to_proto(decision: Decision) -> pb::Decision {
     answer
 }
 
+/// Puts the outcome on the call's span (when traces or span logs are on):
+/// the reason and the key id, never the token.
+fn record_on_span(decision: &Decision) {
+    let span = tracing::Span::current();
+    if span.is_disabled() {
+        return;
+    }
+    span.record("reason", decision.reason.as_str());
+    if let Some(identity) = &decision.key {
+        span.record("key_id", identity.entry.key_id_text.as_str());
+    }
+    span.record("rpc.grpc.status_code", tonic::Code::Ok as i32);
+}
+
 #[tonic::async_trait]
 impl AuthorizerRpc for AuthorizerHandler {
     async fn authorize(
@@ -152,6 +166,7 @@ impl AuthorizerRpc for AuthorizerHandler {
             }
         };
         observability::hot_path().record_decision(decision.reason, started);
+        record_on_span(&decision);
         Ok(Response::new(decision_to_proto(decision)))
     }
 }

@@ -154,14 +154,15 @@ impl KeyManager {
     ) -> Result<(), ServiceError> {
         let id = caller.key().id;
         let state = crate::store::keys::lock_key_state(&mut **transaction, &id).await?;
-        let Some((version, revoked, disabled, expires_at)) = state else {
+        let Some(state) = state else {
             return Err(ServiceError::Unauthenticated("unknown_key"));
         };
-        if revoked || disabled || expires_at.is_some_and(|expiry| expiry <= Utc::now()) {
+        let expired = state.expires_at.is_some_and(|expiry| expiry <= Utc::now());
+        if state.revoked || state.disabled || expired {
             self.authorizer.evict(&id).await;
             return Err(ServiceError::Unauthenticated("caller_no_longer_active"));
         }
-        if version != caller.key().version {
+        if state.version != caller.key().version {
             // Changed meanwhile (its scopes may be narrower now): reload and retry.
             self.authorizer.evict(&id).await;
             return Err(ServiceError::Unverifiable);

@@ -40,6 +40,7 @@ pub struct EventFilter {
 /// the notification is delivered only if, and when, the transaction commits.
 /// Event sequence numbers are taken under a transaction-scoped advisory lock, so
 /// they grow in commit order and "applied up to N" means all events up to N.
+#[tracing::instrument(name = "keygate.store.insert_event", level = "debug", skip_all)]
 pub async fn insert_event(
     connection: &mut PgConnection,
     event: NewEvent<'_>,
@@ -93,6 +94,7 @@ fn event_from_row(row: &PgRow) -> Result<KeyEvent, StoreError> {
 }
 
 /// One page of events, newest first, strictly older than `before_seq`.
+#[tracing::instrument(name = "keygate.store.list_events", level = "debug", skip_all)]
 pub async fn list_events(
     executor: impl PgExecutor<'_>,
     filter: &EventFilter,

@@ -114,6 +114,7 @@ fn stored_key_from_row(row: &PgRow) -> Result<StoredKey, StoreError> {
     })
 }
 
+#[tracing::instrument(name = "keygate.store.insert_key", level = "debug", skip_all)]
 pub async fn insert_key(
     executor: impl PgExecutor<'_>,
     new_key: &NewKey<'_>,
@@ -143,6 +144,7 @@ pub async fn insert_key(
 }
 
 /// Loads a key with its hashes; `None` when there is no such key.
+#[tracing::instrument(name = "keygate.store.find_key_by_id", level = "debug", skip_all)]
 pub async fn find_key_by_id(
     executor: impl PgExecutor<'_>,
     id: &KeyId,
@@ -165,6 +167,7 @@ async fn select_key(
 
 /// The key's current version; `None` when the key does not exist. A cheap
 /// indexed read used to confirm a cached entry without argon2.
+#[tracing::instrument(name = "keygate.store.find_key_version", level = "debug", skip_all)]
 pub async fn find_key_version(
     executor: impl PgExecutor<'_>,
     id: &KeyId,
@@ -176,12 +179,20 @@ pub async fn find_key_version(
     Ok(version)
 }
 
-/// The state of a key that gates whether it may act, share-locked for the rest
-/// of the transaction: `(version, revoked, disabled, expires_at)`.
+/// What gates whether a key may act.
+pub struct KeyState {
+    pub version: i64,
+    pub revoked: bool,
+    pub disabled: bool,
+    pub expires_at: Option<DateTime<Utc>>,
+}
+
+/// The state of a key, share-locked for the rest of the transaction.
+#[tracing::instrument(name = "keygate.store.lock_key_state", level = "debug", skip_all)]
 pub async fn lock_key_state(
     executor: impl PgExecutor<'_>,
     id: &KeyId,
-) -> Result<Option<(i64, bool, bool, Option<DateTime<Utc>>)>, StoreError> {
+) -> Result<Option<KeyState>, StoreError> {
     let row = sqlx::query(
         "SELECT version, revoked_at IS NOT NULL AS revoked, disabled_at IS NOT NULL AS disabled, \
          expires_at FROM api_keys WHERE id = $1 FOR SHARE",
@@ -190,17 +201,18 @@ pub async fn lock_key_state(
     .fetch_optional(executor)
     .await?;
     row.map(|row| {
-        Ok((
-            row.try_get("version")?,
-            row.try_get("revoked")?,
-            row.try_get("disabled")?,
-            row.try_get("expires_at")?,
-        ))
+        Ok(KeyState {
+            version: row.try_get("version")?,
+            revoked: row.try_get("revoked")?,
+            disabled: row.try_get("disabled")?,
+            expires_at: row.try_get("expires_at")?,
+        })
     })
     .transpose()
 }
 
 /// Loads and row-locks a key inside a transaction, so mutations of one key serialize.
+#[tracing::instrument(name = "keygate.store.lock_key_by_id", level = "debug", skip_all)]
 pub async fn lock_key_by_id(
     executor: impl PgExecutor<'_>,
     id: &KeyId,
@@ -210,6 +222,7 @@ pub async fn lock_key_by_id(
 
 /// One page of keys, newest first, strictly older than `before_seq`; also returns
 /// each key's sequence number for the page token.
+#[tracing::instrument(name = "keygate.store.list_keys", level = "debug", skip_all)]
 pub async fn list_keys(
     executor: impl PgExecutor<'_>,
     filter: &KeyFilter,
@@ -247,6 +260,7 @@ pub struct KeyFields<'a> {
     pub metadata: &'a BTreeMap<String, String>,
 }
 
+#[tracing::instrument(name = "keygate.store.update_fields", level = "debug", skip_all)]
 pub async fn update_fields(
     executor: impl PgExecutor<'_>,
     id: &KeyId,
@@ -272,6 +286,7 @@ pub async fn update_fields(
 
 /// Replaces the secret; the old one stays valid until `previous_valid_until`, or
 /// is dropped at once when that is `None`.
+#[tracing::instrument(name = "keygate.store.rotate_secret", level = "debug", skip_all)]
 pub async fn rotate_secret(
     executor: impl PgExecutor<'_>,
     id: &KeyId,
@@ -295,6 +310,7 @@ pub async fn rotate_secret(
 }
 
 /// Sets or clears `disabled_at`.
+#[tracing::instrument(name = "keygate.store.set_disabled", level = "debug", skip_all)]
 pub async fn set_disabled(
     executor: impl PgExecutor<'_>,
     id: &KeyId,
@@ -312,6 +328,7 @@ pub async fn set_disabled(
     Ok(stored_key_from_row(&row)?.key)
 }
 
+#[tracing::instrument(name = "keygate.store.set_revoked", level = "debug", skip_all)]
 pub async fn set_revoked(executor: impl PgExecutor<'_>, id: &KeyId) -> Result<Key, StoreError> {
     let sql = format!(
         "UPDATE api_keys SET revoked_at = now(), previous_secret_hash = NULL, \
@@ -325,6 +342,7 @@ pub async fn set_revoked(executor: impl PgExecutor<'_>, id: &KeyId) -> Result<Ke
     Ok(stored_key_from_row(&row)?.key)
 }
 
+#[tracing::instrument(name = "keygate.store.delete_key", level = "debug", skip_all)]
 pub async fn delete_key(executor: impl PgExecutor<'_>, id: &KeyId) -> Result<(), StoreError> {
     sqlx::query("DELETE FROM api_keys WHERE id = $1")
         .bind(id.as_uuid())
@@ -334,6 +352,7 @@ pub async fn delete_key(executor: impl PgExecutor<'_>, id: &KeyId) -> Result<(),
 }
 
 /// Whether any system key exists (bootstrap refuses then).
+#[tracing::instrument(name = "keygate.store.system_key_exists", level = "debug", skip_all)]
 pub async fn system_key_exists(executor: impl PgExecutor<'_>) -> Result<bool, StoreError> {
     let exists: bool =
         sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM api_keys WHERE kind = 'system')")

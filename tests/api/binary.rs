@@ -14,7 +14,7 @@ use crate::helpers::{authed, key_request};
 
 const KEYGATE: &str = env!("CARGO_BIN_EXE_keygate");
 
-fn database_url(options: &PgConnectOptions) -> String {
+pub fn database_url(options: &PgConnectOptions) -> String {
     format!(
         "postgres://{}@{}:{}/{}",
         options.get_username(),
@@ -24,7 +24,7 @@ fn database_url(options: &PgConnectOptions) -> String {
     )
 }
 
-fn keygate(url: &str, arguments: &[&str]) -> Command {
+pub fn keygate(url: &str, arguments: &[&str]) -> Command {
     let mut command = Command::new(KEYGATE);
     command
         .args(arguments)
@@ -33,6 +33,100 @@ fn keygate(url: &str, arguments: &[&str]) -> Command {
         .env("RUST_LOG", "debug")
         .kill_on_drop(true);
     command
+}
+
+const TOKEN_LINE: &str = "token (shown once, store it now): ";
+
+/// Runs `keygate bootstrap` on `url` and returns the printed token.
+pub async fn bootstrap_token(url: &str) -> String {
+    let bootstrapped = keygate(url, &["bootstrap"]).output().await.unwrap();
+    assert!(
+        bootstrapped.status.success(),
+        "{}",
+        String::from_utf8_lossy(&bootstrapped.stderr)
+    );
+    String::from_utf8(bootstrapped.stdout)
+        .unwrap()
+        .lines()
+        .find_map(|line| line.strip_prefix(TOKEN_LINE))
+        .unwrap()
+        .to_owned()
+}
+
+/// A `keygate serve` child process, its address and its log.
+pub struct ServerProcess {
+    child: tokio::process::Child,
+    pub address: String,
+    startup_log: String,
+    rest_of_log: tokio::task::JoinHandle<String>,
+}
+
+/// Spawns `command` (a `serve`) and waits until it logs its address.
+pub async fn spawn_server(mut command: Command) -> ServerProcess {
+    let mut child = command.stderr(Stdio::piped()).spawn().unwrap();
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut startup_log = String::new();
+    let address = loop {
+        let mut line = String::new();
+        let read = tokio::time::timeout(Duration::from_secs(30), stderr.read_line(&mut line))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(read > 0, "server exited early:\n{startup_log}");
+        startup_log.push_str(&line);
+        if line.contains("keygate serving") {
+            let start = line.find("address=").unwrap() + "address=".len();
+            break line[start..].split_whitespace().next().unwrap().to_owned();
+        }
+    };
+    let rest_of_log = tokio::spawn(async move {
+        let mut rest = String::new();
+        let _ = stderr.read_to_string(&mut rest).await;
+        rest
+    });
+    ServerProcess {
+        child,
+        address,
+        startup_log,
+        rest_of_log,
+    }
+}
+
+impl ServerProcess {
+    /// Sends a signal (`HUP`, `TERM`, ...) to the server.
+    pub async fn signal(&self, name: &str) {
+        let pid = self.child.id().unwrap().to_string();
+        let sent = Command::new("kill")
+            .args([format!("-{name}"), pid])
+            .status()
+            .await
+            .unwrap();
+        assert!(sent.success());
+    }
+
+    /// SIGTERM, then waits for the exit.
+    pub async fn stop(&mut self) -> std::process::ExitStatus {
+        self.signal("TERM").await;
+        self.wait().await
+    }
+
+    /// Waits (at most 30 s) for the server to exit.
+    pub async fn wait(&mut self) -> std::process::ExitStatus {
+        tokio::time::timeout(Duration::from_secs(30), self.child.wait())
+            .await
+            .unwrap()
+            .unwrap()
+    }
+
+    /// Everything the stopped server printed (stderr, then stdout if piped).
+    pub async fn output(mut self) -> String {
+        let mut log = self.startup_log;
+        log.push_str(&self.rest_of_log.await.unwrap());
+        if let Some(mut stdout) = self.child.stdout.take() {
+            stdout.read_to_string(&mut log).await.unwrap();
+        }
+        log
+    }
 }
 
 #[sqlx::test(migrations = false)]
@@ -69,7 +163,7 @@ async fn migrate_bootstrap_serve_and_stop_without_leaking_secrets(
     let policy_path = policy_directory.join("policy.yaml");
     std::fs::write(&policy_path, keygate::policy::EMBEDDED_DEFAULT_POLICY).unwrap();
     let policy_argument = policy_path.to_str().unwrap();
-    let mut server = keygate(
+    let mut command = keygate(
         &url,
         &[
             "serve",
@@ -78,31 +172,10 @@ async fn migrate_bootstrap_serve_and_stop_without_leaking_secrets(
             "--policy",
             policy_argument,
         ],
-    )
-    .stderr(Stdio::piped())
-    .stdout(Stdio::piped())
-    .spawn()
-    .unwrap();
-    let mut stderr = BufReader::new(server.stderr.take().unwrap());
-    let mut log = String::new();
-    let address = loop {
-        let mut line = String::new();
-        let read = tokio::time::timeout(Duration::from_secs(30), stderr.read_line(&mut line))
-            .await
-            .unwrap()
-            .unwrap();
-        assert!(read > 0, "server exited early:\n{log}");
-        log.push_str(&line);
-        if line.contains("keygate serving") {
-            let start = line.find("address=").unwrap() + "address=".len();
-            break line[start..].split_whitespace().next().unwrap().to_owned();
-        }
-    };
-    let log_reader = tokio::spawn(async move {
-        let mut rest = String::new();
-        stderr.read_to_string(&mut rest).await.unwrap();
-        rest
-    });
+    );
+    command.stdout(Stdio::piped());
+    let mut server = spawn_server(command).await;
+    let address = server.address.clone();
 
     let mut client = KeyServiceClient::connect(format!("http://{address}"))
         .await
@@ -139,14 +212,8 @@ async fn migrate_bootstrap_serve_and_stop_without_leaking_secrets(
         .unwrap_err();
     assert_eq!(refused.code(), tonic::Code::Unauthenticated);
 
-    let pid = server.id().unwrap().to_string();
     // SIGHUP reloads the policy; SIGTERM then stops the server gracefully.
-    let hangup = Command::new("kill")
-        .args(["-HUP", &pid])
-        .status()
-        .await
-        .unwrap();
-    assert!(hangup.success());
+    server.signal("HUP").await;
     let mut authorizer = keygate::grpc::pb::authorizer_client::AuthorizerClient::connect(format!(
         "http://{address}"
     ))
@@ -161,27 +228,9 @@ async fn migrate_bootstrap_serve_and_stop_without_leaking_secrets(
     let decision = authorizer.authorize(request).await.unwrap().into_inner();
     assert_eq!(decision.reason(), pb::Reason::PermissionDenied);
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let terminated = Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .await
-        .unwrap();
-    assert!(terminated.success());
-    let exit = tokio::time::timeout(Duration::from_secs(30), server.wait())
-        .await
-        .unwrap()
-        .unwrap();
+    let exit = server.stop().await;
     assert!(exit.success(), "server exit: {exit:?}");
-    log.push_str(&log_reader.await.unwrap());
-    let mut stdout = String::new();
-    server
-        .stdout
-        .take()
-        .unwrap()
-        .read_to_string(&mut stdout)
-        .await
-        .unwrap();
-    log.push_str(&stdout);
+    let log = server.output().await;
     assert!(log.contains("keygate stopped"));
     assert!(
         log.contains("policy reloaded"),
@@ -228,31 +277,10 @@ async fn sigterm_lets_in_flight_calls_finish(_pool: PgPoolOptions, db: PgConnect
         .find_map(|line| line.strip_prefix("token (shown once, store it now): "))
         .unwrap()
         .to_owned();
-    let mut server = slow(&["serve", "--listen", "127.0.0.1:0", "--drain-seconds", "20"])
-        .stderr(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut stderr = BufReader::new(server.stderr.take().unwrap());
-    let address = loop {
-        let mut line = String::new();
-        let read = tokio::time::timeout(Duration::from_secs(30), stderr.read_line(&mut line))
-            .await
-            .unwrap()
-            .unwrap();
-        assert!(read > 0, "server exited early");
-        if let Some(start) = line.find("address=") {
-            break line[start + "address=".len()..]
-                .split_whitespace()
-                .next()
-                .unwrap()
-                .to_owned();
-        }
-    };
-    tokio::spawn(async move {
-        let mut rest = String::new();
-        let _ = stderr.read_to_string(&mut rest).await;
-    });
+    let mut command = slow(&["serve", "--listen", "127.0.0.1:0", "--drain-seconds", "20"]);
+    command.stdout(Stdio::null());
+    let mut server = spawn_server(command).await;
+    let address = server.address.clone();
     let client = KeyServiceClient::connect(format!("http://{address}"))
         .await
         .unwrap();
@@ -278,21 +306,12 @@ async fn sigterm_lets_in_flight_calls_finish(_pool: PgPoolOptions, db: PgConnect
         })
         .collect();
     tokio::time::sleep(Duration::from_millis(30)).await;
-    let pid = server.id().unwrap().to_string();
-    assert!(Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .await
-        .unwrap()
-        .success());
+    server.signal("TERM").await;
     for call in calls {
         let created = call.await.unwrap().expect("an in-flight call was lost");
         assert!(!created.into_inner().token.is_empty());
     }
-    let exit = tokio::time::timeout(Duration::from_secs(30), server.wait())
-        .await
-        .unwrap()
-        .unwrap();
+    let exit = server.wait().await;
     assert!(exit.success(), "server exit: {exit:?}");
     let pool = sqlx::PgPool::connect_with(db).await.unwrap();
     let keys: i64 = sqlx::query_scalar("SELECT count(*) FROM api_keys")

@@ -35,7 +35,7 @@ pub struct TestApp {
     /// Token of the bootstrapped system key, which holds `*`.
     pub admin_token: String,
     pub admin_key_id: String,
-    _shutdown: oneshot::Sender<()>,
+    shutdown: Option<oneshot::Sender<()>>,
 }
 
 pub fn test_settings(connect_options: PgConnectOptions) -> Settings {
@@ -57,6 +57,7 @@ pub fn test_settings(connect_options: PgConnectOptions) -> Settings {
         migrate: true,
         reflection: true,
         drain: std::time::Duration::from_secs(5),
+        database_unhealthy_after: std::time::Duration::from_secs(10),
         tls: None,
         metrics_listen: None,
         usage_flush_interval: std::time::Duration::from_millis(200),
@@ -141,7 +142,7 @@ async fn spawn_server(settings: Settings, admin: Option<(String, String)>) -> Te
         pool,
         admin_token,
         admin_key_id,
-        _shutdown: shutdown,
+        shutdown: Some(shutdown),
     };
     app.wait_until_trusted().await;
     app
@@ -192,6 +193,13 @@ impl TestApp {
             service: service.to_owned(),
         };
         client.check(request).await.unwrap().into_inner().status()
+    }
+
+    /// Sends the server its stop signal: it drains, then exits.
+    pub fn begin_shutdown(&mut self) {
+        if let Some(shutdown) = self.shutdown.take() {
+            let _ = shutdown.send(());
+        }
     }
 
     /// Polls (at most 2 s) until `service` reports `status`.

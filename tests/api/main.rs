@@ -16,4 +16,5 @@ mod organizations;
 mod outage;
 mod replicas;
 mod rotation;
+mod telemetry;
 mod tls;

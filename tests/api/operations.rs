@@ -2,6 +2,9 @@
 //! JSON logs.
 
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::health_client::HealthClient;
+use tonic_health::pb::HealthCheckRequest;
 use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
 use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
 use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
@@ -84,5 +87,32 @@ async fn json_logs_are_one_object_per_line(_pool: PgPoolOptions, db: PgConnectOp
             event["level"].is_string() && event["fields"].is_object(),
             "{line}"
         );
+    }
+}
+
+#[sqlx::test(migrations = false)]
+async fn health_reports_not_serving_while_draining(_pool: PgPoolOptions, db: PgConnectOptions) {
+    let mut app = spawn_app_with(test_settings(db)).await;
+    assert_eq!(app.health("liveness").await, ServingStatus::Serving);
+    let mut watches = Vec::new();
+    for service in ["", "keygate.v1.Authorizer", "keygate.v1.KeyService"] {
+        let mut client = HealthClient::new(app.channel.clone());
+        let request = HealthCheckRequest {
+            service: service.to_owned(),
+        };
+        let mut updates = client.watch(request).await.unwrap().into_inner();
+        let first = updates.message().await.unwrap().unwrap();
+        assert_eq!(first.status(), ServingStatus::Serving, "{service:?}");
+        watches.push((service, updates));
+    }
+
+    app.begin_shutdown();
+    for (service, mut updates) in watches {
+        let next = tokio::time::timeout(std::time::Duration::from_secs(5), updates.message())
+            .await
+            .expect("no health update after the stop signal")
+            .unwrap()
+            .unwrap();
+        assert_eq!(next.status(), ServingStatus::NotServing, "{service:?}");
     }
 }

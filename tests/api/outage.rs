@@ -10,8 +10,9 @@ use keygate::freshness::StalePolicy;
 use keygate::grpc::pb::{self, Environment, Reason};
 use sqlx::postgres::PgConnectOptions;
 use tonic::Code;
+use tonic_health::pb::health_check_response::ServingStatus;
 
-use crate::helpers::{authed, key_request, spawn_app_with, spawn_replica, test_settings};
+use crate::helpers::{authed, key_request, spawn_app_with, spawn_replica, test_settings, TestApp};
 
 /// A throwaway Postgres cluster run as the `postgres` user; removed on drop.
 struct PrivatePostgres {
@@ -140,7 +141,9 @@ impl Drop for PrivatePostgres {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_restart_under_load_loses_nothing_and_recovers_by_itself() {
     let cluster = PrivatePostgres::start();
-    let closed = spawn_app_with(test_settings(cluster.connect_options())).await;
+    let mut closed_settings = test_settings(cluster.connect_options());
+    closed_settings.database_unhealthy_after = Duration::from_secs(1);
+    let closed = spawn_app_with(closed_settings).await;
     let mut stale_settings = test_settings(cluster.connect_options());
     stale_settings.replication.stale_policy = StalePolicy::ServeStale(Duration::from_secs(60));
     let stale = spawn_replica(stale_settings, &closed).await;
@@ -238,7 +241,22 @@ async fn postgres_restart_under_load_loses_nothing_and_recovers_by_itself() {
         .unwrap_err();
     assert_eq!(status.code(), Code::Unavailable);
 
+    // Readiness follows the database; liveness does not.
+    assert!(
+        wait_for_health(&closed, "", ServingStatus::NotServing).await,
+        "health still SERVING with the database down"
+    );
+    assert_eq!(
+        closed.health("keygate.v1.Authorizer").await,
+        ServingStatus::NotServing
+    );
+    assert_eq!(closed.health("liveness").await, ServingStatus::Serving);
+
     cluster.start_server();
+    assert!(
+        wait_for_health(&closed, "", ServingStatus::Serving).await,
+        "health did not recover with the database"
+    );
     // Both replicas recover by themselves.
     closed.wait_until_trusted().await;
     stale.wait_until_trusted().await;
@@ -292,4 +310,15 @@ async fn postgres_restart_under_load_loses_nothing_and_recovers_by_itself() {
         answered > 0,
         "the load got answers (no panic, no dead server)"
     );
+}
+
+/// Polls (at most 10 s) until `service` reports `status`.
+async fn wait_for_health(app: &TestApp, service: &str, status: ServingStatus) -> bool {
+    for _ in 0..100 {
+        if app.health(service).await == status {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    false
 }

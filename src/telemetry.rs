@@ -1,0 +1,195 @@
+//! Logs and traces: `tracing` to stderr (human-readable, or JSON lines), and
+//! OpenTelemetry traces over OTLP/gRPC when the standard
+//! `OTEL_EXPORTER_OTLP_ENDPOINT` (or `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`)
+//! variable is set. `OTEL_SERVICE_NAME` and `OTEL_RESOURCE_ATTRIBUTES` describe
+//! the service (its name defaults to `keygate`); `OTEL_SDK_DISABLED=true` keeps
+//! the exporter off.
+//!
+//! Every gRPC call gets one span (`rpc_span`), parented on the caller's W3C
+//! `traceparent` when one arrives; store calls and argon2 get child spans.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use anyhow::Context;
+use opentelemetry::propagation::{Extractor, TextMapPropagator};
+use opentelemetry::trace::TracerProvider as _;
+use opentelemetry_sdk::propagation::TraceContextPropagator;
+use opentelemetry_sdk::trace::SdkTracerProvider;
+use opentelemetry_sdk::Resource;
+use tracing_opentelemetry::OpenTelemetrySpanExt;
+use tracing_subscriber::filter::{EnvFilter, LevelFilter, Targets};
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::Layer;
+
+/// The target of the per-call spans. Logs leave it out by default (it costs
+/// time on every Authorize); `RUST_LOG=info,keygate::rpc=info` brings it back.
+pub const RPC_TARGET: &str = "keygate::rpc";
+
+/// Whether traces are exported (so incoming `traceparent`s are worth parsing).
+static EXPORTING: AtomicBool = AtomicBool::new(false);
+
+/// The installed logging and tracing; `shutdown` flushes what is buffered.
+pub struct Telemetry {
+    provider: Option<SdkTracerProvider>,
+}
+
+/// Which log output a command wants.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogStyle {
+    Text,
+    Json,
+}
+
+/// Installs the global subscriber: logs filtered by `RUST_LOG` (default
+/// `default_level`), plus the OTLP trace exporter when it is configured.
+pub fn init(style: LogStyle, default_level: LevelFilter) -> anyhow::Result<Telemetry> {
+    let log_filter = EnvFilter::builder()
+        .with_default_directive(default_level.into())
+        .from_env_lossy()
+        .add_directive(rpc_spans_off());
+    let logs = match style {
+        LogStyle::Json => tracing_subscriber::fmt::layer()
+            .json()
+            .with_writer(std::io::stderr)
+            .with_filter(log_filter)
+            .boxed(),
+        LogStyle::Text => tracing_subscriber::fmt::layer()
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .with_writer(std::io::stderr)
+            .with_filter(log_filter)
+            .boxed(),
+    };
+    let provider = otlp_provider()?;
+    let traces = provider.as_ref().map(|provider| {
+        tracing_opentelemetry::layer()
+            .with_tracer(provider.tracer("keygate"))
+            .with_filter(Targets::new().with_target("keygate", LevelFilter::DEBUG))
+    });
+    tracing_subscriber::registry()
+        .with(logs)
+        .with(traces)
+        .try_init()
+        .context("failed to install the log subscriber")?;
+    if provider.is_some() {
+        EXPORTING.store(true, Ordering::Relaxed);
+        tracing::info!("exporting traces over OTLP");
+    }
+    Ok(Telemetry { provider })
+}
+
+/// `keygate::rpc=off` unless `RUST_LOG` names the target itself.
+fn rpc_spans_off() -> tracing_subscriber::filter::Directive {
+    let named = std::env::var("RUST_LOG").is_ok_and(|value| value.contains(RPC_TARGET));
+    let directive = if named {
+        format!("{RPC_TARGET}=info")
+    } else {
+        format!("{RPC_TARGET}=off")
+    };
+    // Both strings are fixed directives that parse.
+    directive
+        .parse()
+        .unwrap_or_else(|_| LevelFilter::INFO.into())
+}
+
+fn otlp_configured() -> bool {
+    let set = |name: &str| std::env::var(name).is_ok_and(|value| !value.trim().is_empty());
+    let disabled = std::env::var("OTEL_SDK_DISABLED")
+        .is_ok_and(|value| value.trim().eq_ignore_ascii_case("true"));
+    !disabled && (set("OTEL_EXPORTER_OTLP_ENDPOINT") || set("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"))
+}
+
+fn otlp_provider() -> anyhow::Result<Option<SdkTracerProvider>> {
+    if !otlp_configured() {
+        return Ok(None);
+    }
+    let exporter = opentelemetry_otlp::SpanExporter::builder()
+        .with_tonic()
+        .build()
+        .context("failed to build the OTLP exporter (check OTEL_EXPORTER_OTLP_ENDPOINT)")?;
+    let provider = SdkTracerProvider::builder()
+        .with_batch_exporter(exporter)
+        .with_resource(resource())
+        .build();
+    Ok(Some(provider))
+}
+
+/// The SDK's resource (from `OTEL_SERVICE_NAME` and `OTEL_RESOURCE_ATTRIBUTES`),
+/// named `keygate` when neither names the service.
+fn resource() -> Resource {
+    let detected = Resource::builder().build();
+    let unnamed = detected
+        .get(&opentelemetry::Key::from_static_str("service.name"))
+        .is_none_or(|name| name.as_str().starts_with("unknown_service"));
+    if unnamed {
+        Resource::builder().with_service_name("keygate").build()
+    } else {
+        detected
+    }
+}
+
+impl Telemetry {
+    /// Exports every buffered span; called once the server has drained.
+    pub async fn shutdown(self) {
+        let Some(provider) = self.provider else {
+            return;
+        };
+        let flushed = tokio::task::spawn_blocking(move || provider.shutdown()).await;
+        match flushed {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => tracing::warn!(%error, "failed to flush traces"),
+            Err(error) => tracing::warn!(%error, "failed to flush traces"),
+        }
+    }
+}
+
+/// The span of one gRPC call, for tonic's `trace_fn`. Handlers record the
+/// outcome on it (`reason`, `key_id`, `rpc.grpc.status_code`); it never holds
+/// the token.
+pub fn rpc_span(request: &http::Request<()>) -> tracing::Span {
+    let path = request.uri().path();
+    let (service, method) = path
+        .trim_start_matches('/')
+        .split_once('/')
+        .unwrap_or(("", path));
+    let span = tracing::info_span!(
+        target: RPC_TARGET,
+        "grpc",
+        otel.name = %path.trim_start_matches('/'),
+        otel.kind = "server",
+        rpc.system = "grpc",
+        rpc.service = %service,
+        rpc.method = %method,
+        rpc.grpc.status_code = tracing::field::Empty,
+        otel.status_code = tracing::field::Empty,
+        key_id = tracing::field::Empty,
+        reason = tracing::field::Empty,
+    );
+    if EXPORTING.load(Ordering::Relaxed) && !span.is_disabled() {
+        let parent = TraceContextPropagator::new().extract(&HeaderExtractor(request.headers()));
+        // Fails only when the span has already started, which it has not.
+        let _ = span.set_parent(parent);
+    }
+    span
+}
+
+/// Records a call's gRPC status code on the current call span.
+pub fn record_status(code: tonic::Code) {
+    let span = tracing::Span::current();
+    span.record("rpc.grpc.status_code", code as i32);
+    if code != tonic::Code::Ok {
+        span.record("otel.status_code", "ERROR");
+    }
+}
+
+struct HeaderExtractor<'a>(&'a http::HeaderMap);
+
+impl Extractor for HeaderExtractor<'_> {
+    fn get(&self, key: &str) -> Option<&str> {
+        self.0.get(key).and_then(|value| value.to_str().ok())
+    }
+
+    fn keys(&self) -> Vec<&str> {
+        self.0.keys().map(http::HeaderName::as_str).collect()
+    }
+}
