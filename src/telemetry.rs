@@ -19,6 +19,7 @@ use opentelemetry_sdk::Resource;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 use tracing_subscriber::filter::{EnvFilter, LevelFilter, Targets};
 use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::Layer;
 
@@ -48,34 +49,47 @@ pub fn init(style: LogStyle, default_level: LevelFilter) -> anyhow::Result<Telem
         .with_default_directive(default_level.into())
         .from_env_lossy()
         .add_directive(rpc_spans_off());
-    let logs = match style {
-        LogStyle::Json => tracing_subscriber::fmt::layer()
-            .json()
-            .with_writer(std::io::stderr)
-            .with_filter(log_filter)
-            .boxed(),
-        LogStyle::Text => tracing_subscriber::fmt::layer()
-            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-            .with_writer(std::io::stderr)
-            .with_filter(log_filter)
-            .boxed(),
-    };
     let provider = otlp_provider()?;
-    let traces = provider.as_ref().map(|provider| {
-        tracing_opentelemetry::layer()
-            .with_tracer(provider.tracer("keygate"))
-            .with_filter(Targets::new().with_target("keygate", LevelFilter::DEBUG))
-    });
-    tracing_subscriber::registry()
-        .with(logs)
-        .with(traces)
-        .try_init()
-        .context("failed to install the log subscriber")?;
+    let installed = match &provider {
+        // Each output with its own filter: traces want spans the logs leave out.
+        Some(provider) => {
+            let traces = tracing_opentelemetry::layer()
+                .with_tracer(provider.tracer("keygate"))
+                .with_filter(Targets::new().with_target("keygate", LevelFilter::DEBUG));
+            tracing_subscriber::registry()
+                .with(log_layer(style).with_filter(log_filter))
+                .with(traces)
+                .try_init()
+        }
+        // One global filter: spans it turns off are never created.
+        None => tracing_subscriber::registry()
+            .with(log_filter)
+            .with(log_layer(style))
+            .try_init(),
+    };
+    installed.context("failed to install the log subscriber")?;
     if provider.is_some() {
         EXPORTING.store(true, Ordering::Relaxed);
         tracing::info!("exporting traces over OTLP");
     }
     Ok(Telemetry { provider })
+}
+
+/// Human-readable lines, or one JSON object per line, on stderr.
+fn log_layer<S>(style: LogStyle) -> Box<dyn Layer<S> + Send + Sync>
+where
+    S: tracing::Subscriber + for<'span> LookupSpan<'span>,
+{
+    match style {
+        LogStyle::Json => tracing_subscriber::fmt::layer()
+            .json()
+            .with_writer(std::io::stderr)
+            .boxed(),
+        LogStyle::Text => tracing_subscriber::fmt::layer()
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .with_writer(std::io::stderr)
+            .boxed(),
+    }
 }
 
 /// `keygate::rpc=off` unless `RUST_LOG` names the target itself.

@@ -165,6 +165,8 @@ impl Child {
                 "--no-migrate",
             ])
             .args(["--cache-capacity", "200000"])
+            // Loopback only, and a free port per replica.
+            .args(["--metrics-listen", "127.0.0.1:0"])
             .env("KEYGATE_DATABASE_URL", database_url)
             .env("RUST_LOG", "info");
         Child::spawn(command, "address=").await

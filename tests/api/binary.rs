@@ -30,6 +30,8 @@ pub fn keygate(url: &str, arguments: &[&str]) -> Command {
         .args(arguments)
         .env("KEYGATE_DATABASE_URL", url)
         .env("KEYGATE_ARGON2_MEMORY_KIB", "64")
+        // Loopback only, and a free port for each server.
+        .env("KEYGATE_METRICS_LISTEN", "127.0.0.1:0")
         .env("RUST_LOG", "debug")
         .kill_on_drop(true);
     command
