@@ -9,11 +9,13 @@
 //! keys for callers identified through that same path, under the rules in
 //! [`access`]; every change writes an audit event ([`events`]) in the same
 //! transaction ([`store`]). [`grpc`] converts between proto and domain types;
-//! [`server`] wires it together from [`config`].
+//! [`server`] wires it together from [`config`]. The admin CLI ([`cli`]) is a
+//! client of a running server's KeyService.
 
 pub mod access;
 pub mod authorizer;
 pub mod cache;
+pub mod cli;
 pub mod config;
 pub mod decision;
 pub mod error;

@@ -17,11 +17,19 @@ use keygate::store;
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(&cli.log_format);
+    // The admin CLI's output is its answer: only warnings go to stderr beside it.
+    let default_filter = if cli.command.is_client() {
+        "warn"
+    } else {
+        "info"
+    };
+    init_logging(&cli.log_format, default_filter);
     let outcome = match cli.command {
         Command::Serve(args) => serve(args).await,
         Command::Migrate(args) => migrate(args).await,
         Command::Bootstrap(args) => bootstrap(args).await,
+        Command::Keys(args) => return keygate::cli::run_keys(args).await,
+        Command::Orgs(args) => return keygate::cli::run_orgs(args).await,
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
@@ -33,9 +41,10 @@ async fn main() -> ExitCode {
 }
 
 /// Human-readable logs by default, JSON lines with `--log-format json`; the
-/// filter comes from `RUST_LOG` (default `info`).
-fn init_logging(format: &str) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+/// filter comes from `RUST_LOG` (default `default_filter`).
+fn init_logging(format: &str, default_filter: &str) {
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);

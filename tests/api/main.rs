@@ -8,6 +8,8 @@ mod access;
 mod authorize;
 mod bad_input;
 mod binary;
+mod cli;
+mod cli_failures;
 mod events;
 mod helpers;
 mod lifecycle;
