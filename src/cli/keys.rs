@@ -100,14 +100,14 @@ pub async fn run(args: KeysArgs) -> Result<(), CliError> {
         KeysCommand::List(list) => list_keys(&connection, format, list).await,
         KeysCommand::Update(update) => update_key(&connection, format, update).await,
         KeysCommand::Rotate(rotate) => rotate_key(&connection, format, rotate).await,
-        KeysCommand::Disable(args) => {
-            change_key_state(&connection, format, StateChange::Disable, args).await
+        KeysCommand::Disable(change) => {
+            change_key_state(&connection, format, StateChange::Disable, change).await
         }
-        KeysCommand::Enable(args) => {
-            change_key_state(&connection, format, StateChange::Enable, args).await
+        KeysCommand::Enable(change) => {
+            change_key_state(&connection, format, StateChange::Enable, change).await
         }
-        KeysCommand::Revoke(args) => {
-            change_key_state(&connection, format, StateChange::Revoke, args).await
+        KeysCommand::Revoke(change) => {
+            change_key_state(&connection, format, StateChange::Revoke, change).await
         }
         KeysCommand::Delete(change) => delete_key(&connection, format, change).await,
         KeysCommand::Events(events) => list_events(&connection, format, events).await,

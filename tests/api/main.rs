@@ -10,6 +10,7 @@ mod bad_input;
 mod binary;
 mod cli;
 mod cli_failures;
+mod cli_runner;
 mod events;
 mod helpers;
 mod lifecycle;
