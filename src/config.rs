@@ -51,6 +51,17 @@ pub enum Command {
     Migrate(DatabaseArgs),
     /// Create the first system key on an empty database and print its token once.
     Bootstrap(BootstrapArgs),
+    /// Manage keys on a running server (token from KEYGATE_TOKEN).
+    Keys(crate::cli::KeysArgs),
+    /// Manage organizations on a running server (system keys only).
+    Orgs(crate::cli::OrgsArgs),
+}
+
+impl Command {
+    /// Whether this command is the admin CLI, a client of a running server.
+    pub fn is_client(&self) -> bool {
+        matches!(self, Command::Keys(_) | Command::Orgs(_))
+    }
 }
 
 #[derive(Args, Clone)]

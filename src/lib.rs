@@ -10,11 +10,13 @@
 //! [`access`]; every change writes an audit event ([`events`]) in the same
 //! transaction ([`store`]). [`grpc`] converts between proto and domain types;
 //! [`server`] wires it together from [`config`]; [`observability`] serves
-//! metrics and [`telemetry`] logs and traces.
+//! metrics, [`telemetry`] logs and traces, and [`health`] the health service.
+//! The admin CLI ([`cli`]) is a client of a running server's KeyService.
 
 pub mod access;
 pub mod authorizer;
 pub mod cache;
+pub mod cli;
 pub mod config;
 pub mod decision;
 pub mod error;

@@ -22,7 +22,15 @@ async fn main() -> ExitCode {
     } else {
         LogStyle::Text
     };
-    let telemetry = match telemetry::init(style, LevelFilter::INFO) {
+    // The admin CLI's output is its answer: only warnings go to stderr beside
+    // it, and it exports no traces.
+    let client = cli.command.is_client();
+    let default_level = if client {
+        LevelFilter::WARN
+    } else {
+        LevelFilter::INFO
+    };
+    let telemetry = match telemetry::init(style, default_level, !client) {
         Ok(telemetry) => telemetry,
         Err(error) => {
             eprintln!("keygate failed: {error:#}");
@@ -33,6 +41,8 @@ async fn main() -> ExitCode {
         Command::Serve(args) => serve(args).await,
         Command::Migrate(args) => migrate(args).await,
         Command::Bootstrap(args) => bootstrap(args).await,
+        Command::Keys(args) => return keygate::cli::run_keys(args).await,
+        Command::Orgs(args) => return keygate::cli::run_orgs(args).await,
     };
     if let Err(error) = &outcome {
         tracing::error!(error = format!("{error:#}"), "keygate failed");

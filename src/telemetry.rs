@@ -43,13 +43,22 @@ pub enum LogStyle {
 }
 
 /// Installs the global subscriber: logs filtered by `RUST_LOG` (default
-/// `default_level`), plus the OTLP trace exporter when it is configured.
-pub fn init(style: LogStyle, default_level: LevelFilter) -> anyhow::Result<Telemetry> {
+/// `default_level`), plus the OTLP trace exporter when `export_traces` is set
+/// and the environment configures it.
+pub fn init(
+    style: LogStyle,
+    default_level: LevelFilter,
+    export_traces: bool,
+) -> anyhow::Result<Telemetry> {
     let log_filter = EnvFilter::builder()
         .with_default_directive(default_level.into())
         .from_env_lossy()
         .add_directive(rpc_spans_off());
-    let provider = otlp_provider()?;
+    let provider = if export_traces {
+        otlp_provider()?
+    } else {
+        None
+    };
     let installed = match &provider {
         // Each output with its own filter: traces want spans the logs leave out.
         Some(provider) => {

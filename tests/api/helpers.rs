@@ -24,6 +24,9 @@ pub struct TestApp {
     pub authorizer_client: AuthorizerClient<Channel>,
     /// A connection to the server, for other clients (health).
     pub channel: Channel,
+    /// Where the server listens (loopback), for clients run as processes.
+    #[allow(dead_code)]
+    pub address: std::net::SocketAddr,
     /// Where the server serves `/metrics`, when it does (used by the metrics test).
     #[allow(dead_code)]
     pub metrics_addr: Option<std::net::SocketAddr>,
@@ -136,6 +139,7 @@ async fn spawn_server(settings: Settings, admin: Option<(String, String)>) -> Te
         authorizer_client,
         metrics_addr,
         channel,
+        address,
         server_pool,
         authorizer,
         replica,

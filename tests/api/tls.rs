@@ -10,13 +10,15 @@ use keygate::server::Application;
 
 use crate::helpers::test_settings;
 
-struct TestPki {
-    ca_pem: String,
-    server: (String, String),
-    client: (String, String),
+/// A CA, a server certificate for `localhost` and a client certificate, as PEM
+/// (certificate, private key) pairs.
+pub struct TestPki {
+    pub ca_pem: String,
+    pub server: (String, String),
+    pub client: (String, String),
 }
 
-fn make_pki() -> TestPki {
+pub fn make_pki() -> TestPki {
     let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
     ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
     let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
