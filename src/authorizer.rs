@@ -61,6 +61,14 @@ impl VerifiedKey {
     }
 }
 
+/// What confirming a cached entry off the hot path found.
+enum Confirmation {
+    Current(Arc<CachedKey>),
+    Denied(Reason),
+    /// The cache changed (evicted or rebuilt): look the key up again.
+    Changed,
+}
+
 /// Accepts `Bearer <token>` (any case) as well as the bare token.
 fn strip_bearer(presented: &str) -> &str {
     let trimmed = presented.trim();
@@ -191,7 +199,7 @@ impl Authorizer {
             };
             // The wait for argon2 may have outlived the entry (a change landed
             // meanwhile): decide only on an entry that is still the current one.
-            if self.still_current(&entry).await {
+            if Box::pin(self.still_current(&entry)).await {
                 return Ok(Ok(VerifiedKey { entry, secret }));
             }
         }
@@ -251,64 +259,92 @@ impl Authorizer {
             let Some(entry) = self.cache.get_or_load(key_id, || self.load(key_id)).await? else {
                 return Ok(Ok(None));
             };
-            if self.freshness.is_superseded(&key_id, entry.key.version) {
-                self.cache.evict(&key_id).await;
-                continue;
-            }
-            // Loaded under a catalog that a reload has since replaced.
-            let policy = self.policy.load();
-            if entry.permissions.catalog_generation() != policy.catalog.generation() {
-                self.cache.apply_policy_to(key_id, &policy).await;
-                continue;
-            }
-            let epoch = self.freshness.trusted_epoch();
-            if epoch != 0 && entry.validated_epoch.load(Ordering::SeqCst) == epoch {
+            if self.is_confirmed(&entry) {
                 return Ok(Ok(Some(entry)));
             }
-            let checked = if self.freshness.checks_backing_off() {
-                None
-            } else {
-                let check = Box::pin(find_key_version(&self.pool, &key_id));
-                match tokio::time::timeout(VERSION_CHECK_TIMEOUT, check).await {
-                    Ok(Ok(version)) => Some(version),
-                    Ok(Err(error)) => {
-                        tracing::warn!(key_id = %key_id, %error, "cannot confirm a cached key");
-                        self.freshness.note_check_failed();
-                        None
-                    }
-                    Err(_) => {
-                        tracing::warn!(key_id = %key_id, "confirming a cached key timed out");
-                        self.freshness.note_check_failed();
-                        None
-                    }
-                }
-            };
-            match checked {
-                Some(Some(version)) if version == entry.key.version => {
-                    if epoch != 0 {
-                        entry.validated_epoch.store(epoch, Ordering::SeqCst);
-                    }
-                    return Ok(Ok(Some(entry)));
-                }
-                Some(_) => {
-                    self.cache.evict(&key_id).await;
-                    continue;
-                }
-                None => {
-                    // Stale answers only while the cache is untrusted (never to
-                    // paper over a failed check in a trusted epoch), and only
-                    // for a bounded time after trust was lost.
-                    if let StalePolicy::ServeStale(limit) = self.stale_policy {
-                        let untrusted = !self.freshness.is_trusted();
-                        if untrusted && self.freshness.untrusted_for() <= limit {
-                            return Ok(Ok(Some(entry)));
-                        }
-                    }
-                    return Ok(Err(Reason::Unverifiable));
-                }
+            // Boxed: the rare paths' futures are large, and every call would
+            // otherwise carry (and allocate) their size.
+            match Box::pin(self.confirm(key_id, entry)).await {
+                Confirmation::Current(entry) => return Ok(Ok(Some(entry))),
+                Confirmation::Denied(reason) => return Ok(Err(reason)),
+                Confirmation::Changed => continue,
             }
         }
         Ok(Err(Reason::Unverifiable))
+    }
+
+    /// The hot path's check: not superseded, built under the catalog in force,
+    /// and confirmed in the current trusted epoch.
+    fn is_confirmed(&self, entry: &CachedKey) -> bool {
+        let epoch = self.freshness.trusted_epoch();
+        epoch != 0
+            && entry.validated_epoch.load(Ordering::SeqCst) == epoch
+            && !self
+                .freshness
+                .is_superseded(&entry.key.id, entry.key.version)
+            && entry.permissions.catalog_generation() == self.policy.load().catalog.generation()
+    }
+
+    /// Everything `is_confirmed` did not settle: a superseded entry is evicted,
+    /// one built under a replaced catalog rebuilt, and an entry from before
+    /// the current trusted epoch checked against the database.
+    async fn confirm(&self, key_id: KeyId, entry: Arc<CachedKey>) -> Confirmation {
+        if self.freshness.is_superseded(&key_id, entry.key.version) {
+            self.cache.evict(&key_id).await;
+            return Confirmation::Changed;
+        }
+        // Loaded under a catalog that a reload has since replaced.
+        let policy = self.policy.load_full();
+        if entry.permissions.catalog_generation() != policy.catalog.generation() {
+            self.cache.apply_policy_to(key_id, &policy).await;
+            return Confirmation::Changed;
+        }
+        let epoch = self.freshness.trusted_epoch();
+        if epoch != 0 && entry.validated_epoch.load(Ordering::SeqCst) == epoch {
+            return Confirmation::Current(entry);
+        }
+        let checked = if self.freshness.checks_backing_off() {
+            None
+        } else {
+            let check = find_key_version(&self.pool, &key_id);
+            match tokio::time::timeout(VERSION_CHECK_TIMEOUT, check).await {
+                Ok(Ok(version)) => Some(version),
+                Ok(Err(error)) => {
+                    tracing::warn!(key_id = %key_id, %error, "cannot confirm a cached key");
+                    self.freshness.note_check_failed();
+                    None
+                }
+                Err(_) => {
+                    tracing::warn!(key_id = %key_id, "confirming a cached key timed out");
+                    self.freshness.note_check_failed();
+                    None
+                }
+            }
+        };
+        match checked {
+            Some(Some(version)) if version == entry.key.version => {
+                if epoch != 0 {
+                    entry.validated_epoch.store(epoch, Ordering::SeqCst);
+                }
+                Confirmation::Current(entry)
+            }
+            Some(_) => {
+                self.cache.evict(&key_id).await;
+                Confirmation::Changed
+            }
+            None => {
+                // Stale answers only while the cache is untrusted (never to
+                // paper over a failed check in a trusted epoch), and only
+                // for a bounded time after trust was lost.
+                if let StalePolicy::ServeStale(limit) = self.stale_policy {
+                    let untrusted = !self.freshness.is_trusted();
+                    if untrusted && self.freshness.untrusted_for() <= limit {
+                        return Confirmation::Current(entry);
+                    }
+                }
+                Confirmation::Denied(Reason::Unverifiable)
+            }
+        }
     }
 
     /// The slow path for a secret not seen before: one at a time per key, and at
