@@ -210,9 +210,7 @@ impl Authorizer {
     /// by a change, and confirmed in the current trusted epoch.
     async fn still_current(&self, entry: &Arc<CachedKey>) -> bool {
         let id = entry.key.id;
-        let epoch = self.freshness.trusted_epoch();
-        epoch != 0
-            && entry.validated_epoch.load(Ordering::SeqCst) == epoch
+        entry.validated_in(self.freshness.trusted_epoch())
             && !self.freshness.is_superseded(&id, entry.key.version)
             && self.cache.holds(entry).await
     }
@@ -300,7 +298,7 @@ impl Authorizer {
             return Confirmation::Changed;
         }
         let epoch = self.freshness.trusted_epoch();
-        if epoch != 0 && entry.validated_epoch.load(Ordering::SeqCst) == epoch {
+        if entry.validated_in(epoch) {
             return Confirmation::Current(entry);
         }
         let checked = if self.freshness.checks_backing_off() {
@@ -408,18 +406,9 @@ impl Authorizer {
             return Ok(decision);
         }
         self.usage.touch(&verified.entry, now.timestamp());
-        let key = &verified.entry.key;
-        if !key.allowed_cidrs.is_empty() {
-            let allowed = request.client_ip.is_some_and(|ip| {
-                let ip = ip.to_canonical();
-                key.allowed_cidrs
-                    .iter()
-                    .any(|network| network.contains(&ip))
-            });
-            if !allowed {
-                decision.reason = Reason::IpNotAllowed;
-                return Ok(decision);
-            }
+        if !verified.entry.key.allows_address(request.client_ip) {
+            decision.reason = Reason::IpNotAllowed;
+            return Ok(decision);
         }
         let policy = self.policy.load();
         let (permission, index) = match &request.target {

@@ -158,6 +158,12 @@ impl CachedKey {
         }
     }
 
+    /// Whether this entry was confirmed in `epoch`, a trusted epoch (never
+    /// true for 0, the answer while the cache is untrusted).
+    pub fn validated_in(&self, epoch: u64) -> bool {
+        epoch != 0 && self.validated_epoch.load(Ordering::SeqCst) == epoch
+    }
+
     /// Whether the previous secret is still inside its grace period at `now`.
     pub fn previous_in_grace(&self, now: chrono::DateTime<chrono::Utc>) -> bool {
         self.previous_secret_hash.is_some()

@@ -231,6 +231,9 @@ impl KeyArgs {
             iterations: self.argon2_iterations,
             parallelism: self.argon2_parallelism,
         };
+        hashing.validate().context(
+            "KEYGATE_ARGON2_MEMORY_KIB, KEYGATE_ARGON2_ITERATIONS, KEYGATE_ARGON2_PARALLELISM",
+        )?;
         let hash_concurrency = match self.hash_concurrency {
             0 => std::thread::available_parallelism().map_or(1, usize::from),
             configured => configured,
@@ -415,5 +418,84 @@ impl ServeArgs {
             usage_flush_interval: Duration::from_secs(5),
             replication: self.replication.settings()?,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::{Cli, Command};
+
+    /// The error `keygate serve <flags>` stops with, as one line.
+    fn serve_error(flags: &[&str]) -> String {
+        let arguments = ["keygate", "serve"].iter().chain(flags);
+        let cli = Cli::try_parse_from(arguments).unwrap();
+        let Command::Serve(args) = cli.command else {
+            panic!("not serve");
+        };
+        match args.settings() {
+            Ok(_) => panic!("{flags:?} were accepted"),
+            Err(error) => format!("{error:#}"),
+        }
+    }
+
+    #[test]
+    fn bad_settings_stop_the_start_naming_the_setting() {
+        let cases: &[(&[&str], &str)] = &[
+            (&["--cache-capacity", "0"], "KEYGATE_CACHE_CAPACITY"),
+            (&["--cache-ttl-seconds", "0"], "KEYGATE_CACHE_TTL_SECONDS"),
+            (
+                &["--verifications-per-key-per-second", "0"],
+                "KEYGATE_VERIFICATIONS_PER_KEY_PER_SECOND",
+            ),
+            (
+                &["--database-url", "postgres://host:port/db"],
+                "KEYGATE_DATABASE_URL",
+            ),
+            (
+                &["--database-max-connections", "0"],
+                "KEYGATE_DATABASE_MAX_CONNECTIONS",
+            ),
+            (&["--token-prefix", "Bad-Prefix"], "KEYGATE_TOKEN_PREFIX"),
+            (&["--argon2-iterations", "0"], "KEYGATE_ARGON2_ITERATIONS"),
+            (&["--argon2-memory-kib", "1"], "KEYGATE_ARGON2_MEMORY_KIB"),
+            (&["--on-unverifiable", "shrug"], "KEYGATE_ON_UNVERIFIABLE"),
+            (
+                &["--event-retention-days", "36501"],
+                "KEYGATE_EVENT_RETENTION_DAYS",
+            ),
+            (
+                &["--propagation-timeout-ms", "0"],
+                "KEYGATE_PROPAGATION_TIMEOUT_MS",
+            ),
+            (
+                &["--propagation-timeout-ms", "60001"],
+                "KEYGATE_PROPAGATION_TIMEOUT_MS",
+            ),
+            (
+                &[
+                    "--tls-cert",
+                    "/nonexistent/cert.pem",
+                    "--tls-key",
+                    "/nonexistent/key.pem",
+                ],
+                "KEYGATE_TLS_CERT",
+            ),
+            (&["--policy", "/nonexistent/policy.yaml"], "KEYGATE_POLICY"),
+        ];
+        for (flags, setting) in cases {
+            let error = serve_error(flags);
+            assert!(error.contains(setting), "{flags:?}: {error}");
+        }
+    }
+
+    #[test]
+    fn defaults_are_valid() {
+        let cli = Cli::try_parse_from(["keygate", "serve"]).unwrap();
+        let Command::Serve(args) = cli.command else {
+            panic!("not serve");
+        };
+        assert!(args.settings().is_ok());
     }
 }

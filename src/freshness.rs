@@ -100,13 +100,14 @@ impl Freshness {
     }
 
     /// The current epoch if the cache is trusted, else 0 (which no entry matches).
+    /// Transitions to trusted start a new epoch before trust shows, so an epoch
+    /// read on both sides of the trust check, and unchanged, was trusted.
     pub fn trusted_epoch(&self) -> u64 {
         let epoch = self.epoch.load(Ordering::SeqCst);
-        if self.is_trusted() {
-            epoch
-        } else {
-            0
+        if !self.is_trusted() || self.epoch.load(Ordering::SeqCst) != epoch {
+            return 0;
         }
+        epoch
     }
 
     fn lock_transitions(&self) -> std::sync::MutexGuard<'_, ()> {
@@ -117,15 +118,20 @@ impl Freshness {
 
     pub fn set_listener_connected(&self, connected: bool) {
         let _transition = self.lock_transitions();
-        if self.listener_connected.swap(connected, Ordering::SeqCst) == connected {
+        if self.listener_connected.load(Ordering::SeqCst) == connected {
             return;
         }
-        self.epoch.fetch_add(1, Ordering::SeqCst);
-        metrics::gauge!("keygate_event_listener_connected").set(if connected { 1.0 } else { 0.0 });
-        if !connected {
+        if connected {
+            // The new epoch first: nothing validated before counts once trusted.
+            self.epoch.fetch_add(1, Ordering::SeqCst);
+            self.listener_connected.store(true, Ordering::SeqCst);
+        } else {
             self.listener_lost_at_millis
                 .store(now_millis(), Ordering::SeqCst);
+            self.listener_connected.store(false, Ordering::SeqCst);
+            self.epoch.fetch_add(1, Ordering::SeqCst);
         }
+        metrics::gauge!("keygate_event_listener_connected").set(if connected { 1.0 } else { 0.0 });
     }
 
     /// Extends the lease to `until_millis`. A lease that had lapsed (or never
@@ -137,11 +143,6 @@ impl Freshness {
         }
         self.lease_until_millis
             .store(until_millis, Ordering::SeqCst);
-    }
-
-    /// Unix milliseconds until which the lease holds.
-    pub fn lease_until_millis(&self) -> i64 {
-        self.lease_until_millis.load(Ordering::SeqCst)
     }
 
     /// How long the cache has been untrusted; zero while trusted.

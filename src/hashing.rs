@@ -38,6 +38,11 @@ impl HashingParams {
         parallelism: 1,
     };
 
+    /// Checks the parameters without hashing anything.
+    pub fn validate(self) -> Result<(), HashingError> {
+        self.to_argon2().map(|_| ())
+    }
+
     fn to_argon2(self) -> Result<Params, HashingError> {
         Params::new(self.memory_kib, self.iterations, self.parallelism, None)
             .map_err(|error| HashingError::InvalidParams(error.to_string()))

@@ -155,6 +155,15 @@ pub fn parse_allowed_cidrs(texts: &[String]) -> Result<Vec<IpNet>, FieldError> {
                 ),
             ));
         }
+        if let IpNet::V6(v6) = network {
+            // Client addresses are matched as IPv4, so such a network matches nothing.
+            if let Some(v4) = v6.network().to_ipv4_mapped() {
+                return Err(FieldError::new(
+                    FIELD,
+                    format!("{text:?} is an IPv4-mapped IPv6 network; give it as IPv4 ({v4})"),
+                ));
+            }
+        }
         if !networks.contains(&network) {
             networks.push(network);
         }
@@ -236,6 +245,21 @@ impl Key {
         } else {
             KeyState::Active
         }
+    }
+
+    /// Whether a call from `client` may use this key: any address when the key
+    /// has no allowlist, else a known address inside one of its networks
+    /// (IPv4-mapped IPv6 addresses count as IPv4).
+    pub fn allows_address(&self, client: Option<std::net::IpAddr>) -> bool {
+        if self.allowed_cidrs.is_empty() {
+            return true;
+        }
+        client.is_some_and(|address| {
+            let address = address.to_canonical();
+            self.allowed_cidrs
+                .iter()
+                .any(|network| network.contains(&address))
+        })
     }
 }
 

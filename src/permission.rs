@@ -132,7 +132,7 @@ impl fmt::Debug for Scope {
 }
 
 /// Whether `prefix` is `path` or a whole-segment ancestor of it.
-fn is_segment_prefix(prefix: &str, path: &str) -> bool {
+pub(crate) fn is_segment_prefix(prefix: &str, path: &str) -> bool {
     path == prefix
         || (path.len() > prefix.len()
             && path.starts_with(prefix)

@@ -192,11 +192,10 @@ impl Catalog {
         match scope {
             Scope::Everything => Ok(()),
             Scope::Below(prefix) => {
-                let known = self.resources.keys().any(|resource| {
-                    resource == prefix
-                        || (resource.starts_with(prefix.as_str())
-                            && resource.as_bytes().get(prefix.len()) == Some(&b':'))
-                });
+                let known = self
+                    .resources
+                    .keys()
+                    .any(|resource| crate::permission::is_segment_prefix(prefix, resource));
                 if known {
                     return Ok(());
                 }

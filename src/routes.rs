@@ -11,7 +11,6 @@ pub const METHODS: [&str; 7] = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE",
 /// One row of the table: the template as written and what it requires.
 #[derive(Debug, Clone)]
 pub struct Route {
-    pub method: &'static str,
     pub template: String,
     pub permission: Permission,
     /// The permission's index in the catalog the table was built with.
@@ -60,7 +59,6 @@ impl RouteTable {
             ));
         }
         let route = Route {
-            method,
             template: template.to_owned(),
             permission,
             permission_index,

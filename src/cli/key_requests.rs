@@ -5,8 +5,9 @@ use chrono::{DateTime, Utc};
 use clap::{ArgGroup, Args, ValueEnum};
 use prost_types::FieldMask;
 
-use super::values::{parse_expiry_time, parse_metadata_pair, timestamp, ExpiryTime};
+use super::values::{parse_expiry_time, parse_metadata_pair, ExpiryTime};
 use super::{CliError, WaitArgs};
+use crate::grpc::convert::timestamp;
 use crate::grpc::pb;
 
 /// `--environment`.

@@ -81,14 +81,6 @@ pub fn wait_choice(wait: bool, no_wait: bool) -> Option<bool> {
     }
 }
 
-/// The proto's timestamp for a time.
-pub fn timestamp(time: DateTime<Utc>) -> prost_types::Timestamp {
-    prost_types::Timestamp {
-        seconds: time.timestamp(),
-        nanos: i32::try_from(time.timestamp_subsec_nanos()).unwrap_or(0),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

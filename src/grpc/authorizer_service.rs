@@ -6,16 +6,16 @@ use std::net::IpAddr;
 use chrono::Utc;
 use tonic::{Request, Response, Status};
 
+use super::convert::{environment_to_proto, kind_to_proto};
 use super::pb::authorizer_server::Authorizer as AuthorizerRpc;
 use super::pb::{self};
 use super::status_from_error;
 use crate::authorizer::Authorizer;
 use crate::decision::{AuthorizeRequest, Decision, Reason, SecretSlot, Target};
 use crate::error::ServiceError;
-use crate::key::{FieldError, KeyKind};
+use crate::key::FieldError;
 use crate::observability;
 use crate::permission::Permission;
-use crate::token::Environment;
 
 pub struct AuthorizerHandler {
     authorizer: Authorizer,
@@ -107,16 +107,8 @@ fn decision_to_proto(decision: Decision) -> pb::Decision {
     let entry = &identity.entry;
     answer.key_id = entry.key_id_text.clone();
     answer.organization_id = entry.organization_id_text.clone();
-    answer.environment = match entry.key.environment {
-        Environment::Live => pb::Environment::Live,
-        Environment::Test => pb::Environment::Test,
-    }
-    .into();
-    answer.kind = match entry.key.kind {
-        KeyKind::Organization => pb::KeyKind::Organization,
-        KeyKind::System => pb::KeyKind::System,
-    }
-    .into();
+    answer.environment = environment_to_proto(entry.key.environment).into();
+    answer.kind = kind_to_proto(entry.key.kind).into();
     answer.metadata = entry
         .key
         .metadata

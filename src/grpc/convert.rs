@@ -34,12 +34,17 @@ pub fn parse_organization_id(field: &'static str, text: &str) -> Result<Option<U
         .map_err(|_| FieldError::new(field, "is not an organization id (a UUID)"))
 }
 
+const NANOS_PER_SECOND: i32 = 1_000_000_000;
+
 pub fn parse_timestamp(
     field: &'static str,
     timestamp: &prost_types::Timestamp,
 ) -> Result<DateTime<Utc>, FieldError> {
+    // Proto timestamps keep nanos below one second (chrono would read more as a
+    // leap second).
     u32::try_from(timestamp.nanos)
         .ok()
+        .filter(|nanos| *nanos < NANOS_PER_SECOND as u32)
         .and_then(|nanos| DateTime::from_timestamp(timestamp.seconds, nanos))
         .ok_or_else(|| FieldError::new(field, "is not a valid timestamp"))
 }
@@ -49,6 +54,12 @@ pub fn parse_duration(
     duration: &prost_types::Duration,
 ) -> Result<chrono::Duration, FieldError> {
     let invalid = || FieldError::new(field, "is not a valid duration");
+    // Proto durations keep nanos below one second, with the sign of the seconds.
+    let opposite_signs = (duration.seconds > 0 && duration.nanos < 0)
+        || (duration.seconds < 0 && duration.nanos > 0);
+    if duration.nanos.unsigned_abs() >= NANOS_PER_SECOND as u32 || opposite_signs {
+        return Err(invalid());
+    }
     let seconds = chrono::Duration::try_seconds(duration.seconds).ok_or_else(invalid)?;
     seconds
         .checked_add(&chrono::Duration::nanoseconds(i64::from(duration.nanos)))
@@ -74,10 +85,11 @@ pub fn parse_kind(value: i32) -> Result<KeyKind, FieldError> {
     }
 }
 
-fn timestamp(time: DateTime<Utc>) -> prost_types::Timestamp {
+/// The proto's timestamp for a time.
+pub fn timestamp(time: DateTime<Utc>) -> prost_types::Timestamp {
     prost_types::Timestamp {
         seconds: time.timestamp(),
-        nanos: time.timestamp_subsec_nanos() as i32,
+        nanos: i32::try_from(time.timestamp_subsec_nanos()).unwrap_or(0),
     }
 }
 
@@ -85,7 +97,14 @@ fn optional_timestamp(time: Option<DateTime<Utc>>) -> Option<prost_types::Timest
     time.map(timestamp)
 }
 
-fn environment_to_proto(environment: Environment) -> pb::Environment {
+pub fn kind_to_proto(kind: KeyKind) -> pb::KeyKind {
+    match kind {
+        KeyKind::Organization => pb::KeyKind::Organization,
+        KeyKind::System => pb::KeyKind::System,
+    }
+}
+
+pub fn environment_to_proto(environment: Environment) -> pb::Environment {
     match environment {
         Environment::Live => pb::Environment::Live,
         Environment::Test => pb::Environment::Test,
@@ -102,10 +121,7 @@ fn state_to_proto(state: KeyState) -> pb::KeyState {
 }
 
 pub fn key_to_proto(key: &Key, prefix: &TokenPrefix, now: DateTime<Utc>) -> pb::Key {
-    let kind = match key.kind {
-        KeyKind::Organization => pb::KeyKind::Organization,
-        KeyKind::System => pb::KeyKind::System,
-    };
+    let kind = kind_to_proto(key.kind);
     pb::Key {
         id: key.id.to_string(),
         organization_id: key

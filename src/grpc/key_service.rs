@@ -62,8 +62,9 @@ fn propagation_to_proto(propagation: &Propagation) -> pb::Propagation {
     }
 }
 
+/// A refused field, through the one error-to-status mapping.
 fn invalid(error: FieldError) -> Status {
-    Status::invalid_argument(error.to_string())
+    status_from_error(error.into())
 }
 
 fn parse_create(request: pb::CreateKeyRequest) -> Result<NewKeyRequest, FieldError> {

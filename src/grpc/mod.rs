@@ -3,7 +3,7 @@
 //! Nothing outside this module names a generated type.
 
 mod authorizer_service;
-mod convert;
+pub(crate) mod convert;
 mod key_service;
 
 pub use authorizer_service::AuthorizerHandler;

@@ -132,11 +132,7 @@ impl KeyManager {
         if let Some(reason) = verified.state_denial(now) {
             return Err(ServiceError::Unauthenticated(reason.as_str()));
         }
-        let networks = &verified.entry.key.allowed_cidrs;
-        let peer_allowed = peer
-            .map(|address| address.to_canonical())
-            .is_some_and(|address| networks.iter().any(|network| network.contains(&address)));
-        if !networks.is_empty() && !peer_allowed {
+        if !verified.entry.key.allows_address(peer) {
             return Err(ServiceError::PermissionDenied(
                 "the calling key may not be used from this address".to_owned(),
             ));

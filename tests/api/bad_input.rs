@@ -68,7 +68,10 @@ async fn create_key_refuses_bad_fields(_pool: PgPoolOptions, db: PgConnectOption
             with(&|r| r.scopes = vec![]),
             "scopes: give at least one scope",
         ),
-        (with(&|r| r.preset = "admin".into()), "preset"),
+        (
+            with(&|r| r.preset = "read_only".into()),
+            "preset: give either scopes or a preset, not both",
+        ),
         (
             with(&|r| {
                 r.scopes = vec![];
@@ -121,6 +124,47 @@ async fn create_key_refuses_bad_fields(_pool: PgPoolOptions, db: PgConnectOption
                 r.metadata.insert(String::new(), "v".into());
             }),
             "metadata",
+        ),
+        (
+            with(&|r| r.allowed_cidrs = vec!["::ffff:10.0.0.0/104".into()]),
+            "allowed_cidrs: \"::ffff:10.0.0.0/104\" is an IPv4-mapped IPv6 network",
+        ),
+        (
+            with(&|r| {
+                r.metadata.insert("k".repeat(65), "v".into());
+            }),
+            "metadata",
+        ),
+        (
+            with(&|r| {
+                r.metadata.insert("nul\0name".into(), "v".into());
+            }),
+            "metadata: may not contain NUL",
+        ),
+        (
+            with(&|r| {
+                r.metadata.insert("team".into(), "nul\0value".into());
+            }),
+            "metadata: may not contain NUL",
+        ),
+        (
+            with(&|r| {
+                // A second that ends in :59, where chrono would take extra
+                // nanos as a leap second.
+                let minute_end = (chrono::Utc::now().timestamp() / 60 + 10) * 60 + 59;
+                r.expire_time = Some(Timestamp {
+                    seconds: minute_end,
+                    nanos: 1_000_000_000,
+                })
+            }),
+            "expire_time: is not a valid timestamp",
+        ),
+        (
+            with(&|r| {
+                r.kind = pb::KeyKind::System.into();
+                r.scopes = vec!["*".into()];
+            }),
+            "organization_id: must be empty for a system key",
         ),
         (with(&|r| r.environment = 0), "environment: is required"),
         (with(&|r| r.environment = 7), "environment"),
@@ -298,6 +342,27 @@ async fn paging_inputs_are_checked(_pool: PgPoolOptions, db: PgConnectOptions) {
             "page_token",
         );
     }
+    let keys_token = keygate::paging::page_token("keys", 5);
+    for page_token in ["garbage", keys_token.as_str()] {
+        let request = pb::ListKeyEventsRequest {
+            page_token: page_token.to_owned(),
+            ..Default::default()
+        };
+        assert_status(
+            client.list_key_events(authed(&token, request)).await,
+            Code::InvalidArgument,
+            "page_token",
+        );
+        let request = pb::ListOrganizationsRequest {
+            page_token: page_token.to_owned(),
+            ..Default::default()
+        };
+        assert_status(
+            client.list_organizations(authed(&token, request)).await,
+            Code::InvalidArgument,
+            "page_token",
+        );
+    }
     let request = pb::ListKeysRequest {
         page_size: 1000,
         ..Default::default()
@@ -402,7 +467,47 @@ async fn update_requests_are_checked(_pool: PgPoolOptions, db: PgConnectOptions)
             },
             "key.id",
         ),
+        (
+            pb::UpdateKeyRequest {
+                key: with(&|k| k.description = "x".repeat(501)),
+                update_mask: mask(&["description"]),
+                ..Default::default()
+            },
+            "description",
+        ),
+        (
+            pb::UpdateKeyRequest {
+                key: with(&|k| k.description = "nul\0byte".into()),
+                update_mask: mask(&["description"]),
+                ..Default::default()
+            },
+            "description",
+        ),
+        (
+            pb::UpdateKeyRequest {
+                key: with(&|k| {
+                    k.metadata.insert(String::new(), "v".into());
+                }),
+                update_mask: mask(&["metadata"]),
+                ..Default::default()
+            },
+            "metadata",
+        ),
+        (
+            pb::UpdateKeyRequest {
+                key: with(&|k| {
+                    k.expire_time = Some(Timestamp {
+                        seconds: chrono::Utc::now().timestamp() + 3_600,
+                        nanos: -1,
+                    })
+                }),
+                update_mask: mask(&["expire_time"]),
+                ..Default::default()
+            },
+            "expire_time: is not a valid timestamp",
+        ),
     ];
+    let versions_before = app.version_sum().await;
     for (request, needle) in cases {
         assert_status(
             client.update_key(authed(&app.admin_token, request)).await,
@@ -411,6 +516,11 @@ async fn update_requests_are_checked(_pool: PgPoolOptions, db: PgConnectOptions)
         );
     }
     assert_eq!(app.row_counts().await, before);
+    assert_eq!(
+        app.version_sum().await,
+        versions_before,
+        "a key was changed"
+    );
 }
 
 #[sqlx::test(migrations = false)]

@@ -282,6 +282,14 @@ impl TestApp {
         (self.count("api_keys").await, self.count("key_events").await)
     }
 
+    /// The sum of every key's version: unchanged unless some key was changed.
+    pub async fn version_sum(&self) -> i64 {
+        sqlx::query_scalar("SELECT COALESCE(sum(version), 0)::bigint FROM api_keys")
+            .fetch_one(&self.pool)
+            .await
+            .unwrap()
+    }
+
     pub async fn create_organization(&self, name: &str) -> String {
         let request = pb::CreateOrganizationRequest {
             display_name: name.to_owned(),

@@ -7,6 +7,7 @@
 mod access;
 mod authorize;
 mod bad_input;
+mod bad_mutations;
 mod binary;
 mod cli;
 mod cli_failures;

@@ -1,0 +1,123 @@
+//! Bad input to the mutation RPCs: malformed key ids, durations that are not
+//! proto durations, and changes to revoked keys. Exact status, nothing written.
+
+use keygate::grpc::pb::{self, Environment};
+use prost_types::{Duration, FieldMask};
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use tonic::Code;
+
+use crate::helpers::{assert_status, authed, spawn_app};
+
+#[sqlx::test(migrations = false)]
+async fn mutations_refuse_malformed_key_ids(_pool: PgPoolOptions, db: PgConnectOptions) {
+    let app = spawn_app(db).await;
+    let mut client = app.client.clone();
+    let token = app.admin_token.clone();
+    let before = (app.row_counts().await, app.version_sum().await);
+    for bad in ["", "short", "!!!!!!!!!!!!!!!!!!!!!!"] {
+        let key_id = bad.to_owned();
+        let request = pb::RotateKeyRequest {
+            key_id: key_id.clone(),
+            ..Default::default()
+        };
+        let rotated = client.rotate_key(authed(&token, request)).await;
+        assert_status(rotated, Code::InvalidArgument, "key_id");
+        let request = pb::DisableKeyRequest {
+            key_id: key_id.clone(),
+            ..Default::default()
+        };
+        let disabled = client.disable_key(authed(&token, request)).await;
+        assert_status(disabled, Code::InvalidArgument, "key_id");
+        let request = pb::EnableKeyRequest {
+            key_id: key_id.clone(),
+            ..Default::default()
+        };
+        let enabled = client.enable_key(authed(&token, request)).await;
+        assert_status(enabled, Code::InvalidArgument, "key_id");
+        let request = pb::RevokeKeyRequest {
+            key_id: key_id.clone(),
+            ..Default::default()
+        };
+        let revoked = client.revoke_key(authed(&token, request)).await;
+        assert_status(revoked, Code::InvalidArgument, "key_id");
+        let request = pb::DeleteKeyRequest {
+            key_id,
+            ..Default::default()
+        };
+        let deleted = client.delete_key(authed(&token, request)).await;
+        assert_status(deleted, Code::InvalidArgument, "key_id");
+    }
+    assert_eq!((app.row_counts().await, app.version_sum().await), before);
+}
+
+#[sqlx::test(migrations = false)]
+async fn rotation_refuses_grace_periods_that_are_not_durations(
+    _pool: PgPoolOptions,
+    db: PgConnectOptions,
+) {
+    let app = spawn_app(db).await;
+    let org = app.create_organization("Acme").await;
+    let (key, _) = app
+        .org_key(&org, Environment::Live, &["customers:read"])
+        .await;
+    let mut client = app.client.clone();
+    let before = (app.row_counts().await, app.version_sum().await);
+    let bad_grace_periods = [(i64::MAX, 0), (60, 1_000_000_000), (60, -1), (-60, 1)];
+    for (seconds, nanos) in bad_grace_periods {
+        let request = pb::RotateKeyRequest {
+            key_id: key.id.clone(),
+            grace_period: Some(Duration { seconds, nanos }),
+            ..Default::default()
+        };
+        assert_status(
+            client.rotate_key(authed(&app.admin_token, request)).await,
+            Code::InvalidArgument,
+            "grace_period",
+        );
+    }
+    assert_eq!((app.row_counts().await, app.version_sum().await), before);
+}
+
+#[sqlx::test(migrations = false)]
+async fn a_revoked_key_cannot_be_updated_or_disabled(_pool: PgPoolOptions, db: PgConnectOptions) {
+    let app = spawn_app(db).await;
+    let org = app.create_organization("Acme").await;
+    let (key, _) = app
+        .org_key(&org, Environment::Live, &["customers:read"])
+        .await;
+    let mut client = app.client.clone();
+    let request = pb::RevokeKeyRequest {
+        key_id: key.id.clone(),
+        ..Default::default()
+    };
+    client
+        .revoke_key(authed(&app.admin_token, request))
+        .await
+        .unwrap();
+    let before = (app.row_counts().await, app.version_sum().await);
+
+    let mut renamed = key.clone();
+    renamed.name = "renamed".into();
+    let request = pb::UpdateKeyRequest {
+        key: Some(renamed),
+        update_mask: Some(FieldMask {
+            paths: vec!["name".into()],
+        }),
+        ..Default::default()
+    };
+    assert_status(
+        client.update_key(authed(&app.admin_token, request)).await,
+        Code::FailedPrecondition,
+        "key is revoked",
+    );
+    let request = pb::DisableKeyRequest {
+        key_id: key.id.clone(),
+        ..Default::default()
+    };
+    assert_status(
+        client.disable_key(authed(&app.admin_token, request)).await,
+        Code::FailedPrecondition,
+        "key is revoked",
+    );
+    assert_eq!((app.row_counts().await, app.version_sum().await), before);
+}
