@@ -31,7 +31,7 @@ use prost::Message;
 const LOAD_KEYS: usize = 1_000;
 const REVOKED_PER_MODE: usize = 500;
 /// How long the background load runs beside the revocations (they take longer).
-const DURING: Duration = Duration::from_secs(8);
+const DURING: Duration = Duration::from_secs(5);
 
 fn authorize_frame(token: &str) -> bytes::Bytes {
     grpc_frame(&pb::AuthorizeRequest {
@@ -150,11 +150,7 @@ async fn bench() {
     let mut admin_client = KeyServiceClient::connect(format!("http://{}", addresses[0]))
         .await
         .unwrap();
-    let during = background_load(
-        addresses.clone(),
-        load_bodies.clone(),
-        Duration::from_secs(5),
-    );
+    let during = background_load(addresses.clone(), load_bodies.clone(), DURING);
     let revocations = async {
         let during_started = Instant::now();
         for (mode, wait) in [

@@ -12,7 +12,7 @@ use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity
 use tonic::{Request, Response, Status};
 
 use super::output::OutputFormat;
-use super::values::parse_duration;
+use super::values::parse_timeout;
 use super::CliError;
 use crate::grpc::pb::key_service_client::KeyServiceClient;
 
@@ -51,10 +51,10 @@ pub struct ClientArgs {
     )]
     pub client_key: Option<PathBuf>,
     /// Longest wait for the connection to the server (e.g. 5s).
-    #[arg(long, global = true, env = "KEYGATE_CONNECT_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
+    #[arg(long, global = true, env = "KEYGATE_CONNECT_TIMEOUT", default_value = "5s", value_parser = parse_timeout)]
     pub connect_timeout: Duration,
     /// Longest wait for each call's answer (e.g. 30s).
-    #[arg(long, global = true, env = "KEYGATE_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    #[arg(long, global = true, env = "KEYGATE_TIMEOUT", default_value = "30s", value_parser = parse_timeout)]
     pub timeout: Duration,
     /// `table` for people, `json` (one document on stdout) for scripts.
     #[arg(long, global = true, env = "KEYGATE_OUTPUT", value_enum, default_value_t = OutputFormat::Table)]

@@ -8,6 +8,15 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 
 /// Parses `0` or a whole number with one unit: `s`, `m`, `h` or `d`.
+/// A timeout: a duration longer than zero.
+pub fn parse_timeout(text: &str) -> Result<Duration, String> {
+    let duration = parse_duration(text)?;
+    if duration.is_zero() {
+        return Err("a timeout must be longer than 0".to_owned());
+    }
+    Ok(duration)
+}
+
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let invalid = || format!("{text:?} is not a duration: use e.g. 0, 90s, 15m, 1h or 30d");
     if text == "0" {

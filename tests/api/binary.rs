@@ -10,9 +10,10 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
 use tokio::process::Command;
 
-use crate::helpers::{authed, key_request};
+use crate::cli_runner::printed_token;
+use crate::helpers::{authed, key_request, secret_of};
 
-const KEYGATE: &str = env!("CARGO_BIN_EXE_keygate");
+pub const KEYGATE: &str = env!("CARGO_BIN_EXE_keygate");
 
 pub fn database_url(options: &PgConnectOptions) -> String {
     format!(
@@ -37,8 +38,6 @@ pub fn keygate(url: &str, arguments: &[&str]) -> Command {
     command
 }
 
-const TOKEN_LINE: &str = "token (shown once, store it now): ";
-
 /// Runs `keygate bootstrap` on `url` and returns the printed token.
 pub async fn bootstrap_token(url: &str) -> String {
     let bootstrapped = keygate(url, &["bootstrap"]).output().await.unwrap();
@@ -47,12 +46,7 @@ pub async fn bootstrap_token(url: &str) -> String {
         "{}",
         String::from_utf8_lossy(&bootstrapped.stderr)
     );
-    String::from_utf8(bootstrapped.stdout)
-        .unwrap()
-        .lines()
-        .find_map(|line| line.strip_prefix(TOKEN_LINE))
-        .unwrap()
-        .to_owned()
+    printed_token(&String::from_utf8(bootstrapped.stdout).unwrap())
 }
 
 /// A `keygate serve` child process, its address and its log.
@@ -149,12 +143,7 @@ async fn migrate_bootstrap_serve_and_stop_without_leaking_secrets(
         .await
         .unwrap();
     assert!(bootstrapped.status.success());
-    let stdout = String::from_utf8(bootstrapped.stdout).unwrap();
-    let admin_token = stdout
-        .lines()
-        .find_map(|line| line.strip_prefix("token (shown once, store it now): "))
-        .unwrap()
-        .to_owned();
+    let admin_token = printed_token(&String::from_utf8(bootstrapped.stdout).unwrap());
     let again = keygate(&url, &["bootstrap"]).output().await.unwrap();
     assert!(!again.status.success());
     assert!(String::from_utf8_lossy(&again.stderr).contains("a system key already exists"));
@@ -247,13 +236,12 @@ async fn migrate_bootstrap_serve_and_stop_without_leaking_secrets(
         .fetch_all(&pool)
         .await
         .unwrap();
-    let secret_of = |token: &str| token[token.len() - 49..].to_owned();
     for secret in [
         secret_of(&admin_token),
         secret_of(&created.token),
         secret_of(&rotated.token),
     ] {
-        assert!(!log.contains(&secret), "a secret reached the log");
+        assert!(!log.contains(secret), "a secret reached the log");
     }
     for hash in hashes {
         assert!(!log.contains(&hash), "a hash reached the log");
@@ -273,12 +261,8 @@ async fn sigterm_lets_in_flight_calls_finish(_pool: PgPoolOptions, db: PgConnect
         command
     };
     let bootstrapped = slow(&["bootstrap"]).output().await.unwrap();
-    let stdout = String::from_utf8(bootstrapped.stdout).unwrap();
-    let admin_token = stdout
-        .lines()
-        .find_map(|line| line.strip_prefix("token (shown once, store it now): "))
-        .unwrap()
-        .to_owned();
+    assert!(bootstrapped.status.success());
+    let admin_token = printed_token(&String::from_utf8(bootstrapped.stdout).unwrap());
     let mut command = slow(&["serve", "--listen", "127.0.0.1:0", "--drain-seconds", "20"]);
     command.stdout(Stdio::null());
     let mut server = spawn_server(command).await;

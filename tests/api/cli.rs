@@ -133,7 +133,14 @@ async fn cli_creates_lists_rotates_and_revokes_a_key(_pool: PgPoolOptions, db: P
     );
 
     let revoked = as_admin(&app, &["keys", "revoke", &key_id]).await.ok();
-    assert!(revoked.stdout.contains("revoked"), "{}", revoked.stdout);
+    assert!(
+        revoked
+            .stdout
+            .lines()
+            .any(|line| line.contains("state") && line.contains("revoked")),
+        "{}",
+        revoked.stdout
+    );
     assert!(
         revoked
             .stdout

@@ -12,7 +12,7 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use crate::cli_runner::{
     as_admin, key_id_of, printed_token, run_cli, run_cli_with, server_url, CliRun,
 };
-use crate::helpers::{spawn_app, test_settings};
+use crate::helpers::{secret_of, spawn_app, test_settings};
 use crate::tls::make_pki;
 
 const CREATE: [&str; 8] = [
@@ -62,39 +62,77 @@ async fn cli_shows_invalid_argument_for_a_bad_cidr_or_scope_and_writes_nothing(
         ("--cidr", "10.0.0.1/33", "invalid argument: allowed_cidrs"),
         ("--cidr", "not-a-network", "invalid argument: allowed_cidrs"),
         ("--scope", "customers:fly", "invalid argument: scopes"),
-        ("--metadata", "=value", ""),
     ];
     for (flag, value, message) in bad_values {
         let arguments = [create_in(&org).as_slice(), &[flag, value]].concat();
-        let refused = as_admin(&app, &arguments).await;
-        if message.is_empty() {
-            // Refused by the CLI itself, as a usage error.
-            assert_eq!(refused.code, Some(2), "{flag} {value}: {}", refused.stderr);
-            assert_eq!(refused.stdout, "");
-        } else {
-            refused.failed(1, message);
-        }
+        as_admin(&app, &arguments).await.failed(1, message);
     }
-    let usage_errors = [
-        vec![
-            "keys",
-            "create",
-            "--name",
-            "x",
-            "--environment",
-            "prod",
-            "--scope",
-            "a:read",
-        ],
-        vec!["keys", "rotate", "abc", "--grace-period", "1y"],
-        vec!["keys", "rotate", "abc"],
-        vec!["keys", "update", "abc"],
-        vec!["keys", "list", "--output", "yaml"],
+    // Refused by the CLI itself, as usage errors, before anything is sent.
+    let with_create = |extra: &[&'static str]| [create_in(&org).as_slice(), extra].concat();
+    let usage_errors: Vec<(Vec<&str>, &str)> = vec![
+        (
+            vec![
+                "keys",
+                "create",
+                "--name",
+                "x",
+                "--environment",
+                "prod",
+                "--scope",
+                "a:read",
+            ],
+            "invalid value 'prod' for '--environment",
+        ),
+        (
+            with_create(&["--metadata", "=value"]),
+            "\"=value\" is not KEY=VALUE",
+        ),
+        (
+            with_create(&["--metadata", "novalue"]),
+            "\"novalue\" is not KEY=VALUE",
+        ),
+        (
+            vec!["keys", "rotate", "abc", "--grace-period", "1y"],
+            "\"1y\" is not a duration",
+        ),
+        (
+            vec!["keys", "rotate", "abc"],
+            "the following required arguments were not provided",
+        ),
+        (
+            vec!["keys", "update", "abc"],
+            "the following required arguments were not provided",
+        ),
+        (
+            vec!["keys", "list", "--output", "yaml"],
+            "invalid value 'yaml' for '--output",
+        ),
+        (
+            vec!["keys", "list", "--timeout", "5x"],
+            "\"5x\" is not a duration",
+        ),
+        (
+            vec!["keys", "list", "--timeout", "0"],
+            "a timeout must be longer than 0",
+        ),
+        (
+            vec!["keys", "list", "--connect-timeout", "0"],
+            "a timeout must be longer than 0",
+        ),
+        (
+            vec!["keys", "list", "--client-cert", "client.pem"],
+            "the following required arguments were not provided",
+        ),
     ];
-    for arguments in usage_errors {
+    for (arguments, message) in usage_errors {
         let refused = as_admin(&app, &arguments).await;
         assert_eq!(refused.code, Some(2), "{arguments:?}: {}", refused.stderr);
         assert_eq!(refused.stdout, "");
+        assert!(
+            refused.stderr.contains(message),
+            "{arguments:?}: {}",
+            refused.stderr
+        );
     }
     assert_eq!(app.row_counts().await, before);
 
@@ -113,11 +151,6 @@ async fn cli_shows_invalid_argument_for_a_bad_cidr_or_scope_and_writes_nothing(
         .await
         .failed(1, "invalid argument: key_id");
     assert_eq!(app.row_counts().await, counts);
-}
-
-/// The secret part of a token (the last 49 characters: secret and checksum).
-fn secret_of(token: &str) -> &str {
-    &token[token.len() - 49..]
 }
 
 fn assert_no_token(run: &CliRun, tokens: &[&str], what: &str) {
@@ -160,24 +193,27 @@ async fn cli_prints_a_token_only_on_create_and_rotate(_pool: PgPoolOptions, db: 
     assert_no_token(&refused, &[&wrong_token, &admin_token], "a refused call");
 
     let every_token = [admin_token.as_str(), &token, &rotated_token];
-    let commands: Vec<Vec<&str>> = vec![
-        vec!["keys", "list"],
-        vec!["keys", "list", "--output", "json"],
-        vec!["keys", "get", &key_id],
-        vec!["keys", "get", &key_id, "--output", "json"],
-        vec!["keys", "update", &key_id, "--name", "renamed"],
-        vec!["keys", "disable", &key_id, "--output", "json"],
-        vec!["keys", "enable", &key_id],
-        vec!["keys", "events"],
-        vec!["keys", "events", &key_id, "--output", "json"],
-        vec!["keys", "get", "0000000000000000000000"],
-        vec!["orgs", "list"],
-        vec!["keys", "revoke", &key_id, "--output", "json"],
-        vec!["keys", "rotate", &key_id, "--grace-period", "0"],
-        vec!["keys", "delete", &key_id],
+    // Each command with the exit code it must end with: failures must not
+    // print a token either.
+    let commands: Vec<(Vec<&str>, i32)> = vec![
+        (vec!["keys", "list"], 0),
+        (vec!["keys", "list", "--output", "json"], 0),
+        (vec!["keys", "get", &key_id], 0),
+        (vec!["keys", "get", &key_id, "--output", "json"], 0),
+        (vec!["keys", "update", &key_id, "--name", "renamed"], 0),
+        (vec!["keys", "disable", &key_id, "--output", "json"], 0),
+        (vec!["keys", "enable", &key_id], 0),
+        (vec!["keys", "events"], 0),
+        (vec!["keys", "events", &key_id, "--output", "json"], 0),
+        (vec!["keys", "get", "0000000000000000000000"], 1),
+        (vec!["orgs", "list"], 0),
+        (vec!["keys", "revoke", &key_id, "--output", "json"], 0),
+        (vec!["keys", "rotate", &key_id, "--grace-period", "0"], 1),
+        (vec!["keys", "delete", &key_id], 0),
     ];
-    for arguments in commands {
+    for (arguments, code) in commands {
         let run = as_admin(&app, &arguments).await;
+        assert_eq!(run.code, Some(code), "{arguments:?}: {}", run.stderr);
         assert_no_token(&run, &every_token, &arguments.join(" "));
     }
     // Even the most verbose logs of a client run name no token.

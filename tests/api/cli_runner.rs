@@ -6,9 +6,9 @@ use tokio::process::Command;
 
 use crate::helpers::TestApp;
 
-const KEYGATE: &str = env!("CARGO_BIN_EXE_keygate");
+use crate::binary::KEYGATE;
 
-/// The line `keys create` and `keys rotate` print their token on.
+/// The line `bootstrap`, `keys create` and `keys rotate` print their token on.
 const TOKEN_LINE: &str = "token (shown once, store it now): ";
 
 /// How one run of the CLI ended.
@@ -110,7 +110,4 @@ pub fn printed_token(stdout: &str) -> String {
     token
 }
 
-/// The key id inside a token (`kg_live_` and the next 22 characters).
-pub fn key_id_of(token: &str) -> String {
-    token["kg_live_".len().."kg_live_".len() + 22].to_owned()
-}
+pub use crate::helpers::key_id_of;

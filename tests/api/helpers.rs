@@ -363,3 +363,17 @@ pub async fn authorize_on_all(
     }
     reasons
 }
+
+/// The secret part of a token (what is hashed): the 43 characters before the
+/// checksum. A leak check looks for this, not the whole token.
+pub fn secret_of(token: &str) -> &str {
+    use keygate::token::{CHECKSUM_LEN, SECRET_LEN};
+    let end = token.len() - CHECKSUM_LEN;
+    &token[end - SECRET_LEN..end]
+}
+
+/// The key id part of a token (the 22 characters after `kg_<env>_`).
+pub fn key_id_of(token: &str) -> String {
+    let start = "kg_live_".len();
+    token[start..start + keygate::token::KEY_ID_LEN].to_owned()
+}

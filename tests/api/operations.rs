@@ -10,6 +10,7 @@ use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
 use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
 use tonic_reflection::pb::v1::ServerReflectionRequest;
 
+use crate::binary::{database_url, keygate};
 use crate::helpers::{spawn_app_with, test_settings, TestApp};
 
 async fn listed_services(app: &TestApp) -> Result<Vec<String>, tonic::Status> {
@@ -63,16 +64,8 @@ async fn reflection_lists_every_service_unless_switched_off(
 
 #[sqlx::test(migrations = false)]
 async fn json_logs_are_one_object_per_line(_pool: PgPoolOptions, db: PgConnectOptions) {
-    let url = format!(
-        "postgres://{}@{}:{}/{}",
-        db.get_username(),
-        db.get_host(),
-        db.get_port(),
-        db.get_database().unwrap_or_default()
-    );
-    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_keygate"))
-        .args(["--log-format", "json", "migrate"])
-        .env("KEYGATE_DATABASE_URL", url)
+    let url = database_url(&db);
+    let output = keygate(&url, &["--log-format", "json", "migrate"])
         .env("RUST_LOG", "info")
         .output()
         .await

@@ -21,6 +21,7 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use tokio::sync::mpsc;
 
 use crate::binary::{bootstrap_token, database_url, keygate, spawn_server};
+use crate::helpers::{key_id_of, secret_of};
 
 const TRACE_ID: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
 const CALLER_SPAN_ID: &str = "00f067aa0ba902b7";
@@ -84,7 +85,7 @@ async fn authorize_span_reaches_the_collector_under_the_callers_trace(
     let (collector, mut exports) = start_receiver().await;
     let url = database_url(&db);
     let admin_token = bootstrap_token(&url).await;
-    let admin_key_id = admin_token[8..30].to_owned();
+    let admin_key_id = key_id_of(&admin_token);
 
     let mut command = keygate(&url, &["serve", "--listen", "127.0.0.1:0"]);
     command
@@ -173,5 +174,5 @@ async fn authorize_span_reaches_the_collector_under_the_callers_trace(
     // The token, or its secret part, is on no span.
     let exported = format!("{spans:?}");
     assert!(!exported.contains(&admin_token));
-    assert!(!exported.contains(&admin_token[30..73]));
+    assert!(!exported.contains(secret_of(&admin_token)));
 }
