@@ -185,15 +185,15 @@ impl KeyManager {
         wait: bool,
     ) -> Result<(KeyWithToken, Propagation), ServiceError> {
         caller.require("api_keys:update")?;
-        let (mut transaction, current) = self.begin_on_key(caller, key_id).await?;
-        if current.revoked_at.is_some() {
-            return Err(ServiceError::FailedPrecondition(
-                "key is revoked; it cannot be rotated".to_owned(),
-            ));
-        }
-        caller.check_may_reissue(&current)?;
-        let issued = Token::issue(&self.prefix, current.environment, key_id);
+        // argon2 runs before any row is locked, so it holds neither a lock nor
+        // a pooled connection; the environment it needs never changes.
+        let unlocked = self.visible_key(caller, key_id).await?;
+        refuse_rotating_revoked(&unlocked)?;
+        let issued = Token::issue(&self.prefix, unlocked.environment, key_id);
         let new_hash = self.hasher.hash(&issued.secret).await?;
+        let (mut transaction, current) = self.begin_on_key(caller, key_id).await?;
+        refuse_rotating_revoked(&current)?;
+        caller.check_may_reissue(&current)?;
         let previous_valid_until =
             (rotation.grace_period > Duration::zero()).then(|| Utc::now() + rotation.grace_period);
         let key = rotate_secret(&mut *transaction, key_id, &new_hash, previous_valid_until).await?;
@@ -319,4 +319,13 @@ impl KeyManager {
         tracing::info!(key_id = %current.id, "key deleted");
         Ok(self.propagate(sequence, wait).await)
     }
+}
+
+fn refuse_rotating_revoked(key: &Key) -> Result<(), ServiceError> {
+    if key.revoked_at.is_some() {
+        return Err(ServiceError::FailedPrecondition(
+            "key is revoked; it cannot be rotated".to_owned(),
+        ));
+    }
+    Ok(())
 }
