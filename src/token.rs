@@ -264,17 +264,34 @@ fn encode_base62(big_endian: &[u8], width: usize) -> String {
     digits.into_iter().map(char::from).collect()
 }
 
+/// The value of one base62 digit.
+fn base62_digit(digit: u8) -> Option<u8> {
+    match digit {
+        b'0'..=b'9' => Some(digit - b'0'),
+        b'A'..=b'Z' => Some(digit - b'A' + 10),
+        b'a'..=b'z' => Some(digit - b'a' + 36),
+        _ => None,
+    }
+}
+
+/// Most base62 digits whose value always fits in a u64 (62^10 < 2^64).
+const DIGITS_PER_U64: usize = 10;
+
 /// Reads base62 digits into a number; `None` on a bad digit or overflow.
+/// Every Authorize parses two such numbers, so digits are gathered ten at a
+/// time in a u64 and only the chunks are combined in (slower) u128 arithmetic.
 fn decode_base62_u128(digits: &[u8]) -> Option<u128> {
-    digits.iter().try_fold(0u128, |number, &digit| {
-        let value = match digit {
-            b'0'..=b'9' => digit - b'0',
-            b'A'..=b'Z' => digit - b'A' + 10,
-            b'a'..=b'z' => digit - b'a' + 36,
-            _ => return None,
-        };
-        number.checked_mul(62)?.checked_add(u128::from(value))
-    })
+    let mut number: u128 = 0;
+    for chunk in digits.chunks(DIGITS_PER_U64) {
+        let mut part: u64 = 0;
+        for &digit in chunk {
+            part = part * 62 + u64::from(base62_digit(digit)?);
+        }
+        // chunk.len() <= 10, and 62^10 fits in a u128 with room to spare.
+        let scale = 62u128.pow(chunk.len() as u32);
+        number = number.checked_mul(scale)?.checked_add(u128::from(part))?;
+    }
+    Some(number)
 }
 
 #[cfg(test)]
@@ -315,6 +332,49 @@ mod tests {
             assert_eq!(KeyId::parse(&text), Some(key_id));
         }
         assert_eq!(KeyId::from_uuid(Uuid::nil()).to_string(), "0".repeat(22));
+    }
+
+    #[test]
+    fn chunked_decoding_matches_digit_by_digit_decoding() {
+        let reference = |digits: &[u8]| {
+            digits.iter().try_fold(0u128, |number, &digit| {
+                number
+                    .checked_mul(62)?
+                    .checked_add(u128::from(base62_digit(digit)?))
+            })
+        };
+        let mut inputs: Vec<Vec<u8>> = vec![
+            b"".to_vec(),
+            b"z".to_vec(),
+            b"zzzzzzzzzz".to_vec(),
+            b"zzzzzzzzzzz".to_vec(),
+            "z".repeat(22).into_bytes(),
+            "7n42DGM5Tflk9n8mt7Fhc7".as_bytes().to_vec(),
+            "7n42DGM5Tflk9n8mt7Fhc8".as_bytes().to_vec(),
+            b"0000000000000000000001".to_vec(),
+            b"abc-def".to_vec(),
+        ];
+        for _ in 0..2_000 {
+            let length = (rand::random::<u8>() % 24) as usize;
+            inputs.push(
+                (0..length)
+                    .map(|_| BASE62_ALPHABET[(rand::random::<u8>() % 62) as usize])
+                    .collect(),
+            );
+        }
+        for digits in inputs {
+            assert_eq!(
+                decode_base62_u128(&digits),
+                reference(&digits),
+                "{digits:?}"
+            );
+        }
+        // u128::MAX is the largest id; one more overflows.
+        assert_eq!(
+            decode_base62_u128(b"7n42DGM5Tflk9n8mt7Fhc7"),
+            Some(u128::MAX)
+        );
+        assert_eq!(decode_base62_u128(b"7n42DGM5Tflk9n8mt7Fhc8"), None);
     }
 
     #[test]

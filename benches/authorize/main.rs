@@ -1,13 +1,14 @@
 //! End-to-end Authorize load bench. Run: `cargo bench --bench authorize`.
 //!
 //! One Postgres database with 100,000 warm-path keys and 10,000 cold-path keys.
-//! Keygate (the real binary) and a no-op tonic Authorizer with the same message
-//! shapes and runtime run pinned to CPU 0; this process, the load generator, is
-//! pinned to CPU 1. Rounds alternate no-op / Keygate (1,000 keys) / Keygate
-//! (100,000 keys); the medians of the per-round ratios are reported with their
-//! range. Then a cold run (every request a new key, argon2 at the default
-//! parameters) with warm probes beside it, and a cold start of a fresh replica
-//! facing 10,000 distinct keys.
+//! Two Keygate replicas (the real binary) and a no-op tonic Authorizer with the
+//! same message shapes, runtime and log subscriber run pinned to CPU 0: one
+//! replica serves (and caches) 1,000 keys, the other all 100,000. This process,
+//! the load generator, is pinned to CPU 1. Rounds alternate no-op / Keygate
+//! with 1,000 keys / Keygate with 100,000 keys; the medians of the per-round
+//! ratios are reported with their range. Then a cold run (every request a new
+//! key, argon2 at the default parameters) with warm probes beside it, and a
+//! cold start of a fresh replica facing 10,000 distinct keys.
 //!
 //! Only loopback addresses are used; every load loop is bounded in count and time.
 
@@ -23,6 +24,10 @@ use bytes::Bytes;
 use keygate::grpc::pb;
 use load::{grpc_frame, run, LoadShape, RunResult};
 use prost::Message;
+
+/// The no-op server runs from this binary: same allocator as Keygate's.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 const WARM_KEYS: usize = 100_000;
 const SMALL_SET: usize = 1_000;
@@ -100,17 +105,27 @@ async fn bench() {
     let cold_tokens = database
         .seed_keys(COLD_KEYS, keygate::hashing::HashingParams::DEFAULT)
         .await;
+    let keygate_small = servers::Child::keygate(&database.url, 0).await;
     let keygate = servers::Child::keygate(&database.url, 0).await;
     let noop = servers::Child::noop(0).await;
 
     let warm_bodies = bodies(&warm_tokens);
     let small_bodies = Arc::new(warm_bodies[..SMALL_SET].to_vec());
-    let rss_before = keygate.rss_kib();
     let warm_up = LoadShape {
         duration: Duration::from_secs(120),
         max_requests: WARM_KEYS,
         ..SHAPE
     };
+    let warmed_small = run(
+        keygate_small.address,
+        small_bodies.clone(),
+        warm_up,
+        true,
+        allowed,
+    )
+    .await;
+    assert_eq!(warmed_small.errors, 0, "warm-up failed");
+    let rss_before = keygate.rss_kib();
     let warmed = run(keygate.address, warm_bodies.clone(), warm_up, true, allowed).await;
     assert_eq!(warmed.errors, 0, "warm-up failed");
     let rss_after = keygate.rss_kib();
@@ -133,7 +148,14 @@ async fn bench() {
         println!("round {round}/{ROUNDS}");
         let baseline = run(noop.address, small_bodies.clone(), SHAPE, false, allowed).await;
         report("no-op server", &baseline);
-        let small = run(keygate.address, small_bodies.clone(), SHAPE, false, allowed).await;
+        let small = run(
+            keygate_small.address,
+            small_bodies.clone(),
+            SHAPE,
+            false,
+            allowed,
+        )
+        .await;
         report("keygate, 1,000 keys", &small);
         let large = run(keygate.address, warm_bodies.clone(), SHAPE, false, allowed).await;
         report("keygate, 100,000 keys", &large);
@@ -164,6 +186,7 @@ async fn bench() {
         );
     }
 
+    drop(keygate_small);
     cold_run(&keygate, &cold_tokens, &small_bodies).await;
     drop(keygate);
     drop(noop);

@@ -211,9 +211,17 @@ impl authorizer_server::Authorizer for NoopAuthorizer {
     }
 }
 
-/// The no-op server, with Keygate's runtime (multi-thread, default workers)
-/// and transport settings (TCP_NODELAY).
+/// The no-op server, with Keygate's runtime (multi-thread, default workers),
+/// transport settings (TCP_NODELAY) and log subscriber (without one, every
+/// span inside tonic and h2 would fall back to the `log` crate, a cost Keygate
+/// does not pay).
 pub fn run_noop_server() {
+    let _telemetry = keygate::telemetry::init(
+        keygate::telemetry::LogStyle::Text,
+        tracing_subscriber::filter::LevelFilter::INFO,
+        false,
+    )
+    .unwrap();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
