@@ -349,8 +349,6 @@ mod tests {
             b"zzzzzzzzzz".to_vec(),
             b"zzzzzzzzzzz".to_vec(),
             "z".repeat(22).into_bytes(),
-            "7n42DGM5Tflk9n8mt7Fhc7".as_bytes().to_vec(),
-            "7n42DGM5Tflk9n8mt7Fhc8".as_bytes().to_vec(),
             b"0000000000000000000001".to_vec(),
             b"abc-def".to_vec(),
         ];

@@ -111,23 +111,9 @@ async fn bench() {
 
     let warm_bodies = bodies(&warm_tokens);
     let small_bodies = Arc::new(warm_bodies[..SMALL_SET].to_vec());
-    let warm_up = LoadShape {
-        duration: Duration::from_secs(120),
-        max_requests: WARM_KEYS,
-        ..SHAPE
-    };
-    let warmed_small = run(
-        keygate_small.address,
-        small_bodies.clone(),
-        warm_up,
-        true,
-        allowed,
-    )
-    .await;
-    assert_eq!(warmed_small.errors, 0, "warm-up failed");
+    warm_up(&keygate_small, &small_bodies).await;
     let rss_before = keygate.rss_kib();
-    let warmed = run(keygate.address, warm_bodies.clone(), warm_up, true, allowed).await;
-    assert_eq!(warmed.errors, 0, "warm-up failed");
+    let warmed = warm_up(&keygate, &warm_bodies).await;
     let rss_after = keygate.rss_kib();
     println!(
         "warmed {} keys in {:.1} s; server RSS {} KiB -> {} KiB: about {:.0} bytes per cached key",
@@ -192,6 +178,18 @@ async fn bench() {
     drop(noop);
     cold_start(&database.url, &cold_tokens, median(&mut warm_p99)).await;
     database.drop_database().await;
+}
+
+/// Sends each of `bodies` once, so that the replica caches every key.
+async fn warm_up(replica: &servers::Child, bodies: &Arc<Vec<Bytes>>) -> RunResult {
+    let shape = LoadShape {
+        duration: Duration::from_secs(120),
+        max_requests: bodies.len(),
+        ..SHAPE
+    };
+    let warmed = run(replica.address, bodies.clone(), shape, true, allowed).await;
+    assert_eq!(warmed.errors, 0, "warm-up failed");
+    warmed
 }
 
 /// Every request a new key (argon2 at the default parameters), with warm probes
