@@ -30,6 +30,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     tonic_prost_build::configure()
         .build_client(true)
         .build_server(true)
+        // Ordered maps: deterministic output, and no hashing on the hot path.
+        .btree_map(".")
         // Messages that carry a token get a hand-written, redacting Debug.
         .skip_debug([
             "keygate.v1.AuthorizeRequest",

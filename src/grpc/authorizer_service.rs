@@ -109,12 +109,7 @@ fn decision_to_proto(decision: Decision) -> pb::Decision {
     answer.organization_id = entry.organization_id_text.clone();
     answer.environment = environment_to_proto(entry.key.environment).into();
     answer.kind = kind_to_proto(entry.key.kind).into();
-    answer.metadata = entry
-        .key
-        .metadata
-        .iter()
-        .map(|(name, value)| (name.clone(), value.clone()))
-        .collect();
+    answer.metadata = entry.key.metadata.clone();
     answer.secret = match identity.secret {
         SecretSlot::Current => pb::SecretSlot::Current,
         SecretSlot::Previous => pb::SecretSlot::Previous,
