@@ -13,7 +13,7 @@ use chrono::{DateTime, Utc};
 use ipnet::IpNet;
 use uuid::Uuid;
 
-use crate::authorizer::VerifiedKey;
+use crate::decision::KeyIdentity;
 use crate::error::ServiceError;
 use crate::key::{FieldError, Key, KeyKind};
 use crate::permission::{Permission, Scope};
@@ -22,11 +22,11 @@ use crate::token::Environment;
 /// An identified lifecycle caller.
 #[derive(Debug, Clone)]
 pub struct Caller {
-    verified: VerifiedKey,
+    verified: KeyIdentity,
 }
 
 impl Caller {
-    pub fn new(verified: VerifiedKey) -> Caller {
+    pub fn new(verified: KeyIdentity) -> Caller {
         Caller { verified }
     }
 

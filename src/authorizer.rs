@@ -19,7 +19,6 @@ use crate::cache::{CachedKey, KeyCache, SecretDigest};
 use crate::decision::{AuthorizeRequest, Decision, KeyIdentity, Reason, SecretSlot, Target};
 use crate::freshness::{Freshness, StalePolicy, VERSION_CHECK_TIMEOUT};
 use crate::hashing::{HashingError, SecretHasher};
-use crate::key::KeyState;
 use crate::policy::Policy;
 use crate::store::keys::{find_key_by_id, find_key_version};
 use crate::store::StoreError;
@@ -33,32 +32,6 @@ pub enum VerifyError {
     Store(#[from] Arc<StoreError>),
     #[error(transparent)]
     Hashing(#[from] HashingError),
-}
-
-/// A key whose secret checked out, and which of its secrets it was.
-#[derive(Debug, Clone)]
-pub struct VerifiedKey {
-    pub entry: Arc<CachedKey>,
-    pub secret: SecretSlot,
-}
-
-impl VerifiedKey {
-    /// Why the key may not be used at `now`, if it may not.
-    pub fn state_denial(&self, now: DateTime<Utc>) -> Option<Reason> {
-        match self.entry.key.state(now) {
-            KeyState::Active => None,
-            KeyState::Revoked => Some(Reason::Revoked),
-            KeyState::Disabled => Some(Reason::Disabled),
-            KeyState::Expired => Some(Reason::Expired),
-        }
-    }
-
-    fn identity(&self) -> KeyIdentity {
-        KeyIdentity {
-            entry: self.entry.clone(),
-            secret: self.secret,
-        }
-    }
 }
 
 /// What confirming a cached entry off the hot path found.
@@ -169,7 +142,7 @@ impl Authorizer {
         &self,
         presented: &str,
         now: DateTime<Utc>,
-    ) -> Result<Result<VerifiedKey, Reason>, VerifyError> {
+    ) -> Result<Result<KeyIdentity, Reason>, VerifyError> {
         let token_text = strip_bearer(presented);
         if token_text.is_empty() {
             return Ok(Err(Reason::MissingKey));
@@ -189,7 +162,7 @@ impl Authorizer {
                 return Ok(Err(Reason::InvalidSecret));
             }
             if let Some(secret) = self.match_cached(&entry, &digest, now) {
-                return Ok(Ok(VerifiedKey { entry, secret }));
+                return Ok(Ok(KeyIdentity { entry, secret }));
             }
             // Boxed: the argon2 path's future is large and rarely needed.
             let slot =
@@ -200,7 +173,7 @@ impl Authorizer {
             // The wait for argon2 may have outlived the entry (a change landed
             // meanwhile): decide only on an entry that is still the current one.
             if Box::pin(self.still_current(&entry)).await {
-                return Ok(Ok(VerifiedKey { entry, secret }));
+                return Ok(Ok(KeyIdentity { entry, secret }));
             }
         }
         Ok(Err(Reason::Unverifiable))
@@ -397,20 +370,33 @@ impl Authorizer {
         request: &AuthorizeRequest<'_>,
         now: DateTime<Utc>,
     ) -> Result<Decision, VerifyError> {
-        let verified = match self.verify(request.presented, now).await? {
-            Ok(verified) => verified,
+        let identity = match self.verify(request.presented, now).await? {
+            Ok(identity) => identity,
             Err(reason) => return Ok(Decision::denied(reason)),
         };
         let mut decision = Decision::denied(Reason::Ok);
-        decision.key = Some(verified.identity());
-        if let Some(reason) = verified.state_denial(now) {
-            decision.reason = reason;
-            return Ok(decision);
+        decision.reason = self.judge(&identity, request, now, &mut decision);
+        decision.key = Some(identity);
+        Ok(decision)
+    }
+
+    /// Everything after the secret checked out: the key's state, the client's
+    /// address, the route and the permission. Fills in the route and the
+    /// permission on `decision` as they become known.
+    fn judge(
+        &self,
+        identity: &KeyIdentity,
+        request: &AuthorizeRequest<'_>,
+        now: DateTime<Utc>,
+        decision: &mut Decision,
+    ) -> Reason {
+        if let Some(reason) = identity.state_denial(now) {
+            return reason;
         }
-        self.usage.touch(&verified.entry, now.timestamp());
-        if !verified.entry.key.allows_address(request.client_ip) {
-            decision.reason = Reason::IpNotAllowed;
-            return Ok(decision);
+        let entry = &identity.entry;
+        self.usage.touch(entry, now.timestamp());
+        if !entry.key.allows_address(request.client_ip) {
+            return Reason::IpNotAllowed;
         }
         let policy = self.policy.load();
         let (permission, index) = match &request.target {
@@ -420,8 +406,7 @@ impl Authorizer {
             ),
             Target::Route { method, path } => {
                 let Some(matched) = policy.routes.find(method, path) else {
-                    decision.reason = Reason::UnknownRoute;
-                    return Ok(decision);
+                    return Reason::UnknownRoute;
                 };
                 decision.route = Some(matched.route.template.clone());
                 // Inserted one by one: `collect` into a BTreeMap sorts a
@@ -438,18 +423,19 @@ impl Authorizer {
                 )
             }
         };
-        let permissions = &verified.entry.permissions;
+        let permissions = &entry.permissions;
         let allowed = match index
             .and_then(|index| permissions.allows_indexed(policy.catalog.generation(), index))
         {
             Some(allowed) => allowed,
             None => permissions.allows(&permission),
         };
-        if !allowed {
-            decision.reason = Reason::PermissionDenied;
-        }
         decision.permission = Some(permission);
-        Ok(decision)
+        if allowed {
+            Reason::Ok
+        } else {
+            Reason::PermissionDenied
+        }
     }
 }
 

@@ -201,6 +201,17 @@ pub struct DatabaseSettings {
 
 impl DatabaseArgs {
     pub fn settings(&self) -> anyhow::Result<DatabaseSettings> {
+        // Checked here: the driver would accept other schemes and fail only
+        // on first use. The URL itself is never echoed (it may hold a password).
+        let scheme = self
+            .database_url
+            .split_once("://")
+            .map(|(scheme, _)| scheme);
+        if !matches!(scheme, Some("postgres" | "postgresql")) {
+            anyhow::bail!(
+                "KEYGATE_DATABASE_URL (--database-url) must start with postgres:// or postgresql://"
+            );
+        }
         let connect_options = PgConnectOptions::from_str(&self.database_url)
             .context("KEYGATE_DATABASE_URL (--database-url) is not a valid Postgres URL")?;
         if self.database_max_connections == 0 {
@@ -452,6 +463,14 @@ mod tests {
             (
                 &["--database-url", "postgres://host:port/db"],
                 "KEYGATE_DATABASE_URL",
+            ),
+            (
+                &["--database-url", "mysql://root@127.0.0.1/keygate"],
+                "must start with postgres://",
+            ),
+            (
+                &["--database-url", "127.0.0.1:5432/keygate"],
+                "must start with postgres://",
             ),
             (
                 &["--database-max-connections", "0"],

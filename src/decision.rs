@@ -4,7 +4,10 @@
 use std::net::IpAddr;
 use std::sync::Arc;
 
+use chrono::{DateTime, Utc};
+
 use crate::cache::CachedKey;
+use crate::key::KeyState;
 use crate::permission::Permission;
 
 /// Why a request was allowed or denied.
@@ -117,11 +120,23 @@ impl std::fmt::Debug for AuthorizeRequest<'_> {
     }
 }
 
-/// The key a decision is about, once its secret checked out.
+/// A key whose secret checked out, and which of its secrets the token carried.
 #[derive(Debug, Clone)]
 pub struct KeyIdentity {
     pub entry: Arc<CachedKey>,
     pub secret: SecretSlot,
+}
+
+impl KeyIdentity {
+    /// Why the key may not be used at `now`, if it may not.
+    pub fn state_denial(&self, now: DateTime<Utc>) -> Option<Reason> {
+        match self.entry.key.state(now) {
+            KeyState::Active => None,
+            KeyState::Revoked => Some(Reason::Revoked),
+            KeyState::Disabled => Some(Reason::Disabled),
+            KeyState::Expired => Some(Reason::Expired),
+        }
+    }
 }
 
 /// The answer to an Authorize request.

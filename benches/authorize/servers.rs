@@ -118,6 +118,10 @@ impl BenchDatabase {
     }
 }
 
+/// How long a spawned server may take to report its listening address (a
+/// replica migrates nothing here, but a loaded machine can be slow to start).
+const SERVER_READY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(120);
+
 /// A server process this bench started; killed (by its own pid) when dropped.
 pub struct Child {
     pub address: SocketAddr,
@@ -135,17 +139,22 @@ impl Child {
         let stdout = process.stdout.take().unwrap();
         let mut lines = BufReader::new(stderr).lines();
         let mut out_lines = BufReader::new(stdout).lines();
-        let address = loop {
-            let line = tokio::select! {
-                line = lines.next_line() => line.unwrap(),
-                line = out_lines.next_line() => line.unwrap(),
-            };
-            let line = line.expect("server exited before it was ready");
-            if let Some(start) = line.find(marker) {
-                let rest = &line[start + marker.len()..];
-                break rest.split_whitespace().next().unwrap().parse().unwrap();
+        let ready = async {
+            loop {
+                let line = tokio::select! {
+                    line = lines.next_line() => line.unwrap(),
+                    line = out_lines.next_line() => line.unwrap(),
+                };
+                let line = line.expect("server exited before it was ready");
+                if let Some(start) = line.find(marker) {
+                    let rest = &line[start + marker.len()..];
+                    break rest.split_whitespace().next().unwrap().parse().unwrap();
+                }
             }
         };
+        let address: SocketAddr = tokio::time::timeout(SERVER_READY_TIMEOUT, ready)
+            .await
+            .expect("server did not report its address in time");
         // Keep draining output so the server never blocks on a full pipe.
         tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
         tokio::spawn(async move { while let Ok(Some(_)) = out_lines.next_line().await {} });
