@@ -12,10 +12,12 @@
 //! committed can never put the old state back: an entry older than its
 //! tombstone is treated as stale.
 
-use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
 
 use crate::token::KeyId;
 
@@ -32,51 +34,6 @@ pub enum StalePolicy {
     ServeStale(Duration),
 }
 
-/// Recent changes' versions, each kept for `TOMBSTONE_LIFETIME` after it was
-/// last set. Adding one costs O(1) plus the expired ones it drops, so a burst
-/// of changes (a large organization's keys revoked at once) stays linear.
-#[derive(Default)]
-struct Tombstones {
-    newest: HashMap<KeyId, (i64, Instant)>,
-    /// Every add in time order, for expiry; an entry whose time no longer
-    /// matches the map's was superseded by a later add and is skipped.
-    added: VecDeque<(Instant, KeyId)>,
-}
-
-impl Tombstones {
-    fn newest_version(&self, id: &KeyId) -> Option<i64> {
-        self.newest.get(id).map(|(version, _)| *version)
-    }
-
-    fn len(&self) -> usize {
-        self.newest.len()
-    }
-
-    /// Adds a tombstone at `now` (never lowering a key's version) and drops
-    /// those older than the lifetime; returns the dropped keys.
-    fn add(&mut self, id: KeyId, version: i64, now: Instant) -> Vec<KeyId> {
-        let mut expired = Vec::new();
-        while let Some(&(added_at, key_id)) = self.added.front() {
-            if now.duration_since(added_at) < TOMBSTONE_LIFETIME {
-                break;
-            }
-            self.added.pop_front();
-            let still_this_one = self
-                .newest
-                .get(&key_id)
-                .is_some_and(|(_, set_at)| *set_at == added_at);
-            if still_this_one {
-                self.newest.remove(&key_id);
-                expired.push(key_id);
-            }
-        }
-        let previous = self.newest_version(&id).unwrap_or(i64::MIN);
-        self.newest.insert(id, (version.max(previous), now));
-        self.added.push_back((now, id));
-        expired
-    }
-}
-
 #[derive(Default)]
 pub struct Freshness {
     listener_connected: AtomicBool,
@@ -87,10 +44,8 @@ pub struct Freshness {
     listener_lost_at_millis: AtomicI64,
     /// Serializes changes of trust and the epoch bumps that go with them.
     transitions: Mutex<()>,
-    tombstones: RwLock<Tombstones>,
-    /// How many tombstones there are, read without the lock: the hot path
-    /// skips the lock entirely while there are none.
-    tombstone_count: AtomicUsize,
+    tombstones: ArcSwap<HashMap<KeyId, (i64, Instant)>>,
+    tombstone_writer: Mutex<()>,
     /// Unix milliseconds of the last failed version check; 0 if none.
     check_failed_at_millis: AtomicI64,
     /// Woken whenever any replica reports progress (for propagation waits).
@@ -230,26 +185,34 @@ impl Freshness {
 
     /// Whether a cached entry of `version` is older than a recent change.
     pub fn is_superseded(&self, id: &KeyId, version: i64) -> bool {
-        if self.tombstone_count.load(Ordering::SeqCst) == 0 {
-            return false;
-        }
-        self.tombstones
-            .read()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .newest_version(id)
-            .is_some_and(|newer| version < newer)
+        let tombstones = self.tombstones.load();
+        !tombstones.is_empty()
+            && tombstones
+                .get(id)
+                .is_some_and(|(newer, _)| version < *newer)
     }
 
     /// Records that `id` changed to `version`; drops expired tombstones and
     /// returns their key ids (to be evicted once more).
     pub fn add_tombstone(&self, id: KeyId, version: i64) -> Vec<KeyId> {
-        let mut tombstones = self
-            .tombstones
-            .write()
+        let _writer = self
+            .tombstone_writer
+            .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        let expired = tombstones.add(id, version, Instant::now());
-        self.tombstone_count
-            .store(tombstones.len(), Ordering::SeqCst);
+        let now = Instant::now();
+        let current = self.tombstones.load();
+        let mut next = HashMap::with_capacity(current.len() + 1);
+        let mut expired = Vec::new();
+        for (key_id, (newer, at)) in current.iter() {
+            if now.duration_since(*at) < TOMBSTONE_LIFETIME {
+                next.insert(*key_id, (*newer, *at));
+            } else {
+                expired.push(*key_id);
+            }
+        }
+        let previous = next.get(&id).map_or(i64::MIN, |(newer, _)| *newer);
+        next.insert(id, (version.max(previous), now));
+        self.tombstones.store(Arc::new(next));
         expired
     }
 }
@@ -312,29 +275,5 @@ mod tests {
             "a tombstone never moves back"
         );
         assert!(!freshness.is_superseded(&KeyId::generate(), 1));
-    }
-
-    #[test]
-    fn tombstones_expire_a_lifetime_after_their_last_change() {
-        let start = Instant::now();
-        let mut tombstones = Tombstones::default();
-        let (first, second) = (KeyId::generate(), KeyId::generate());
-        assert!(tombstones.add(first, 2, start).is_empty());
-        assert!(tombstones
-            .add(second, 7, start + Duration::from_secs(30))
-            .is_empty());
-        // `first` changes again: its lifetime starts over.
-        assert!(tombstones
-            .add(first, 3, start + Duration::from_secs(50))
-            .is_empty());
-        let at_70 = tombstones.add(KeyId::generate(), 1, start + Duration::from_secs(70));
-        assert!(at_70.is_empty(), "{at_70:?}");
-        assert_eq!(tombstones.newest_version(&first), Some(3));
-        let at_95 = tombstones.add(KeyId::generate(), 1, start + Duration::from_secs(95));
-        assert_eq!(at_95, vec![second]);
-        assert_eq!(tombstones.newest_version(&second), None);
-        let at_111 = tombstones.add(KeyId::generate(), 1, start + Duration::from_secs(111));
-        assert_eq!(at_111, vec![first]);
-        assert_eq!(tombstones.len(), 3);
     }
 }
