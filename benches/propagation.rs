@@ -35,7 +35,9 @@ const REVOKED_PER_MODE: usize = 500;
 /// Length of each quiet or revoking window of background load.
 const WINDOW: Duration = Duration::from_secs(1);
 /// Most windows (quiet and revoking together) before the bench stops pausing.
-const MAX_WINDOWS: usize = 80;
+const MAX_WINDOWS: usize = 120;
+/// Longest any single RevokeKey or probe call may take before the bench fails.
+const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 
 fn authorize_frame(token: &str) -> bytes::Bytes {
     grpc_frame(&pb::AuthorizeRequest {
@@ -192,6 +194,7 @@ async fn bench() {
     // compared with the quiet windows beside it: this shared machine drifts
     // between seconds by more than the effect measured.
     let revoking = Arc::new(AtomicBool::new(false));
+    let in_flight = Arc::new(AtomicBool::new(false));
     let finished = Arc::new(AtomicBool::new(false));
     // The revocation driver runs as a task of this runtime, beside the load
     // generator (on a thread of its own it would wait for the core in
@@ -199,20 +202,33 @@ async fn bench() {
     let driver = {
         let addresses = addresses.clone();
         let revoking = revoking.clone();
+        let in_flight = in_flight.clone();
         let finished = finished.clone();
         tokio::spawn(async move {
-            let taken = revoke_all(&addresses, &victims, &victim_bodies, &admin, &revoking).await;
+            let flags = DriverFlags {
+                revoking: &revoking,
+                in_flight: &in_flight,
+            };
+            let taken = revoke_all(&addresses, &victims, &victim_bodies, &admin, flags).await;
             finished.store(true, Ordering::SeqCst);
             taken
         })
     };
     let mut windows: Vec<(bool, f64)> = Vec::new();
+    let mut windows_run = 0;
     for window in 0..MAX_WINDOWS {
+        windows_run = window + 1;
         if finished.load(Ordering::SeqCst) {
             break;
         }
         let revoke_now = window % 2 == 1;
         revoking.store(revoke_now, Ordering::SeqCst);
+        // A quiet window starts only once the last revocation (with its
+        // probes) is done, so none spills into it.
+        let settling = Instant::now();
+        while !revoke_now && in_flight.load(Ordering::SeqCst) && settling.elapsed() < CALL_TIMEOUT {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
         let rate =
             total_rate(&background_load(addresses.clone(), load_bodies.clone(), WINDOW).await);
         // A revoking window counts only if revocations ran all through it.
@@ -225,11 +241,19 @@ async fn bench() {
     let revoking_took = driver.await.unwrap();
     report_load_impact(&windows);
     println!(
-        "all revocations took {:.1} s, about half of it paused for quiet windows",
+        "all revocations took {:.1} s over {windows_run} windows, revoking in every other one",
         revoking_took.as_secs_f64()
     );
     drop(replicas);
     database.drop_database().await;
+}
+
+/// How the bench steers the revocation driver: revoke only while `revoking`
+/// is set; `in_flight` says a revocation (with its probes) is under way.
+#[derive(Clone, Copy)]
+struct DriverFlags<'a> {
+    revoking: &'a AtomicBool,
+    in_flight: &'a AtomicBool,
 }
 
 /// Revokes every victim through replica A, half with RevokeKey's default wait
@@ -239,7 +263,7 @@ async fn revoke_all(
     victims: &[String],
     victim_bodies: &[bytes::Bytes],
     admin: &str,
-    revoking: &AtomicBool,
+    flags: DriverFlags<'_>,
 ) -> Duration {
     let probes: Vec<_> =
         futures_util::future::join_all(addresses.iter().map(|address| load::connect(*address)))
@@ -257,9 +281,10 @@ async fn revoke_all(
         let mut rpc_times = Vec::with_capacity(REVOKED_PER_MODE);
         for index in offset..offset + REVOKED_PER_MODE {
             // Bounded: the bench sets the flag for good once out of windows.
-            while !revoking.load(Ordering::SeqCst) {
+            while !flags.revoking.load(Ordering::SeqCst) {
                 tokio::time::sleep(Duration::from_millis(1)).await;
             }
+            flags.in_flight.store(true, Ordering::SeqCst);
             let key_id = Token::parse(&victims[index], &TokenPrefix::default())
                 .unwrap()
                 .key_id()
@@ -272,7 +297,11 @@ async fn revoke_all(
                 .metadata_mut()
                 .insert("authorization", format!("Bearer {admin}").parse().unwrap());
             let sent = Instant::now();
-            let response = admin_client.revoke_key(request).await.unwrap().into_inner();
+            let response = tokio::time::timeout(CALL_TIMEOUT, admin_client.revoke_key(request))
+                .await
+                .expect("RevokeKey took too long")
+                .unwrap()
+                .into_inner();
             let returned = Instant::now();
             rpc_times.push(returned.duration_since(sent).as_secs_f64() * 1000.0);
             if wait {
@@ -283,17 +312,21 @@ async fn revoke_all(
                 // All pending replicas at once: a replica's time is not
                 // stretched by waiting for the others' answers first.
                 let answers = futures_util::future::join_all(pending.iter().map(|&replica| {
-                    load::call(
+                    let probe = load::call(
                         &probes[replica],
                         addresses[replica],
                         victim_bodies[index].clone(),
-                    )
+                    );
+                    tokio::time::timeout(CALL_TIMEOUT, probe)
                 }))
                 .await;
                 pending = pending
                     .into_iter()
                     .zip(answers)
-                    .filter(|(_, answer)| allowed(answer.as_ref().unwrap()))
+                    .filter(|(_, outcome)| {
+                        let answer = outcome.as_ref().expect("a probe took too long");
+                        allowed(answer.as_ref().unwrap())
+                    })
                     .map(|(replica, _)| replica)
                     .collect();
             }
@@ -301,6 +334,7 @@ async fn revoke_all(
                 pending.is_empty(),
                 "a replica still allowed a revoked key after 2 s"
             );
+            flags.in_flight.store(false, Ordering::SeqCst);
             latencies.push(returned.elapsed().as_secs_f64() * 1000.0);
         }
         latencies.sort_by(f64::total_cmp);

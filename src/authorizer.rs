@@ -153,7 +153,7 @@ impl Authorizer {
         let key_id = *token.key_id();
         let digest = self.cache.digest(token.secret());
         for _attempt in 0..3 {
-            let entry = match self.current_entry(key_id, now).await? {
+            let entry = match self.current_entry(key_id).await? {
                 Ok(Some(entry)) => entry,
                 Ok(None) => return Ok(Err(Reason::UnknownKey)),
                 Err(reason) => return Ok(Err(reason)),
@@ -225,13 +225,12 @@ impl Authorizer {
     async fn current_entry(
         &self,
         key_id: KeyId,
-        now: DateTime<Utc>,
     ) -> Result<Result<Option<Arc<CachedKey>>, Reason>, VerifyError> {
         for _attempt in 0..3 {
             let Some(entry) = self.cache.get_or_load(key_id, || self.load(key_id)).await? else {
                 return Ok(Ok(None));
             };
-            if self.is_confirmed(&entry, now) {
+            if self.is_confirmed(&entry) {
                 return Ok(Ok(Some(entry)));
             }
             // Boxed: the rare paths' futures are large, and every call would
@@ -246,10 +245,11 @@ impl Authorizer {
     }
 
     /// The hot path's check: not superseded, built under the catalog in force,
-    /// and confirmed in the current trusted epoch (the lease checked at `now`,
-    /// the request's time, so the hot path reads the clock once).
-    fn is_confirmed(&self, entry: &CachedKey, now: DateTime<Utc>) -> bool {
-        let epoch = self.freshness.trusted_epoch_at(now.timestamp_millis());
+    /// and confirmed in the current trusted epoch. The lease is checked
+    /// against the clock here, not the request's start time: a retry after
+    /// argon2 or a load may come seconds later, after the lease ran out.
+    fn is_confirmed(&self, entry: &CachedKey) -> bool {
+        let epoch = self.freshness.trusted_epoch();
         epoch != 0
             && entry.validated_epoch.load(Ordering::SeqCst) == epoch
             && !self

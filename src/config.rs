@@ -207,7 +207,11 @@ impl DatabaseArgs {
             .database_url
             .split_once("://")
             .map(|(scheme, _)| scheme);
-        if !matches!(scheme, Some("postgres" | "postgresql")) {
+        // URL schemes are case-insensitive.
+        let is_postgres = scheme.is_some_and(|scheme| {
+            scheme.eq_ignore_ascii_case("postgres") || scheme.eq_ignore_ascii_case("postgresql")
+        });
+        if !is_postgres {
             anyhow::bail!(
                 "KEYGATE_DATABASE_URL (--database-url) must start with postgres:// or postgresql://"
             );

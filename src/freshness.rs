@@ -92,11 +92,7 @@ impl Freshness {
 
     /// Listener connected and lease current, checked against the clock on every call.
     pub fn is_trusted(&self) -> bool {
-        self.is_trusted_at(now_millis())
-    }
-
-    fn is_trusted_at(&self, now_millis: i64) -> bool {
-        self.listener_connected.load(Ordering::SeqCst) && self.lease_holds(now_millis)
+        self.listener_connected.load(Ordering::SeqCst) && self.lease_holds(now_millis())
     }
 
     pub fn listener_connected(&self) -> bool {
@@ -107,14 +103,8 @@ impl Freshness {
     /// Transitions to trusted start a new epoch before trust shows, so an epoch
     /// read on both sides of the trust check, and unchanged, was trusted.
     pub fn trusted_epoch(&self) -> u64 {
-        self.trusted_epoch_at(now_millis())
-    }
-
-    /// `trusted_epoch` with the lease checked at `now_millis` (Unix
-    /// milliseconds), for a caller that has already read the clock.
-    pub fn trusted_epoch_at(&self, now_millis: i64) -> u64 {
         let epoch = self.epoch.load(Ordering::SeqCst);
-        if !self.is_trusted_at(now_millis) || self.epoch.load(Ordering::SeqCst) != epoch {
+        if !self.is_trusted() || self.epoch.load(Ordering::SeqCst) != epoch {
             return 0;
         }
         epoch
