@@ -456,6 +456,23 @@ mod tests {
     }
 
     #[test]
+    fn postgres_url_schemes_are_accepted_in_any_case() {
+        for url in [
+            "postgres://postgres@127.0.0.1:5432/keygate",
+            "postgresql://postgres@127.0.0.1:5432/keygate",
+            "POSTGRES://postgres@127.0.0.1:5432/keygate",
+        ] {
+            let arguments = ["keygate", "serve", "--database-url", url];
+            let cli = Cli::try_parse_from(arguments).unwrap();
+            let Command::Serve(args) = cli.command else {
+                panic!("not serve");
+            };
+            let settings = args.database.settings();
+            assert!(settings.is_ok(), "{url}: {:#}", settings.err().unwrap());
+        }
+    }
+
+    #[test]
     fn bad_settings_stop_the_start_naming_the_setting() {
         let cases: &[(&[&str], &str)] = &[
             (&["--cache-capacity", "0"], "KEYGATE_CACHE_CAPACITY"),
