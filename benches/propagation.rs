@@ -102,6 +102,17 @@ fn total_rate(results: &[RunResult]) -> f64 {
     results.iter().map(RunResult::requests_per_second).sum()
 }
 
+/// The requests/s of the revoking (or the quiet) windows, sorted.
+fn sorted_rates(windows: &[(bool, f64)], revoking: bool) -> Vec<f64> {
+    let mut rates: Vec<f64> = windows
+        .iter()
+        .filter(|(window_revoking, _)| *window_revoking == revoking)
+        .map(|(_, rate)| *rate)
+        .collect();
+    rates.sort_by(f64::total_cmp);
+    rates
+}
+
 /// Compares each revoking window's load with the mean of the quiet windows
 /// just before and after it; prints the median ratio and its range.
 fn report_load_impact(windows: &[(bool, f64)]) {
@@ -113,8 +124,10 @@ fn report_load_impact(windows: &[(bool, f64)]) {
         let quiet_before = position
             .checked_sub(1)
             .and_then(|before| windows.get(before))
-            .filter(|(revoking, _)| !revoking);
-        let quiet_after = windows.get(position + 1).filter(|(revoking, _)| !revoking);
+            .filter(|(neighbour_revoking, _)| !neighbour_revoking);
+        let quiet_after = windows
+            .get(position + 1)
+            .filter(|(neighbour_revoking, _)| !neighbour_revoking);
         let quiet: Vec<f64> = quiet_before
             .into_iter()
             .chain(quiet_after)
@@ -124,23 +137,11 @@ fn report_load_impact(windows: &[(bool, f64)]) {
             ratios.push(rate / (quiet.iter().sum::<f64>() / quiet.len() as f64));
         }
     }
-    let mut quiet_rates: Vec<f64> = windows
-        .iter()
-        .filter(|(r, _)| !r)
-        .map(|(_, rate)| *rate)
-        .collect();
-    let mut revoking_rates: Vec<f64> = windows
-        .iter()
-        .filter(|(r, _)| *r)
-        .map(|(_, rate)| *rate)
-        .collect();
     if ratios.is_empty() {
         println!("background Authorize load: no complete revoking window to compare");
         return;
     }
     ratios.sort_by(f64::total_cmp);
-    quiet_rates.sort_by(f64::total_cmp);
-    revoking_rates.sort_by(f64::total_cmp);
     println!(
         "background Authorize load over 3 replicas, {} revoking windows of {} s against the quiet windows beside them: median ratio {:.3} [{:.3} .. {:.3}] (median {:.0} req/s revoking, {:.0} req/s quiet)",
         ratios.len(),
@@ -148,8 +149,8 @@ fn report_load_impact(windows: &[(bool, f64)]) {
         percentile(&ratios, 0.5),
         ratios[0],
         ratios[ratios.len() - 1],
-        percentile(&revoking_rates, 0.5),
-        percentile(&quiet_rates, 0.5),
+        percentile(&sorted_rates(windows, true), 0.5),
+        percentile(&sorted_rates(windows, false), 0.5),
     );
 }
 
@@ -195,7 +196,6 @@ async fn bench() {
     // between seconds by more than the effect measured.
     let revoking = Arc::new(AtomicBool::new(false));
     let in_flight = Arc::new(AtomicBool::new(false));
-    let finished = Arc::new(AtomicBool::new(false));
     // The revocation driver runs as a task of this runtime, beside the load
     // generator (on a thread of its own it would wait for the core in
     // scheduler time slices, which stretched its latency figures many times).
@@ -203,36 +203,35 @@ async fn bench() {
         let addresses = addresses.clone();
         let revoking = revoking.clone();
         let in_flight = in_flight.clone();
-        let finished = finished.clone();
         tokio::spawn(async move {
             let flags = DriverFlags {
                 revoking: &revoking,
                 in_flight: &in_flight,
             };
-            let taken = revoke_all(&addresses, &victims, &victim_bodies, &admin, flags).await;
-            finished.store(true, Ordering::SeqCst);
-            taken
+            revoke_all(&addresses, &victims, &victim_bodies, &admin, flags).await
         })
     };
     let mut windows: Vec<(bool, f64)> = Vec::new();
     let mut windows_run = 0;
     for window in 0..MAX_WINDOWS {
         windows_run = window + 1;
-        if finished.load(Ordering::SeqCst) {
+        if driver.is_finished() {
             break;
         }
         let revoke_now = window % 2 == 1;
         revoking.store(revoke_now, Ordering::SeqCst);
         // A quiet window starts only once the last revocation (with its
         // probes) is done, so none spills into it.
-        let settling = Instant::now();
-        while !revoke_now && in_flight.load(Ordering::SeqCst) && settling.elapsed() < CALL_TIMEOUT {
-            tokio::time::sleep(Duration::from_millis(1)).await;
+        if !revoke_now {
+            let settling = Instant::now();
+            while in_flight.load(Ordering::SeqCst) && settling.elapsed() < CALL_TIMEOUT {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
         }
         let rate =
             total_rate(&background_load(addresses.clone(), load_bodies.clone(), WINDOW).await);
         // A revoking window counts only if revocations ran all through it.
-        if !revoke_now || !finished.load(Ordering::SeqCst) {
+        if !revoke_now || !driver.is_finished() {
             windows.push((revoke_now, rate));
         }
     }
