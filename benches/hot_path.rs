@@ -126,7 +126,7 @@ fn warm_decision(criterion: &mut Criterion) {
             secret_hash: hasher.hash(&issued.secret).await.unwrap(),
             previous_secret_hash: None,
         };
-        cache.insert(CachedKey::new(stored, &policy, 1)).await;
+        cache.insert(CachedKey::new(stored, &policy, 1));
         let authorizer = Authorizer::new(pool, hasher, prefix, policy, cache, usage);
         (authorizer, issued.token.expose_secret().to_owned())
     });
@@ -190,7 +190,7 @@ fn warm_decision_many_keys(criterion: &mut Criterion) {
                 secret_hash: hasher.hash(&issued.secret).await.unwrap(),
                 previous_secret_hash: None,
             };
-            cache.insert(CachedKey::new(stored, &policy, 1)).await;
+            cache.insert(CachedKey::new(stored, &policy, 1));
             bearers.push(issued.token.expose_secret().to_owned());
         }
         let authorizer = Authorizer::new(pool, hasher, prefix, policy, cache, usage);

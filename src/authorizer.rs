@@ -117,27 +117,35 @@ impl Authorizer {
         &self.hasher
     }
 
-    /// Puts a new policy in force and recomputes cached permissions under it.
+    /// Puts a new policy in force and recomputes cached permissions under it
+    /// (on the blocking pool: the work grows with the cache).
     pub async fn replace_policy(&self, policy: Arc<Policy>) {
         self.policy.store(policy.clone());
-        self.cache.apply_policy(&policy).await;
+        let cache = self.cache.clone();
+        let recomputed = tokio::task::spawn_blocking(move || cache.apply_policy(&policy)).await;
+        if let Err(error) = recomputed {
+            // Entries left under the old catalog are rebuilt on their next use.
+            tracing::error!(%error, "recomputing cached permissions failed");
+        }
     }
 
     /// Forgets a key so that the next request reloads it.
-    pub async fn evict(&self, id: &KeyId) {
-        self.cache.evict(id).await;
+    pub fn evict(&self, id: &KeyId) {
+        self.cache.evict(id);
     }
 
     /// Forgets a key that changed to `version` (`i64::MAX`: deleted), leaving a
     /// tombstone so that a load that read the old row cannot bring it back.
-    pub async fn forget(&self, id: &KeyId, version: i64) {
+    pub fn forget(&self, id: &KeyId, version: i64) {
         for expired in self.freshness.add_tombstone(*id, version) {
-            self.cache.evict(&expired).await;
+            self.cache.evict(&expired);
         }
-        self.cache.evict(id).await;
+        self.cache.evict(id);
     }
 
     /// Checks the token and its secret; says nothing yet about the key's state.
+    /// A warm key is answered without an await; only a miss, an entry to
+    /// confirm or a secret new to the cache takes the slow path.
     pub async fn verify(
         &self,
         presented: &str,
@@ -150,8 +158,44 @@ impl Authorizer {
         let Ok(token) = Token::parse(token_text, &self.prefix) else {
             return Ok(Err(Reason::MalformedKey));
         };
-        let key_id = *token.key_id();
         let digest = self.cache.digest(token.secret());
+        if let Some(verified) = self.verify_cached(&token, &digest, now) {
+            return Ok(verified);
+        }
+        // Boxed: the slow path's future is large and rarely needed.
+        Box::pin(self.verify_slowly(&token, digest, now)).await
+    }
+
+    /// The answer from the cache alone, when it has one: `None` when the key
+    /// is not cached, its entry must be confirmed, or the secret is new to it.
+    fn verify_cached(
+        &self,
+        token: &Token<'_>,
+        digest: &SecretDigest,
+        now: DateTime<Utc>,
+    ) -> Option<Result<KeyIdentity, Reason>> {
+        let Some(entry) = self.cache.get(token.key_id())? else {
+            crate::observability::hot_path().cache_hits.increment(1);
+            return Some(Err(Reason::UnknownKey));
+        };
+        if !self.is_confirmed(&entry) {
+            return None;
+        }
+        crate::observability::hot_path().cache_hits.increment(1);
+        if entry.key.environment != token.environment() {
+            return Some(Err(Reason::InvalidSecret));
+        }
+        let secret = self.match_cached(&entry, digest, now)?;
+        Some(Ok(KeyIdentity { entry, secret }))
+    }
+
+    async fn verify_slowly(
+        &self,
+        token: &Token<'_>,
+        digest: SecretDigest,
+        now: DateTime<Utc>,
+    ) -> Result<Result<KeyIdentity, Reason>, VerifyError> {
+        let key_id = *token.key_id();
         for _attempt in 0..3 {
             let entry = match self.current_entry(key_id).await? {
                 Ok(Some(entry)) => entry,
@@ -172,7 +216,7 @@ impl Authorizer {
             };
             // The wait for argon2 may have outlived the entry (a change landed
             // meanwhile): decide only on an entry that is still the current one.
-            if Box::pin(self.still_current(&entry)).await {
+            if self.still_current(&entry) {
                 return Ok(Ok(KeyIdentity { entry, secret }));
             }
         }
@@ -181,11 +225,11 @@ impl Authorizer {
 
     /// Whether `entry` is still what the cache holds for its key, not superseded
     /// by a change, and confirmed in the current trusted epoch.
-    async fn still_current(&self, entry: &Arc<CachedKey>) -> bool {
+    fn still_current(&self, entry: &Arc<CachedKey>) -> bool {
         let id = entry.key.id;
         entry.validated_in(self.freshness.trusted_epoch())
             && !self.freshness.is_superseded(&id, entry.key.version)
-            && self.cache.holds(entry).await
+            && self.cache.holds(entry)
     }
 
     fn match_cached(
@@ -263,13 +307,13 @@ impl Authorizer {
     /// the current trusted epoch checked against the database.
     async fn confirm(&self, key_id: KeyId, entry: Arc<CachedKey>) -> Confirmation {
         if self.freshness.is_superseded(&key_id, entry.key.version) {
-            self.cache.evict(&key_id).await;
+            self.cache.evict(&key_id);
             return Confirmation::Changed;
         }
         // Loaded under a catalog that a reload has since replaced.
         let policy = self.policy.load_full();
         if entry.permissions.catalog_generation() != policy.catalog.generation() {
-            self.cache.apply_policy_to(key_id, &policy).await;
+            self.cache.apply_policy_to(key_id, &policy);
             return Confirmation::Changed;
         }
         let epoch = self.freshness.trusted_epoch();
@@ -302,7 +346,7 @@ impl Authorizer {
                 Confirmation::Current(entry)
             }
             Some(_) => {
-                self.cache.evict(&key_id).await;
+                self.cache.evict(&key_id);
                 Confirmation::Changed
             }
             None => {

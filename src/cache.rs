@@ -6,17 +6,22 @@
 //! Unknown key ids are cached too (as `None`) for a short time. A wrong secret
 //! is never recorded; argon2 attempts per key id are limited, so a flood of bad
 //! secrets for one key cannot burn the CPU.
+//!
+//! Reads are synchronous (moka's `sync` cache), so that a warm Authorize runs
+//! start to finish without an await. Loads are asynchronous and single-flight:
+//! requests that miss the same key while it loads share that one load.
 
+use std::collections::HashMap;
 use std::fmt;
+use std::future::Future;
 use std::sync::atomic::{AtomicI64, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use hmac::digest::KeyInit;
 use hmac::{Hmac, Mac};
-use moka::future::Cache;
 use moka::ops::compute::Op;
-use moka::Expiry;
+use moka::sync::Cache;
 use rand::rngs::OsRng;
 use rand::RngCore;
 use sha2::Sha256;
@@ -27,6 +32,7 @@ use crate::key::Key;
 use crate::permission::EffectivePermissions;
 use crate::policy::Policy;
 use crate::store::keys::StoredKey;
+use crate::store::StoreError;
 use crate::token::KeyId;
 
 /// HMAC-SHA256 of an accepted secret.
@@ -208,32 +214,55 @@ fn digests_match(accepted: &SecretDigest, presented: &SecretDigest) -> bool {
     bool::from(difference.ct_eq(&0))
 }
 
-type Entry = Option<Arc<CachedKey>>;
+/// A cached key, or `None` for a key id known not to exist.
+pub type Entry = Option<Arc<CachedKey>>;
 
-struct EntryLifetime {
-    ttl: Duration,
-    negative_ttl: Duration,
+/// What loading a key from the database gave.
+pub type LoadResult = Result<Entry, Arc<StoreError>>;
+
+/// A load in progress, shared by every request that missed its key meanwhile.
+type InFlightLoad = Arc<tokio::sync::OnceCell<LoadResult>>;
+
+type InFlightLoads = Arc<Mutex<HashMap<KeyId, InFlightLoad>>>;
+
+/// Takes a load out of the in-flight table when its last waiter is done with
+/// it, including a waiter whose request was cancelled.
+struct LeaveLoad<'a> {
+    loads: &'a InFlightLoads,
+    id: KeyId,
+    load: InFlightLoad,
 }
 
-impl Expiry<KeyId, Entry> for EntryLifetime {
-    fn expire_after_create(
-        &self,
-        _id: &KeyId,
-        entry: &Entry,
-        _created_at: Instant,
-    ) -> Option<Duration> {
-        Some(if entry.is_some() {
-            self.ttl
-        } else {
-            self.negative_ttl
-        })
+impl Drop for LeaveLoad<'_> {
+    fn drop(&mut self) {
+        let mut loads = lock_loads(self.loads);
+        let Some(listed) = loads.get(&self.id) else {
+            return;
+        };
+        // Joining happens only under this lock, so nobody else can take a new
+        // reference meanwhile: the table and this waiter are the last two.
+        let unshared = Arc::strong_count(&self.load) == 2;
+        if Arc::ptr_eq(listed, &self.load) && (self.load.initialized() || unshared) {
+            loads.remove(&self.id);
+        }
     }
+}
+
+fn lock_loads(loads: &InFlightLoads) -> std::sync::MutexGuard<'_, HashMap<KeyId, InFlightLoad>> {
+    loads
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// The cache and the per-process digest key.
 #[derive(Clone)]
 pub struct KeyCache {
-    entries: Cache<KeyId, Entry>,
+    /// Keys found in the database.
+    keys: Cache<KeyId, Arc<CachedKey>>,
+    /// Key ids found not to exist, remembered for `negative_ttl` (a cache of
+    /// its own, so that a flood of unknown ids cannot push out real keys).
+    unknown: Cache<KeyId, ()>,
+    loads: InFlightLoads,
     /// HMAC-SHA256 already keyed with a per-process random key; cloned per digest.
     keyed_mac: Hmac<Sha256>,
     settings: CacheSettings,
@@ -245,15 +274,18 @@ impl KeyCache {
         let mut digest_key = [0u8; 64];
         OsRng.fill_bytes(&mut digest_key);
         let keyed_mac = <Hmac<Sha256> as KeyInit>::new(&digest_key.into());
-        let entries = Cache::builder()
+        let keys = Cache::builder()
             .max_capacity(settings.capacity)
-            .expire_after(EntryLifetime {
-                ttl: settings.ttl,
-                negative_ttl: settings.negative_ttl,
-            })
+            .time_to_live(settings.ttl)
+            .build();
+        let unknown = Cache::builder()
+            .max_capacity(settings.capacity)
+            .time_to_live(settings.negative_ttl)
             .build();
         KeyCache {
-            entries,
+            keys,
+            unknown,
+            loads: InFlightLoads::default(),
             keyed_mac,
             settings,
         }
@@ -270,72 +302,127 @@ impl KeyCache {
         mac.finalize().into_bytes().into()
     }
 
+    /// The cached entry for `id`, if there is one; a read with no await.
+    pub fn get(&self, id: &KeyId) -> Option<Entry> {
+        if let Some(cached) = self.keys.get(id) {
+            return Some(Some(cached));
+        }
+        self.unknown.contains_key(id).then_some(None)
+    }
+
     /// The cached entry for `id`, loading it with `load` on a miss; concurrent
     /// misses for one id share one load.
-    pub async fn get_or_load<L, F, E>(&self, id: KeyId, load: L) -> Result<Entry, Arc<E>>
+    pub async fn get_or_load<L, F>(&self, id: KeyId, load: L) -> LoadResult
     where
         L: FnOnce() -> F,
-        F: std::future::Future<Output = Result<Entry, E>>,
-        E: Send + Sync + 'static,
+        F: Future<Output = Result<Entry, StoreError>>,
     {
-        if let Some(entry) = self.entries.get(&id).await {
+        if let Some(entry) = self.get(&id) {
             crate::observability::hot_path().cache_hits.increment(1);
             return Ok(entry);
         }
         crate::observability::hot_path().cache_misses.increment(1);
-        // The loader is only built, and its (large) future only allocated, on a
-        // miss, so the hit path stays small.
-        Box::pin(self.entries.try_get_with(id, load())).await
+        // Boxed: the loader's future is large and only needed on a miss.
+        Box::pin(self.load_once(id, load)).await
+    }
+
+    /// Runs `load` for `id` and caches its result, unless a load of `id` is
+    /// already running: then waits for that one and shares its result.
+    async fn load_once<L, F>(&self, id: KeyId, load: L) -> LoadResult
+    where
+        L: FnOnce() -> F,
+        F: Future<Output = Result<Entry, StoreError>>,
+    {
+        let joined = LeaveLoad {
+            loads: &self.loads,
+            id,
+            load: self.join_load(id),
+        };
+        let loaded = joined
+            .load
+            .get_or_init(|| async {
+                let entry = load().await.map_err(Arc::new)?;
+                self.put(id, entry.clone());
+                Ok(entry)
+            })
+            .await;
+        loaded.clone()
+    }
+
+    /// The running load of `id`, or a new one.
+    fn join_load(&self, id: KeyId) -> InFlightLoad {
+        let mut loads = lock_loads(&self.loads);
+        match loads.get(&id) {
+            Some(running) if !running.initialized() => running.clone(),
+            // None, or a finished load whose result may be stale by now.
+            _ => {
+                let load = InFlightLoad::default();
+                loads.insert(id, load.clone());
+                load
+            }
+        }
+    }
+
+    fn put(&self, id: KeyId, entry: Entry) {
+        match entry {
+            Some(cached) => {
+                self.keys.insert(id, cached);
+                self.unknown.invalidate(&id);
+            }
+            None => {
+                self.unknown.insert(id, ());
+                self.keys.invalidate(&id);
+            }
+        }
     }
 
     /// Puts a key in the cache directly (benchmarks warm the cache this way).
-    pub async fn insert(&self, entry: CachedKey) {
-        self.entries
-            .insert(entry.key.id, Some(Arc::new(entry)))
-            .await;
+    pub fn insert(&self, entry: CachedKey) {
+        self.put(entry.key.id, Some(Arc::new(entry)));
     }
 
     /// Whether the cache currently holds exactly this entry for its key.
-    pub async fn holds(&self, entry: &Arc<CachedKey>) -> bool {
-        matches!(self.entries.get(&entry.key.id).await, Some(Some(held)) if Arc::ptr_eq(&held, entry))
+    pub fn holds(&self, entry: &Arc<CachedKey>) -> bool {
+        self.keys
+            .get(&entry.key.id)
+            .is_some_and(|held| Arc::ptr_eq(&held, entry))
     }
 
     /// Forgets a key (positive or negative entry).
-    pub async fn evict(&self, id: &KeyId) {
+    pub fn evict(&self, id: &KeyId) {
         metrics::counter!("keygate_cache_evictions_total").increment(1);
-        self.entries.invalidate(id).await;
+        self.keys.invalidate(id);
+        self.unknown.invalidate(id);
     }
 
-    /// Recomputes every entry's permissions under a new policy.
-    pub async fn apply_policy(&self, policy: &Policy) {
-        let ids: Vec<KeyId> = self.entries.iter().map(|(id, _)| *id).collect();
+    /// Recomputes every entry's permissions under a new policy. Takes time in
+    /// proportion to the cache's size: call it off the async workers.
+    pub fn apply_policy(&self, policy: &Policy) {
+        let ids: Vec<KeyId> = self.keys.iter().map(|(id, _)| *id).collect();
         for id in ids {
-            self.apply_policy_to(id, policy).await;
+            self.apply_policy_to(id, policy);
         }
     }
 
     /// Recomputes one entry's permissions under `policy`, atomically with
     /// respect to other writes of that key.
-    pub async fn apply_policy_to(&self, id: KeyId, policy: &Policy) {
-        self.entries
+    pub fn apply_policy_to(&self, id: KeyId, policy: &Policy) {
+        self.keys
             .entry(id)
-            .and_compute_with(|existing| {
-                let rebuilt = existing
-                    .and_then(|entry| entry.into_value())
-                    .map(|cached| Op::Put(Some(Arc::new(cached.with_policy(policy)))))
-                    .unwrap_or(Op::Nop);
-                std::future::ready(rebuilt)
-            })
-            .await;
+            .and_compute_with(|existing| match existing {
+                Some(cached) => Op::Put(Arc::new(cached.into_value().with_policy(policy))),
+                None => Op::Nop,
+            });
     }
 
     pub fn entry_count(&self) -> u64 {
-        self.entries.entry_count()
+        self.keys.entry_count() + self.unknown.entry_count()
     }
 
     /// Applies pending evictions and expirations (for measurements and tests).
-    pub async fn run_pending_tasks(&self) {
-        self.entries.run_pending_tasks().await;
+    pub fn run_pending_tasks(&self) {
+        self.keys.run_pending_tasks();
+        self.unknown.run_pending_tasks();
     }
 }
 
@@ -367,6 +454,139 @@ mod tests {
                 assert!(!digests_match(&accepted, &presented), "byte {index}");
             }
         }
+    }
+
+    /// A loader that counts its runs, waits until `release` is notified and
+    /// then gives `result`.
+    fn counted_load(
+        runs: &Arc<std::sync::atomic::AtomicUsize>,
+        release: &Arc<tokio::sync::Notify>,
+        result: fn() -> Result<Entry, StoreError>,
+    ) -> impl FnOnce() -> std::pin::Pin<Box<dyn Future<Output = Result<Entry, StoreError>> + Send>>
+    {
+        let runs = runs.clone();
+        let release = release.clone();
+        move || {
+            Box::pin(async move {
+                runs.fetch_add(1, Ordering::SeqCst);
+                release.notified().await;
+                result()
+            })
+        }
+    }
+
+    fn no_such_key() -> Result<Entry, StoreError> {
+        Ok(None)
+    }
+
+    fn database_down() -> Result<Entry, StoreError> {
+        Err(StoreError::Unavailable(sqlx::Error::PoolClosed))
+    }
+
+    async fn until_loading(runs: &std::sync::atomic::AtomicUsize, expected: usize) {
+        while runs.load(Ordering::SeqCst) < expected {
+            tokio::task::yield_now().await;
+        }
+    }
+
+    #[tokio::test]
+    async fn concurrent_misses_share_one_load_and_its_result_is_cached() {
+        let cache = KeyCache::new(CacheSettings::default());
+        let id = KeyId::generate();
+        let runs = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let release = Arc::new(tokio::sync::Notify::new());
+        let mut waiters = Vec::new();
+        for _ in 0..8 {
+            let cache = cache.clone();
+            let load = counted_load(&runs, &release, no_such_key);
+            waiters.push(tokio::spawn(
+                async move { cache.get_or_load(id, load).await },
+            ));
+        }
+        until_loading(&runs, 1).await;
+        for _ in 0..20 {
+            tokio::task::yield_now().await;
+        }
+        release.notify_waiters();
+        for waiter in waiters {
+            assert!(matches!(waiter.await.unwrap(), Ok(None)));
+        }
+        assert_eq!(runs.load(Ordering::SeqCst), 1);
+        assert!(matches!(cache.get(&id), Some(None)));
+        assert!(lock_loads(&cache.loads).is_empty());
+        cache.evict(&id);
+        assert!(cache.get(&id).is_none());
+    }
+
+    #[tokio::test]
+    async fn a_failed_load_is_shared_but_not_cached() {
+        let cache = KeyCache::new(CacheSettings::default());
+        let id = KeyId::generate();
+        let runs = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let release = Arc::new(tokio::sync::Notify::new());
+        let first = tokio::spawn({
+            let cache = cache.clone();
+            let load = counted_load(&runs, &release, database_down);
+            async move { cache.get_or_load(id, load).await }
+        });
+        until_loading(&runs, 1).await;
+        let second = tokio::spawn({
+            let cache = cache.clone();
+            let load = counted_load(&runs, &release, database_down);
+            async move { cache.get_or_load(id, load).await }
+        });
+        for _ in 0..20 {
+            tokio::task::yield_now().await;
+        }
+        release.notify_waiters();
+        assert!(first.await.unwrap().is_err());
+        assert!(second.await.unwrap().is_err());
+        assert_eq!(runs.load(Ordering::SeqCst), 1);
+        assert!(cache.get(&id).is_none());
+        assert!(lock_loads(&cache.loads).is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_waiter_takes_over_the_load_of_a_cancelled_request() {
+        let cache = KeyCache::new(CacheSettings::default());
+        let id = KeyId::generate();
+        let runs = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let release = Arc::new(tokio::sync::Notify::new());
+        let cancelled = tokio::spawn({
+            let cache = cache.clone();
+            let load = counted_load(&runs, &release, no_such_key);
+            async move { cache.get_or_load(id, load).await }
+        });
+        until_loading(&runs, 1).await;
+        let waiter = tokio::spawn({
+            let cache = cache.clone();
+            let load = counted_load(&runs, &release, no_such_key);
+            async move { cache.get_or_load(id, load).await }
+        });
+        for _ in 0..20 {
+            tokio::task::yield_now().await;
+        }
+        cancelled.abort();
+        assert!(cancelled.await.unwrap_err().is_cancelled());
+        until_loading(&runs, 2).await;
+        release.notify_waiters();
+        assert!(matches!(waiter.await.unwrap(), Ok(None)));
+        assert_eq!(runs.load(Ordering::SeqCst), 2);
+        assert!(lock_loads(&cache.loads).is_empty());
+    }
+
+    #[tokio::test]
+    async fn an_abandoned_load_leaves_nothing_behind() {
+        let cache = KeyCache::new(CacheSettings::default());
+        let id = KeyId::generate();
+        let runs = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let release = Arc::new(tokio::sync::Notify::new());
+        let load = counted_load(&runs, &release, no_such_key);
+        let abandoned =
+            tokio::time::timeout(Duration::from_millis(20), cache.get_or_load(id, load));
+        assert!(abandoned.await.is_err());
+        assert!(lock_loads(&cache.loads).is_empty());
+        assert!(cache.get(&id).is_none());
     }
 
     #[test]

@@ -52,7 +52,7 @@ pub struct ScrapeSources {
 async fn refresh(sources: &ScrapeSources) {
     let cache = sources.authorizer.cache();
     // moka counts entries lazily; settle pending work so the size is current.
-    cache.run_pending_tasks().await;
+    cache.run_pending_tasks();
     metrics::gauge!("keygate_cache_entries").set(cache.entry_count() as f64);
     let freshness = sources.authorizer.freshness();
     let connected = freshness.listener_connected();

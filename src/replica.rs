@@ -177,7 +177,7 @@ async fn listen(
                         tracing::warn!("ignoring a malformed key event notification");
                         continue;
                     };
-                    authorizer.forget(&event.key_id, event.version).await;
+                    authorizer.forget(&event.key_id, event.version);
                     if let Some(written_at) = event.written_at_millis {
                         let lag_seconds = (now_millis() - written_at).max(0) as f64 / 1000.0;
                         metrics::histogram!("keygate_event_apply_lag_seconds").record(lag_seconds);

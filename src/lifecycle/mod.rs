@@ -155,12 +155,12 @@ impl KeyManager {
         };
         let expired = state.expires_at.is_some_and(|expiry| expiry <= Utc::now());
         if state.revoked || state.disabled || expired {
-            self.authorizer.evict(&id).await;
+            self.authorizer.evict(&id);
             return Err(ServiceError::Unauthenticated("caller_no_longer_active"));
         }
         if state.version != caller.key().version {
             // Changed meanwhile (its scopes may be narrower now): reload and retry.
-            self.authorizer.evict(&id).await;
+            self.authorizer.evict(&id);
             return Err(ServiceError::Unverifiable);
         }
         Ok(())
@@ -248,7 +248,7 @@ impl KeyManager {
         )
         .await?;
         transaction.commit().await.map_err(StoreError::from)?;
-        self.authorizer.evict(&key.id).await;
+        self.authorizer.evict(&key.id);
         tracing::info!(key_id = %key.id, actor_key_id = %caller.key().id, "key created");
         Ok(KeyWithToken {
             key,

@@ -172,7 +172,7 @@ impl KeyManager {
         )
         .await?;
         transaction.commit().await.map_err(StoreError::from)?;
-        self.authorizer.forget(key_id, key.version).await;
+        self.authorizer.forget(key_id, key.version);
         tracing::info!(key_id = %key.id, version = key.version, "key updated");
         Ok((key, self.propagate(sequence, wait).await))
     }
@@ -210,7 +210,7 @@ impl KeyManager {
         )
         .await?;
         transaction.commit().await.map_err(StoreError::from)?;
-        self.authorizer.forget(key_id, key.version).await;
+        self.authorizer.forget(key_id, key.version);
         tracing::info!(key_id = %key.id, grace_seconds = rotation.grace_period.num_seconds(), "key rotated");
         let propagation = self.propagate(sequence, wait).await;
         Ok((
@@ -250,7 +250,7 @@ impl KeyManager {
         };
         let sequence = record(&mut transaction, &key, Some(caller), action, json!({})).await?;
         transaction.commit().await.map_err(StoreError::from)?;
-        self.authorizer.forget(key_id, key.version).await;
+        self.authorizer.forget(key_id, key.version);
         tracing::info!(key_id = %key.id, disabled, "key state changed");
         Ok((key, self.propagate(sequence, wait).await))
     }
@@ -291,7 +291,7 @@ impl KeyManager {
         )
         .await?;
         transaction.commit().await.map_err(StoreError::from)?;
-        self.authorizer.forget(key_id, key.version).await;
+        self.authorizer.forget(key_id, key.version);
         tracing::info!(key_id = %key.id, "key revoked");
         Ok((key, self.propagate(sequence, wait).await))
     }
@@ -315,7 +315,7 @@ impl KeyManager {
         )
         .await?;
         transaction.commit().await.map_err(StoreError::from)?;
-        self.authorizer.forget(key_id, i64::MAX).await;
+        self.authorizer.forget(key_id, i64::MAX);
         tracing::info!(key_id = %current.id, "key deleted");
         Ok(self.propagate(sequence, wait).await)
     }

@@ -211,8 +211,7 @@ async fn a_stale_fill_landing_after_the_eviction_is_never_used(
     assert_ne!(epoch, 0);
     b.authorizer
         .cache()
-        .insert(keygate::cache::CachedKey::new(stale_row, &policy, epoch))
-        .await;
+        .insert(keygate::cache::CachedKey::new(stale_row, &policy, epoch));
     assert_eq!(
         b.authorize(&token, "GET", "/customers", "").await.reason(),
         Reason::Revoked
