@@ -48,8 +48,39 @@ pub struct Freshness {
     tombstone_writer: Mutex<()>,
     /// Unix milliseconds of the last failed version check; 0 if none.
     check_failed_at_millis: AtomicI64,
-    /// Woken whenever any replica reports progress (for propagation waits).
-    pub replica_progress: tokio::sync::Notify,
+    /// Every replica's progress reports, for propagation waits.
+    pub replica_progress: ProgressFeed,
+}
+
+/// A replica's report that it has applied every event up to `applied`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReplicaProgress {
+    pub replica: uuid::Uuid,
+    pub applied: i64,
+}
+
+/// Reports waiting mutations may miss before they read the table again.
+const PROGRESS_FEED_CAPACITY: usize = 1024;
+
+/// Progress reports as they arrive; `None` is a report without details
+/// (waiters read the replicas table again).
+pub struct ProgressFeed(tokio::sync::broadcast::Sender<Option<ReplicaProgress>>);
+
+impl Default for ProgressFeed {
+    fn default() -> Self {
+        ProgressFeed(tokio::sync::broadcast::channel(PROGRESS_FEED_CAPACITY).0)
+    }
+}
+
+impl ProgressFeed {
+    pub fn publish(&self, report: Option<ReplicaProgress>) {
+        // An error only means that nobody is waiting.
+        let _ = self.0.send(report);
+    }
+
+    pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<Option<ReplicaProgress>> {
+        self.0.subscribe()
+    }
 }
 
 /// How long one version check may take before it counts as failed.

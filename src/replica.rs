@@ -19,7 +19,7 @@ use tokio::sync::Notify;
 use uuid::Uuid;
 
 use crate::authorizer::Authorizer;
-use crate::freshness::{now_millis, Freshness};
+use crate::freshness::{now_millis, Freshness, ReplicaProgress};
 use crate::store::events::{NOTIFY_CHANNEL, PROGRESS_CHANNEL};
 use crate::token::KeyId;
 
@@ -131,6 +131,15 @@ struct KeyEventNotice {
     written_at_millis: Option<i64>,
 }
 
+/// A progress notification: `<replica uuid> <last applied seq>`.
+fn parse_progress(payload: &str) -> Option<ReplicaProgress> {
+    let (replica, applied) = payload.split_once(' ')?;
+    Some(ReplicaProgress {
+        replica: Uuid::parse_str(replica).ok()?,
+        applied: applied.parse().ok()?,
+    })
+}
+
 fn parse_payload(payload: &str) -> Option<KeyEventNotice> {
     let mut parts = payload.split(' ');
     let sequence = parts.next()?.parse().ok()?;
@@ -170,7 +179,8 @@ async fn listen(
                 // `Ok(None)` or an error: the connection is gone.
                 while let Ok(Some(notification)) = listener.try_recv().await {
                     if notification.channel() == PROGRESS_CHANNEL {
-                        freshness.replica_progress.notify_waiters();
+                        let report = parse_progress(notification.payload());
+                        freshness.replica_progress.publish(report);
                         continue;
                     }
                     let Some(event) = parse_payload(notification.payload()) else {
@@ -221,7 +231,8 @@ async fn report_applied(pool: PgPool, replica: Replica, applied_changed: Arc<Not
         }
         let written = sqlx::query(
             "WITH reported AS (UPDATE replicas SET last_applied_seq = GREATEST(last_applied_seq, $2) \
-             WHERE id = $1 RETURNING 1) SELECT pg_notify($3, '') FROM reported",
+             WHERE id = $1 RETURNING last_applied_seq) \
+             SELECT pg_notify($3, $1::text || ' ' || last_applied_seq) FROM reported",
         )
         .bind(replica.id)
         .bind(applied)
@@ -282,5 +293,19 @@ mod tests {
         assert_eq!(parse_payload(&payload), Some(notice));
         assert_eq!(parse_payload("42 nope 7"), None);
         assert_eq!(parse_payload(""), None);
+    }
+
+    #[test]
+    fn progress_payloads() {
+        let replica = Uuid::new_v4();
+        let report = ReplicaProgress {
+            replica,
+            applied: 42,
+        };
+        assert_eq!(parse_progress(&format!("{replica} 42")), Some(report));
+        assert_eq!(parse_progress(&format!("{replica}")), None);
+        assert_eq!(parse_progress(&format!("{replica} x")), None);
+        assert_eq!(parse_progress("nope 42"), None);
+        assert_eq!(parse_progress(""), None);
     }
 }

@@ -3,11 +3,15 @@
 //! heartbeat is younger than the lease; one whose lease ran out has stopped
 //! trusting its cache by itself, so it is safe not to wait for it.
 
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use sqlx::{PgPool, Row};
+use tokio::sync::broadcast;
+use uuid::Uuid;
 
 use super::KeyManager;
+use crate::freshness::ReplicaProgress;
 use crate::store::StoreError;
 
 /// How far a mutation's event had spread when the RPC returned.
@@ -33,78 +37,142 @@ impl Propagation {
     }
 }
 
-/// The longest a waiter sleeps between reads when no progress is notified.
+/// The longest a waiter goes without reading the replicas table when no
+/// report arrives (a lease may run out meanwhile).
 const POLL_FALLBACK: Duration = Duration::from_millis(25);
 
-async fn replica_progress(
+/// A live replica as the replicas table shows it.
+struct ReplicaRow {
+    id: Uuid,
+    name: String,
+    applied: bool,
+}
+
+async fn live_replicas(
     pool: &PgPool,
     sequence: i64,
     lease: Duration,
-) -> Result<Propagation, StoreError> {
+) -> Result<Vec<ReplicaRow>, StoreError> {
     let rows = sqlx::query(
-        "SELECT name, last_applied_seq >= $1 AS applied FROM replicas \
-         WHERE heartbeat_at > now() - make_interval(secs => $2) ORDER BY name",
+        "SELECT id, name, last_applied_seq >= $1 AS applied FROM replicas \
+         WHERE heartbeat_at > now() - make_interval(secs => $2)",
     )
     .bind(sequence)
     .bind(lease.as_secs_f64())
     .fetch_all(pool)
     .await?;
-    let mut progress = Propagation {
-        waited: true,
-        ..Propagation::default()
-    };
+    let mut replicas = Vec::with_capacity(rows.len());
     for row in rows {
-        if row.try_get::<bool, _>("applied")? {
-            progress.confirmed += 1;
-            progress.confirmed_names.push(row.try_get("name")?);
-        } else {
-            progress.unconfirmed.push(row.try_get("name")?);
+        replicas.push(ReplicaRow {
+            id: row.try_get("id")?,
+            name: row.try_get("name")?,
+            applied: row.try_get("applied")?,
+        });
+    }
+    Ok(replicas)
+}
+
+/// What a waiter knows about the live replicas and event `sequence`.
+struct Tally {
+    sequence: i64,
+    confirmed: BTreeMap<Uuid, String>,
+    pending: BTreeMap<Uuid, String>,
+    /// Every replica ever pending, to name those whose lease ran out.
+    ever_pending: BTreeMap<Uuid, String>,
+}
+
+impl Tally {
+    fn new(sequence: i64) -> Tally {
+        Tally {
+            sequence,
+            confirmed: BTreeMap::new(),
+            pending: BTreeMap::new(),
+            ever_pending: BTreeMap::new(),
         }
     }
-    Ok(progress)
+
+    /// Takes in a fresh read of the table: pending are the live replicas that
+    /// have not applied the event yet.
+    fn read(&mut self, replicas: Vec<ReplicaRow>) {
+        self.pending.clear();
+        for replica in replicas {
+            if replica.applied {
+                self.pending.remove(&replica.id);
+                self.confirmed.insert(replica.id, replica.name);
+            } else if !self.confirmed.contains_key(&replica.id) {
+                self.ever_pending.insert(replica.id, replica.name.clone());
+                self.pending.insert(replica.id, replica.name);
+            }
+        }
+    }
+
+    /// Takes in one replica's report.
+    fn report(&mut self, progress: ReplicaProgress) {
+        if progress.applied < self.sequence {
+            return;
+        }
+        if let Some(name) = self.pending.remove(&progress.replica) {
+            self.confirmed.insert(progress.replica, name);
+        }
+    }
+
+    fn outcome(self) -> Propagation {
+        let lease_expired = self
+            .ever_pending
+            .iter()
+            .filter(|(id, _)| !self.pending.contains_key(id) && !self.confirmed.contains_key(id))
+            .map(|(_, name)| name.clone())
+            .collect();
+        let mut confirmed_names: Vec<String> = self.confirmed.into_values().collect();
+        confirmed_names.sort();
+        let mut unconfirmed: Vec<String> = self.pending.into_values().collect();
+        unconfirmed.sort();
+        Propagation {
+            waited: true,
+            confirmed: confirmed_names.len(),
+            unconfirmed,
+            lease_expired,
+            confirmed_names,
+        }
+    }
+}
+
+/// Counts reports until every pending replica has confirmed (true), or until
+/// the table must be read again (false): no report for `POLL_FALLBACK`, a
+/// report without details, or reports missed.
+async fn count_reports(
+    reports: &mut broadcast::Receiver<Option<ReplicaProgress>>,
+    tally: &mut Tally,
+) -> bool {
+    loop {
+        match tokio::time::timeout(POLL_FALLBACK, reports.recv()).await {
+            Ok(Ok(Some(progress))) => {
+                tally.report(progress);
+                if tally.pending.is_empty() {
+                    return true;
+                }
+            }
+            Ok(Ok(None) | Err(_)) | Err(_) => return false,
+        }
+    }
 }
 
 impl KeyManager {
     /// Waits (when asked) until every live replica has applied event `sequence`,
     /// at most the configured timeout. Never fails the already committed change.
+    /// The replicas table is read once, then replicas' reports are counted as
+    /// they arrive; it is read again only when reports do not settle it.
     pub(super) async fn propagate(&self, sequence: i64, wait: bool) -> Propagation {
         if !wait {
             return Propagation::default();
         }
         let deadline = Instant::now() + self.propagation_timeout;
-        let mut seen: Vec<String> = Vec::new();
-        let freshness = self.authorizer.freshness().clone();
+        // Subscribed before the first read, so no report made meanwhile is missed.
+        let mut reports = self.authorizer.freshness().replica_progress.subscribe();
+        let mut tally = Tally::new(sequence);
         loop {
-            // Registered before the read, so progress reported meanwhile wakes us.
-            let progressed = freshness.replica_progress.notified();
-            tokio::pin!(progressed);
-            progressed.as_mut().enable();
-            match replica_progress(&self.pool, sequence, self.lease).await {
-                Ok(mut progress) => {
-                    for name in &progress.unconfirmed {
-                        if !seen.contains(name) {
-                            seen.push(name.clone());
-                        }
-                    }
-                    let finished = progress.unconfirmed.is_empty() || Instant::now() >= deadline;
-                    if finished {
-                        progress.lease_expired = seen
-                            .iter()
-                            .filter(|name| !progress.unconfirmed.contains(name))
-                            .filter(|name| {
-                                progress
-                                    .confirmed_names
-                                    .iter()
-                                    .all(|confirmed| confirmed != *name)
-                            })
-                            .cloned()
-                            .collect();
-                        if !progress.unconfirmed.is_empty() {
-                            tracing::warn!(sequence, unconfirmed = ?progress.unconfirmed, "propagation wait timed out");
-                        }
-                        return progress;
-                    }
-                }
+            match live_replicas(&self.pool, sequence, self.lease).await {
+                Ok(replicas) => tally.read(replicas),
                 Err(error) => {
                     tracing::warn!(%error, sequence, "cannot read replica progress");
                     if Instant::now() >= deadline {
@@ -114,9 +182,90 @@ impl KeyManager {
                             ..Propagation::default()
                         };
                     }
+                    tokio::time::sleep(POLL_FALLBACK).await;
+                    continue;
                 }
             }
-            let _ = tokio::time::timeout(POLL_FALLBACK, progressed).await;
+            let mut settled = tally.pending.is_empty();
+            if !settled && Instant::now() < deadline {
+                settled = count_reports(&mut reports, &mut tally).await;
+            }
+            if settled || Instant::now() >= deadline {
+                let progress = tally.outcome();
+                if !progress.unconfirmed.is_empty() {
+                    tracing::warn!(sequence, unconfirmed = ?progress.unconfirmed, "propagation wait timed out");
+                }
+                return progress;
+            }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(id: Uuid, name: &str, applied: bool) -> ReplicaRow {
+        ReplicaRow {
+            id,
+            name: name.to_owned(),
+            applied,
+        }
+    }
+
+    #[test]
+    fn reports_confirm_pending_replicas_without_another_read() {
+        let (a, b, c) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
+        let mut tally = Tally::new(10);
+        tally.read(vec![
+            row(a, "a", true),
+            row(b, "b", false),
+            row(c, "c", false),
+        ]);
+        tally.report(ReplicaProgress {
+            replica: b,
+            applied: 9,
+        });
+        assert_eq!(tally.pending.len(), 2, "an older sequence confirms nothing");
+        tally.report(ReplicaProgress {
+            replica: b,
+            applied: 10,
+        });
+        tally.report(ReplicaProgress {
+            replica: Uuid::new_v4(),
+            applied: 10,
+        });
+        assert_eq!(tally.pending.len(), 1, "unknown replicas are ignored");
+        tally.report(ReplicaProgress {
+            replica: c,
+            applied: 12,
+        });
+        let outcome = tally.outcome();
+        assert_eq!(outcome.confirmed, 3);
+        assert_eq!(outcome.confirmed_names, ["a", "b", "c"]);
+        assert!(outcome.complete() && outcome.lease_expired.is_empty());
+    }
+
+    #[test]
+    fn a_pending_replica_that_leaves_the_live_set_is_named_lease_expired() {
+        let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
+        let mut tally = Tally::new(10);
+        tally.read(vec![row(a, "a", false), row(b, "b", false)]);
+        tally.read(vec![row(a, "a", true)]);
+        let outcome = tally.outcome();
+        assert_eq!(outcome.confirmed_names, ["a"]);
+        assert!(outcome.unconfirmed.is_empty());
+        assert_eq!(outcome.lease_expired, ["b"]);
+    }
+
+    #[test]
+    fn replicas_still_pending_at_the_end_are_unconfirmed() {
+        let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
+        let mut tally = Tally::new(10);
+        tally.read(vec![row(a, "a", true), row(b, "b", false)]);
+        let outcome = tally.outcome();
+        assert_eq!(outcome.confirmed, 1);
+        assert_eq!(outcome.unconfirmed, ["b"]);
+        assert!(!outcome.complete());
     }
 }

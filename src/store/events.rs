@@ -13,7 +13,8 @@ use crate::token::{Environment, KeyId};
 /// The channel every replica listens on; payload
 /// `<seq> <key uuid> <version> <unix ms when written>`.
 pub const NOTIFY_CHANNEL: &str = "keygate_key_events";
-/// Notified whenever a replica reports the last event it applied.
+/// Notified whenever a replica reports the last event it applied; payload
+/// `<replica uuid> <last applied seq>`.
 pub const PROGRESS_CHANNEL: &str = "keygate_replica_progress";
 
 /// What a mutation records about itself.

@@ -8,7 +8,9 @@ use keygate::grpc::pb::{self, Environment, Reason};
 use prost_types::FieldMask;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 
-use crate::helpers::{authed, authorize_on_all, spawn_app, spawn_replica, test_settings, TestApp};
+use crate::helpers::{
+    authed, authorize_on_all, spawn_app, spawn_app_with, spawn_replica, test_settings, TestApp,
+};
 
 async fn three_replicas(db: PgConnectOptions) -> (TestApp, TestApp, TestApp) {
     let first = spawn_app(db.clone()).await;
@@ -337,4 +339,75 @@ async fn untrusted_caches_confirm_versions_without_argon2(
         b.authorize(&token, "GET", "/customers", "").await.reason(),
         Reason::Disabled
     );
+}
+
+#[sqlx::test(migrations = false)]
+async fn a_silent_replica_is_waited_for_until_its_lease_runs_out_and_then_named(
+    _pool: PgPoolOptions,
+    db: PgConnectOptions,
+) {
+    let lease = keygate::replica::LeaseSettings {
+        heartbeat_interval: Duration::from_millis(200),
+        lease: Duration::from_millis(2000),
+    };
+    let mut settings = test_settings(db.clone());
+    settings.replication.lease = lease;
+    settings.replication.propagation_timeout = Duration::from_secs(10);
+    let a = spawn_app_with(settings).await;
+    let mut quick = test_settings(db.clone());
+    quick.replication.lease = lease;
+    quick.replication.propagation_timeout = Duration::from_millis(300);
+    let b = spawn_replica(quick, &a).await;
+    let mut silent_settings = test_settings(db);
+    silent_settings.replication.lease = lease;
+    let silent = spawn_replica(silent_settings, &a).await;
+    let all = [&a, &b, &silent];
+    let (first_key, _) = warm_key(&all, &["customers:read"]).await;
+    let org = a.create_organization("Globex").await;
+    let (second_key, _) = a
+        .org_key(&org, Environment::Live, &["customers:read"])
+        .await;
+    // The silent replica stops applying events and renewing its lease.
+    silent.replica.stop();
+    let silent_name = silent.replica.name.clone();
+
+    // Through B, which waits less than the lease: the silent replica is unconfirmed.
+    let request = pb::RevokeKeyRequest {
+        key_id: first_key.id.clone(),
+        ..Default::default()
+    };
+    let short_wait = b
+        .client
+        .clone()
+        .revoke_key(authed(&a.admin_token, request))
+        .await
+        .unwrap()
+        .into_inner()
+        .propagation
+        .unwrap();
+    assert!(short_wait.waited && !short_wait.complete);
+    assert_eq!(short_wait.confirmed_replicas, 2);
+    assert_eq!(short_wait.unconfirmed_replicas, vec![silent_name.clone()]);
+    assert!(short_wait.lease_expired_replicas.is_empty());
+
+    // Through A, which waits longer: the wait ends when the lease runs out.
+    let request = pb::RevokeKeyRequest {
+        key_id: second_key.id.clone(),
+        ..Default::default()
+    };
+    let started = std::time::Instant::now();
+    let long_wait = a
+        .client
+        .clone()
+        .revoke_key(authed(&a.admin_token, request))
+        .await
+        .unwrap()
+        .into_inner()
+        .propagation
+        .unwrap();
+    assert!(long_wait.complete, "{long_wait:?}");
+    assert_eq!(long_wait.confirmed_replicas, 2);
+    assert!(long_wait.unconfirmed_replicas.is_empty());
+    assert_eq!(long_wait.lease_expired_replicas, vec![silent_name]);
+    assert!(started.elapsed() < Duration::from_secs(5));
 }
