@@ -174,19 +174,21 @@ impl Authorizer {
         digest: &SecretDigest,
         now: DateTime<Utc>,
     ) -> Option<Result<KeyIdentity, Reason>> {
-        let Some(entry) = self.cache.get(token.key_id())? else {
-            crate::observability::hot_path().cache_hits.increment(1);
-            return Some(Err(Reason::UnknownKey));
+        let verified = match self.cache.get(token.key_id())? {
+            None => Err(Reason::UnknownKey),
+            Some(entry) if !self.is_confirmed(&entry) => return None,
+            Some(entry) if entry.key.environment != token.environment() => {
+                Err(Reason::InvalidSecret)
+            }
+            Some(entry) => {
+                let secret = self.match_cached(&entry, digest, now)?;
+                Ok(KeyIdentity { entry, secret })
+            }
         };
-        if !self.is_confirmed(&entry) {
-            return None;
-        }
+        // Counted only when the cache answered: otherwise the slow path's
+        // lookup counts the hit or the miss.
         crate::observability::hot_path().cache_hits.increment(1);
-        if entry.key.environment != token.environment() {
-            return Some(Err(Reason::InvalidSecret));
-        }
-        let secret = self.match_cached(&entry, digest, now)?;
-        Some(Ok(KeyIdentity { entry, secret }))
+        Some(verified)
     }
 
     async fn verify_slowly(

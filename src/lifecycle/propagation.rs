@@ -138,14 +138,16 @@ impl Tally {
 }
 
 /// Counts reports until every pending replica has confirmed (true), or until
-/// the table must be read again (false): no report for `POLL_FALLBACK`, a
-/// report without details, or reports missed.
+/// the table must be read again (false): at `until` however many reports come
+/// meanwhile, or at once on a report without details or when reports were missed.
 async fn count_reports(
     reports: &mut broadcast::Receiver<Option<ReplicaProgress>>,
     tally: &mut Tally,
+    until: Instant,
 ) -> bool {
+    let until = tokio::time::Instant::from_std(until);
     loop {
-        match tokio::time::timeout(POLL_FALLBACK, reports.recv()).await {
+        match tokio::time::timeout_at(until, reports.recv()).await {
             Ok(Ok(Some(progress))) => {
                 tally.report(progress);
                 if tally.pending.is_empty() {
@@ -176,19 +178,20 @@ impl KeyManager {
                 Err(error) => {
                     tracing::warn!(%error, sequence, "cannot read replica progress");
                     if Instant::now() >= deadline {
-                        return Propagation {
-                            waited: true,
-                            unconfirmed: vec!["(replica progress unreadable)".to_owned()],
-                            ..Propagation::default()
-                        };
+                        let mut progress = tally.outcome();
+                        progress
+                            .unconfirmed
+                            .push("(replica progress unreadable)".to_owned());
+                        return progress;
                     }
                     tokio::time::sleep(POLL_FALLBACK).await;
                     continue;
                 }
             }
             let mut settled = tally.pending.is_empty();
+            let next_read = (Instant::now() + POLL_FALLBACK).min(deadline);
             if !settled && Instant::now() < deadline {
-                settled = count_reports(&mut reports, &mut tally).await;
+                settled = count_reports(&mut reports, &mut tally, next_read).await;
             }
             if settled || Instant::now() >= deadline {
                 let progress = tally.outcome();
@@ -256,6 +259,57 @@ mod tests {
         assert_eq!(outcome.confirmed_names, ["a"]);
         assert!(outcome.unconfirmed.is_empty());
         assert_eq!(outcome.lease_expired, ["b"]);
+    }
+
+    #[tokio::test]
+    async fn counting_stops_in_time_however_many_reports_arrive() {
+        let (sender, mut reports) = broadcast::channel(1024);
+        let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
+        let mut tally = Tally::new(10);
+        tally.read(vec![row(a, "a", false), row(b, "b", false)]);
+        // A steady stream of reports that settle nothing (an older event).
+        let stream = tokio::spawn(async move {
+            for _ in 0..400 {
+                let _ = sender.send(Some(ReplicaProgress {
+                    replica: a,
+                    applied: 9,
+                }));
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+            sender
+        });
+        let started = Instant::now();
+        let until = started + Duration::from_millis(30);
+        assert!(!count_reports(&mut reports, &mut tally, until).await);
+        assert!(started.elapsed() < Duration::from_millis(200));
+        let sender = stream.await.unwrap();
+        // Reports that do settle it end the count at once.
+        let _ = sender.send(Some(ReplicaProgress {
+            replica: a,
+            applied: 10,
+        }));
+        let _ = sender.send(Some(ReplicaProgress {
+            replica: b,
+            applied: 11,
+        }));
+        let mut fresh = sender.subscribe();
+        let _ = sender.send(Some(ReplicaProgress {
+            replica: a,
+            applied: 10,
+        }));
+        let _ = sender.send(Some(ReplicaProgress {
+            replica: b,
+            applied: 11,
+        }));
+        let far = Instant::now() + Duration::from_secs(30);
+        assert!(count_reports(&mut fresh, &mut tally, far).await);
+        assert!(tally.outcome().complete());
+        // A report without details asks for a read.
+        let mut other = Tally::new(10);
+        other.read(vec![row(a, "a", false)]);
+        let mut detailless = sender.subscribe();
+        let _ = sender.send(None);
+        assert!(!count_reports(&mut detailless, &mut other, far).await);
     }
 
     #[test]

@@ -348,7 +348,7 @@ async fn a_silent_replica_is_waited_for_until_its_lease_runs_out_and_then_named(
 ) {
     let lease = keygate::replica::LeaseSettings {
         heartbeat_interval: Duration::from_millis(200),
-        lease: Duration::from_millis(2000),
+        lease: Duration::from_millis(3000),
     };
     let mut settings = test_settings(db.clone());
     settings.replication.lease = lease;

@@ -11,17 +11,19 @@
 //! start to finish without an await. Loads are asynchronous and single-flight:
 //! requests that miss the same key while it loads share that one load.
 
-use std::collections::HashMap;
+mod single_flight;
+
 use std::fmt;
 use std::future::Future;
 use std::sync::atomic::{AtomicI64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use hmac::digest::KeyInit;
 use hmac::{Hmac, Mac};
 use moka::ops::compute::Op;
 use moka::sync::Cache;
+use moka::Expiry;
 use rand::rngs::OsRng;
 use rand::RngCore;
 use sha2::Sha256;
@@ -220,38 +222,22 @@ pub type Entry = Option<Arc<CachedKey>>;
 /// What loading a key from the database gave.
 pub type LoadResult = Result<Entry, Arc<StoreError>>;
 
-/// A load in progress, shared by every request that missed its key meanwhile.
-type InFlightLoad = Arc<tokio::sync::OnceCell<LoadResult>>;
-
-type InFlightLoads = Arc<Mutex<HashMap<KeyId, InFlightLoad>>>;
-
-/// Takes a load out of the in-flight table when its last waiter is done with
-/// it, including a waiter whose request was cancelled.
-struct LeaveLoad<'a> {
-    loads: &'a InFlightLoads,
-    id: KeyId,
-    load: InFlightLoad,
+/// Keys expire `ttl` after they were loaded. Rebuilding an entry under a new
+/// policy keeps its deadline (moka's `time_to_live` would restart it, and
+/// frequent reloads would then keep a key cached forever).
+struct LoadedLifetime {
+    ttl: Duration,
 }
 
-impl Drop for LeaveLoad<'_> {
-    fn drop(&mut self) {
-        let mut loads = lock_loads(self.loads);
-        let Some(listed) = loads.get(&self.id) else {
-            return;
-        };
-        // Joining happens only under this lock, so nobody else can take a new
-        // reference meanwhile: the table and this waiter are the last two.
-        let unshared = Arc::strong_count(&self.load) == 2;
-        if Arc::ptr_eq(listed, &self.load) && (self.load.initialized() || unshared) {
-            loads.remove(&self.id);
-        }
+impl Expiry<KeyId, Arc<CachedKey>> for LoadedLifetime {
+    fn expire_after_create(
+        &self,
+        _id: &KeyId,
+        _entry: &Arc<CachedKey>,
+        _created_at: Instant,
+    ) -> Option<Duration> {
+        Some(self.ttl)
     }
-}
-
-fn lock_loads(loads: &InFlightLoads) -> std::sync::MutexGuard<'_, HashMap<KeyId, InFlightLoad>> {
-    loads
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// The cache and the per-process digest key.
@@ -262,7 +248,7 @@ pub struct KeyCache {
     /// Key ids found not to exist, remembered for `negative_ttl` (a cache of
     /// its own, so that a flood of unknown ids cannot push out real keys).
     unknown: Cache<KeyId, ()>,
-    loads: InFlightLoads,
+    loads: Arc<single_flight::Loads>,
     /// HMAC-SHA256 already keyed with a per-process random key; cloned per digest.
     keyed_mac: Hmac<Sha256>,
     settings: CacheSettings,
@@ -276,7 +262,7 @@ impl KeyCache {
         let keyed_mac = <Hmac<Sha256> as KeyInit>::new(&digest_key.into());
         let keys = Cache::builder()
             .max_capacity(settings.capacity)
-            .time_to_live(settings.ttl)
+            .expire_after(LoadedLifetime { ttl: settings.ttl })
             .build();
         let unknown = Cache::builder()
             .max_capacity(settings.capacity)
@@ -285,7 +271,7 @@ impl KeyCache {
         KeyCache {
             keys,
             unknown,
-            loads: InFlightLoads::default(),
+            loads: Arc::default(),
             keyed_mac,
             settings,
         }
@@ -333,34 +319,18 @@ impl KeyCache {
         L: FnOnce() -> F,
         F: Future<Output = Result<Entry, StoreError>>,
     {
-        let joined = LeaveLoad {
-            loads: &self.loads,
-            id,
-            load: self.join_load(id),
-        };
-        let loaded = joined
-            .load
-            .get_or_init(|| async {
+        self.loads
+            .run(id, || async {
+                // A load that finished just before this one started has
+                // already filled the cache.
+                if let Some(entry) = self.get(&id) {
+                    return Ok(entry);
+                }
                 let entry = load().await.map_err(Arc::new)?;
                 self.put(id, entry.clone());
                 Ok(entry)
             })
-            .await;
-        loaded.clone()
-    }
-
-    /// The running load of `id`, or a new one.
-    fn join_load(&self, id: KeyId) -> InFlightLoad {
-        let mut loads = lock_loads(&self.loads);
-        match loads.get(&id) {
-            Some(running) if !running.initialized() => running.clone(),
-            // None, or a finished load whose result may be stale by now.
-            _ => {
-                let load = InFlightLoad::default();
-                loads.insert(id, load.clone());
-                load
-            }
-        }
+            .await
     }
 
     fn put(&self, id: KeyId, entry: Entry) {
@@ -415,8 +385,9 @@ impl KeyCache {
             });
     }
 
+    /// Keys cached now (unknown key ids not counted).
     pub fn entry_count(&self) -> u64 {
-        self.keys.entry_count() + self.unknown.entry_count()
+        self.keys.entry_count()
     }
 
     /// Applies pending evictions and expirations (for measurements and tests).
@@ -456,136 +427,40 @@ mod tests {
         }
     }
 
-    /// A loader that counts its runs, waits until `release` is notified and
-    /// then gives `result`.
-    fn counted_load(
-        runs: &Arc<std::sync::atomic::AtomicUsize>,
-        release: &Arc<tokio::sync::Notify>,
-        result: fn() -> Result<Entry, StoreError>,
-    ) -> impl FnOnce() -> std::pin::Pin<Box<dyn Future<Output = Result<Entry, StoreError>> + Send>>
-    {
-        let runs = runs.clone();
-        let release = release.clone();
-        move || {
-            Box::pin(async move {
-                runs.fetch_add(1, Ordering::SeqCst);
-                release.notified().await;
-                result()
-            })
-        }
-    }
-
-    fn no_such_key() -> Result<Entry, StoreError> {
-        Ok(None)
-    }
-
-    fn database_down() -> Result<Entry, StoreError> {
-        Err(StoreError::Unavailable(sqlx::Error::PoolClosed))
-    }
-
-    async fn until_loading(runs: &std::sync::atomic::AtomicUsize, expected: usize) {
-        while runs.load(Ordering::SeqCst) < expected {
-            tokio::task::yield_now().await;
-        }
-    }
-
     #[tokio::test]
     async fn concurrent_misses_share_one_load_and_its_result_is_cached() {
         let cache = KeyCache::new(CacheSettings::default());
         let id = KeyId::generate();
         let runs = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-        let release = Arc::new(tokio::sync::Notify::new());
+        let release = Arc::new(tokio::sync::Semaphore::new(0));
         let mut waiters = Vec::new();
         for _ in 0..8 {
             let cache = cache.clone();
-            let load = counted_load(&runs, &release, no_such_key);
-            waiters.push(tokio::spawn(
-                async move { cache.get_or_load(id, load).await },
-            ));
+            let runs = runs.clone();
+            let release = release.clone();
+            waiters.push(tokio::spawn(async move {
+                let load = || async move {
+                    runs.fetch_add(1, Ordering::SeqCst);
+                    let _released = release.acquire().await;
+                    Ok(None)
+                };
+                cache.get_or_load(id, load).await
+            }));
         }
-        until_loading(&runs, 1).await;
+        while runs.load(Ordering::SeqCst) == 0 {
+            tokio::task::yield_now().await;
+        }
         for _ in 0..20 {
             tokio::task::yield_now().await;
         }
-        release.notify_waiters();
+        release.add_permits(8);
         for waiter in waiters {
             assert!(matches!(waiter.await.unwrap(), Ok(None)));
         }
         assert_eq!(runs.load(Ordering::SeqCst), 1);
         assert!(matches!(cache.get(&id), Some(None)));
-        assert!(lock_loads(&cache.loads).is_empty());
+        assert!(cache.loads.is_idle());
         cache.evict(&id);
-        assert!(cache.get(&id).is_none());
-    }
-
-    #[tokio::test]
-    async fn a_failed_load_is_shared_but_not_cached() {
-        let cache = KeyCache::new(CacheSettings::default());
-        let id = KeyId::generate();
-        let runs = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-        let release = Arc::new(tokio::sync::Notify::new());
-        let first = tokio::spawn({
-            let cache = cache.clone();
-            let load = counted_load(&runs, &release, database_down);
-            async move { cache.get_or_load(id, load).await }
-        });
-        until_loading(&runs, 1).await;
-        let second = tokio::spawn({
-            let cache = cache.clone();
-            let load = counted_load(&runs, &release, database_down);
-            async move { cache.get_or_load(id, load).await }
-        });
-        for _ in 0..20 {
-            tokio::task::yield_now().await;
-        }
-        release.notify_waiters();
-        assert!(first.await.unwrap().is_err());
-        assert!(second.await.unwrap().is_err());
-        assert_eq!(runs.load(Ordering::SeqCst), 1);
-        assert!(cache.get(&id).is_none());
-        assert!(lock_loads(&cache.loads).is_empty());
-    }
-
-    #[tokio::test]
-    async fn a_waiter_takes_over_the_load_of_a_cancelled_request() {
-        let cache = KeyCache::new(CacheSettings::default());
-        let id = KeyId::generate();
-        let runs = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-        let release = Arc::new(tokio::sync::Notify::new());
-        let cancelled = tokio::spawn({
-            let cache = cache.clone();
-            let load = counted_load(&runs, &release, no_such_key);
-            async move { cache.get_or_load(id, load).await }
-        });
-        until_loading(&runs, 1).await;
-        let waiter = tokio::spawn({
-            let cache = cache.clone();
-            let load = counted_load(&runs, &release, no_such_key);
-            async move { cache.get_or_load(id, load).await }
-        });
-        for _ in 0..20 {
-            tokio::task::yield_now().await;
-        }
-        cancelled.abort();
-        assert!(cancelled.await.unwrap_err().is_cancelled());
-        until_loading(&runs, 2).await;
-        release.notify_waiters();
-        assert!(matches!(waiter.await.unwrap(), Ok(None)));
-        assert_eq!(runs.load(Ordering::SeqCst), 2);
-        assert!(lock_loads(&cache.loads).is_empty());
-    }
-
-    #[tokio::test]
-    async fn an_abandoned_load_leaves_nothing_behind() {
-        let cache = KeyCache::new(CacheSettings::default());
-        let id = KeyId::generate();
-        let runs = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-        let release = Arc::new(tokio::sync::Notify::new());
-        let load = counted_load(&runs, &release, no_such_key);
-        let abandoned =
-            tokio::time::timeout(Duration::from_millis(20), cache.get_or_load(id, load));
-        assert!(abandoned.await.is_err());
-        assert!(lock_loads(&cache.loads).is_empty());
         assert!(cache.get(&id).is_none());
     }
 
