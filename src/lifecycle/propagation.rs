@@ -284,23 +284,10 @@ mod tests {
         assert!(started.elapsed() < Duration::from_millis(200));
         let sender = stream.await.unwrap();
         // Reports that do settle it end the count at once.
-        let _ = sender.send(Some(ReplicaProgress {
-            replica: a,
-            applied: 10,
-        }));
-        let _ = sender.send(Some(ReplicaProgress {
-            replica: b,
-            applied: 11,
-        }));
         let mut fresh = sender.subscribe();
-        let _ = sender.send(Some(ReplicaProgress {
-            replica: a,
-            applied: 10,
-        }));
-        let _ = sender.send(Some(ReplicaProgress {
-            replica: b,
-            applied: 11,
-        }));
+        for (replica, applied) in [(a, 10), (b, 11)] {
+            let _ = sender.send(Some(ReplicaProgress { replica, applied }));
+        }
         let far = Instant::now() + Duration::from_secs(30);
         assert!(count_reports(&mut fresh, &mut tally, far).await);
         assert!(tally.outcome().complete());

@@ -341,6 +341,22 @@ async fn untrusted_caches_confirm_versions_without_argon2(
     );
 }
 
+/// Revokes `key` through `replica` (waiting, RevokeKey's default) and returns
+/// how far the revocation had spread.
+async fn revoke_through(replica: &TestApp, admin_token: &str, key: &pb::Key) -> pb::Propagation {
+    let request = pb::RevokeKeyRequest {
+        key_id: key.id.clone(),
+        ..Default::default()
+    };
+    let revoked = replica
+        .client
+        .clone()
+        .revoke_key(authed(admin_token, request))
+        .await
+        .unwrap();
+    revoked.into_inner().propagation.unwrap()
+}
+
 #[sqlx::test(migrations = false)]
 async fn a_silent_replica_is_waited_for_until_its_lease_runs_out_and_then_named(
     _pool: PgPoolOptions,
@@ -372,39 +388,15 @@ async fn a_silent_replica_is_waited_for_until_its_lease_runs_out_and_then_named(
     let silent_name = silent.replica.name.clone();
 
     // Through B, which waits less than the lease: the silent replica is unconfirmed.
-    let request = pb::RevokeKeyRequest {
-        key_id: first_key.id.clone(),
-        ..Default::default()
-    };
-    let short_wait = b
-        .client
-        .clone()
-        .revoke_key(authed(&a.admin_token, request))
-        .await
-        .unwrap()
-        .into_inner()
-        .propagation
-        .unwrap();
+    let short_wait = revoke_through(&b, &a.admin_token, &first_key).await;
     assert!(short_wait.waited && !short_wait.complete);
     assert_eq!(short_wait.confirmed_replicas, 2);
     assert_eq!(short_wait.unconfirmed_replicas, vec![silent_name.clone()]);
     assert!(short_wait.lease_expired_replicas.is_empty());
 
     // Through A, which waits longer: the wait ends when the lease runs out.
-    let request = pb::RevokeKeyRequest {
-        key_id: second_key.id.clone(),
-        ..Default::default()
-    };
     let started = std::time::Instant::now();
-    let long_wait = a
-        .client
-        .clone()
-        .revoke_key(authed(&a.admin_token, request))
-        .await
-        .unwrap()
-        .into_inner()
-        .propagation
-        .unwrap();
+    let long_wait = revoke_through(&a, &a.admin_token, &second_key).await;
     assert!(long_wait.complete, "{long_wait:?}");
     assert_eq!(long_wait.confirmed_replicas, 2);
     assert!(long_wait.unconfirmed_replicas.is_empty());
