@@ -12,7 +12,7 @@
 //! committed can never put the old state back: an entry older than its
 //! tombstone is treated as stale.
 
-use std::collections::HashMap;
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -23,6 +23,10 @@ use crate::token::KeyId;
 
 /// How long a tombstone outlives its eviction.
 pub const TOMBSTONE_LIFETIME: Duration = Duration::from_secs(60);
+
+/// The newest version each recently changed key has reached, and when its
+/// tombstone was last left.
+type Tombstones = imbl::HashMap<KeyId, (i64, Instant)>;
 
 /// What Authorize does with a cached key it cannot confirm because the
 /// database is unreachable while the cache is untrusted.
@@ -44,8 +48,10 @@ pub struct Freshness {
     listener_lost_at_millis: AtomicI64,
     /// Serializes changes of trust and the epoch bumps that go with them.
     transitions: Mutex<()>,
-    tombstones: ArcSwap<HashMap<KeyId, (i64, Instant)>>,
-    tombstone_writer: Mutex<()>,
+    tombstones: ArcSwap<Tombstones>,
+    /// Every tombstone left, oldest first, to retire them as they expire (a
+    /// renewed one is also listed again); held by the one writer at a time.
+    tombstone_writer: Mutex<VecDeque<(Instant, KeyId)>>,
     /// Unix milliseconds of the last failed version check; 0 if none.
     check_failed_at_millis: AtomicI64,
     /// Every replica's progress reports, for propagation waits.
@@ -216,23 +222,36 @@ impl Freshness {
     /// Records that `id` changed to `version`; drops expired tombstones and
     /// returns their key ids (to be evicted once more).
     pub fn add_tombstone(&self, id: KeyId, version: i64) -> Vec<KeyId> {
-        let _writer = self
+        self.add_tombstone_at(id, version, Instant::now())
+    }
+
+    /// `add_tombstone` at a given time. The map is persistent: the copy that
+    /// readers keep using shares all but a few nodes with the new one, so an
+    /// addition costs O(log n) however many tombstones there are.
+    fn add_tombstone_at(&self, id: KeyId, version: i64, now: Instant) -> Vec<KeyId> {
+        let mut left = self
             .tombstone_writer
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        let now = Instant::now();
-        let current = self.tombstones.load();
-        let mut next = HashMap::with_capacity(current.len() + 1);
+        let mut next = Tombstones::clone(&self.tombstones.load());
         let mut expired = Vec::new();
-        for (key_id, (newer, at)) in current.iter() {
-            if now.duration_since(*at) < TOMBSTONE_LIFETIME {
-                next.insert(*key_id, (*newer, *at));
-            } else {
-                expired.push(*key_id);
+        while let Some(&(left_at, old_id)) = left.front() {
+            if now.saturating_duration_since(left_at) < TOMBSTONE_LIFETIME {
+                break;
+            }
+            left.pop_front();
+            // Only the latest listing of a tombstone retires it.
+            if next
+                .get(&old_id)
+                .is_some_and(|(_, renewed_at)| *renewed_at == left_at)
+            {
+                next.remove(&old_id);
+                expired.push(old_id);
             }
         }
         let previous = next.get(&id).map_or(i64::MIN, |(newer, _)| *newer);
         next.insert(id, (version.max(previous), now));
+        left.push_back((now, id));
         self.tombstones.store(Arc::new(next));
         expired
     }
@@ -296,5 +315,44 @@ mod tests {
             "a tombstone never moves back"
         );
         assert!(!freshness.is_superseded(&KeyId::generate(), 1));
+    }
+
+    #[test]
+    fn tombstones_expire_a_minute_after_they_were_last_left() {
+        let freshness = Freshness::new();
+        let start = Instant::now();
+        let at = |seconds: u64| start + Duration::from_secs(seconds);
+        let (renewed, kept, other) = (KeyId::generate(), KeyId::generate(), KeyId::generate());
+        assert!(freshness.add_tombstone_at(renewed, 2, at(0)).is_empty());
+        assert!(freshness.add_tombstone_at(kept, 2, at(30)).is_empty());
+        assert!(freshness.add_tombstone_at(renewed, 3, at(40)).is_empty());
+        // The first listing of `renewed` is past its minute, but it was renewed.
+        assert!(freshness.add_tombstone_at(other, 2, at(61)).is_empty());
+        assert!(freshness.is_superseded(&renewed, 2));
+        assert!(freshness.is_superseded(&kept, 1));
+        let mut expired = freshness.add_tombstone_at(other, 3, at(101));
+        expired.sort_by_key(|id| id.as_uuid());
+        let mut expected = vec![renewed, kept];
+        expected.sort_by_key(|id| id.as_uuid());
+        assert_eq!(expired, expected);
+        assert!(!freshness.is_superseded(&renewed, 2));
+        assert!(!freshness.is_superseded(&kept, 1));
+        assert!(freshness.is_superseded(&other, 2));
+    }
+
+    #[test]
+    fn many_tombstones_are_all_kept_until_they_expire() {
+        let freshness = Freshness::new();
+        let start = Instant::now();
+        let ids: Vec<KeyId> = (0..20_000).map(|_| KeyId::generate()).collect();
+        for (index, id) in ids.iter().enumerate() {
+            let left_at = start + Duration::from_micros(index as u64);
+            assert!(freshness.add_tombstone_at(*id, 7, left_at).is_empty());
+        }
+        assert!(ids.iter().all(|id| freshness.is_superseded(id, 6)));
+        let later = start + TOMBSTONE_LIFETIME + Duration::from_secs(1);
+        let expired = freshness.add_tombstone_at(KeyId::generate(), 1, later);
+        assert_eq!(expired.len(), ids.len());
+        assert!(ids.iter().all(|id| !freshness.is_superseded(id, 6)));
     }
 }
