@@ -137,9 +137,8 @@ impl Authorizer {
     /// Forgets a key that changed to `version` (`i64::MAX`: deleted), leaving a
     /// tombstone so that a load that read the old row cannot bring it back.
     pub fn forget(&self, id: &KeyId, version: i64) {
-        for expired in self.freshness.add_tombstone(*id, version) {
-            self.cache.evict(&expired);
-        }
+        self.freshness
+            .add_tombstone(*id, version, |expired| self.cache.evict(&expired));
         self.cache.evict(id);
     }
 

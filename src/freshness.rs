@@ -14,7 +14,7 @@
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
@@ -219,22 +219,34 @@ impl Freshness {
                 .is_some_and(|(newer, _)| version < *newer)
     }
 
-    /// Records that `id` changed to `version`; drops expired tombstones and
-    /// returns their key ids (to be evicted once more).
-    pub fn add_tombstone(&self, id: KeyId, version: i64) -> Vec<KeyId> {
-        self.add_tombstone_at(id, version, Instant::now())
+    /// Records that `id` changed to `version`, and retires expired tombstones:
+    /// `evict` is called with each one's key id before the tombstone goes, so
+    /// that a stale entry it was guarding is never seen unguarded.
+    pub fn add_tombstone(&self, id: KeyId, version: i64, evict: impl FnMut(KeyId)) {
+        let mut left = self.lock_tombstone_queue();
+        // Read under the lock, so that the queue stays in time order.
+        let now = Instant::now();
+        self.leave_tombstone(&mut left, id, version, now, evict);
     }
 
-    /// `add_tombstone` at a given time. The map is persistent: the copy that
-    /// readers keep using shares all but a few nodes with the new one, so an
-    /// addition costs O(log n) however many tombstones there are.
-    fn add_tombstone_at(&self, id: KeyId, version: i64, now: Instant) -> Vec<KeyId> {
-        let mut left = self
-            .tombstone_writer
+    fn lock_tombstone_queue(&self) -> MutexGuard<'_, VecDeque<(Instant, KeyId)>> {
+        self.tombstone_writer
             .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// The map is persistent: the copy that readers keep using shares all but
+    /// a few nodes with the new one, so leaving a tombstone costs O(log n)
+    /// however many are live.
+    fn leave_tombstone(
+        &self,
+        left: &mut VecDeque<(Instant, KeyId)>,
+        id: KeyId,
+        version: i64,
+        now: Instant,
+        mut evict: impl FnMut(KeyId),
+    ) {
         let mut next = Tombstones::clone(&self.tombstones.load());
-        let mut expired = Vec::new();
         while let Some(&(left_at, old_id)) = left.front() {
             if now.saturating_duration_since(left_at) < TOMBSTONE_LIFETIME {
                 break;
@@ -245,15 +257,27 @@ impl Freshness {
                 .get(&old_id)
                 .is_some_and(|(_, renewed_at)| *renewed_at == left_at)
             {
+                evict(old_id);
                 next.remove(&old_id);
-                expired.push(old_id);
             }
+        }
+        // After a burst, give back most of what the queue grew to.
+        if left.capacity() > 1024 && left.len() < left.capacity() / 4 {
+            left.shrink_to(left.len() * 2);
         }
         let previous = next.get(&id).map_or(i64::MIN, |(newer, _)| *newer);
         next.insert(id, (version.max(previous), now));
         left.push_back((now, id));
         self.tombstones.store(Arc::new(next));
-        expired
+    }
+
+    /// `add_tombstone` at a given time; returns the retired tombstones' key ids.
+    #[cfg(test)]
+    fn add_tombstone_at(&self, id: KeyId, version: i64, now: Instant) -> Vec<KeyId> {
+        let mut left = self.lock_tombstone_queue();
+        let mut evicted = Vec::new();
+        self.leave_tombstone(&mut left, id, version, now, |expired| evicted.push(expired));
+        evicted
     }
 }
 
@@ -306,10 +330,10 @@ mod tests {
     fn tombstones_supersede_older_versions_only() {
         let freshness = Freshness::new();
         let id = KeyId::generate();
-        freshness.add_tombstone(id, 5);
+        freshness.add_tombstone(id, 5, |_| {});
         assert!(freshness.is_superseded(&id, 4));
         assert!(!freshness.is_superseded(&id, 5));
-        freshness.add_tombstone(id, 3);
+        freshness.add_tombstone(id, 3, |_| {});
         assert!(
             freshness.is_superseded(&id, 4),
             "a tombstone never moves back"
@@ -338,6 +362,23 @@ mod tests {
         assert!(!freshness.is_superseded(&renewed, 2));
         assert!(!freshness.is_superseded(&kept, 1));
         assert!(freshness.is_superseded(&other, 2));
+    }
+
+    #[test]
+    fn a_retired_tombstone_still_guards_its_key_while_the_key_is_evicted() {
+        let freshness = Freshness::new();
+        let start = Instant::now();
+        let id = KeyId::generate();
+        freshness.add_tombstone_at(id, 4, start);
+        let later = start + TOMBSTONE_LIFETIME;
+        let mut left = freshness.lock_tombstone_queue();
+        let mut evicted = Vec::new();
+        freshness.leave_tombstone(&mut left, KeyId::generate(), 1, later, |expired| {
+            assert!(freshness.is_superseded(&expired, 3));
+            evicted.push(expired);
+        });
+        assert_eq!(evicted, vec![id]);
+        assert!(!freshness.is_superseded(&id, 3));
     }
 
     #[test]
