@@ -55,7 +55,7 @@ impl KeyServiceHandler {
 fn propagation_to_proto(propagation: &Propagation) -> pb::Propagation {
     pb::Propagation {
         waited: propagation.waited,
-        confirmed_replicas: i32::try_from(propagation.confirmed).unwrap_or(i32::MAX),
+        confirmed_replicas: i32::try_from(propagation.confirmed()).unwrap_or(i32::MAX),
         unconfirmed_replicas: propagation.unconfirmed.clone(),
         lease_expired_replicas: propagation.lease_expired.clone(),
         complete: propagation.complete(),

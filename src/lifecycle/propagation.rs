@@ -19,18 +19,21 @@ use crate::store::StoreError;
 pub struct Propagation {
     /// Whether the call waited at all.
     pub waited: bool,
-    /// Live replicas that applied the event.
-    pub confirmed: usize,
     /// Names of live replicas that had not applied it when the wait timed out.
     pub unconfirmed: Vec<String>,
     /// Names of replicas that were live when the wait began and whose lease ran
     /// out before they confirmed: they no longer trust their caches.
     pub lease_expired: Vec<String>,
-    /// Names of the confirmed replicas.
+    /// Names of the live replicas that applied the event.
     pub confirmed_names: Vec<String>,
 }
 
 impl Propagation {
+    /// How many live replicas applied the event.
+    pub fn confirmed(&self) -> usize {
+        self.confirmed_names.len()
+    }
+
     /// Every live replica applied the event.
     pub fn complete(&self) -> bool {
         self.waited && self.unconfirmed.is_empty()
@@ -97,7 +100,6 @@ impl Tally {
         self.pending.clear();
         for replica in replicas {
             if replica.applied {
-                self.pending.remove(&replica.id);
                 self.confirmed.insert(replica.id, replica.name);
             } else if !self.confirmed.contains_key(&replica.id) {
                 self.ever_pending.insert(replica.id, replica.name.clone());
@@ -129,7 +131,6 @@ impl Tally {
         unconfirmed.sort();
         Propagation {
             waited: true,
-            confirmed: confirmed_names.len(),
             unconfirmed,
             lease_expired,
             confirmed_names,
@@ -244,7 +245,7 @@ mod tests {
             applied: 12,
         });
         let outcome = tally.outcome();
-        assert_eq!(outcome.confirmed, 3);
+        assert_eq!(outcome.confirmed(), 3);
         assert_eq!(outcome.confirmed_names, ["a", "b", "c"]);
         assert!(outcome.complete() && outcome.lease_expired.is_empty());
     }
@@ -305,7 +306,7 @@ mod tests {
         let mut tally = Tally::new(10);
         tally.read(vec![row(a, "a", true), row(b, "b", false)]);
         let outcome = tally.outcome();
-        assert_eq!(outcome.confirmed, 1);
+        assert_eq!(outcome.confirmed(), 1);
         assert_eq!(outcome.unconfirmed, ["b"]);
         assert!(!outcome.complete());
     }
