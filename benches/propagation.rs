@@ -13,6 +13,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+#[path = "authorize/cpu.rs"]
+mod cpu;
 #[allow(dead_code)]
 #[path = "authorize/load.rs"]
 mod load;
@@ -20,7 +22,7 @@ mod load;
 #[path = "authorize/servers.rs"]
 mod servers;
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -102,39 +104,88 @@ fn total_rate(results: &[RunResult]) -> f64 {
     results.iter().map(RunResult::requests_per_second).sum()
 }
 
-/// The requests/s of the revoking (or the quiet) windows, sorted.
-fn sorted_rates(windows: &[(bool, f64)], revoking: bool) -> Vec<f64> {
-    let mut rates: Vec<f64> = windows
+/// One window of background load, with the CPU time each side used in it.
+struct Window {
+    revoking: bool,
+    requests_per_second: f64,
+    revocations: usize,
+    cpu: CpuShares,
+}
+
+/// CPU time over a window, in cores (CPU seconds per second).
+#[derive(Clone, Copy)]
+struct CpuShares {
+    replicas: f64,
+    database: f64,
+    bench: f64,
+}
+
+/// Cumulative CPU time of the replicas, the database server and this process.
+struct CpuReading {
+    taken: Instant,
+    replicas: Duration,
+    database: Duration,
+    bench: Duration,
+}
+
+impl CpuReading {
+    fn now(replica_pids: &[u32]) -> CpuReading {
+        CpuReading {
+            taken: Instant::now(),
+            replicas: replica_pids.iter().map(|pid| cpu::process_cpu(*pid)).sum(),
+            database: cpu::named_cpu("postgres"),
+            bench: cpu::process_cpu(std::process::id()),
+        }
+    }
+
+    fn shares_since(&self, earlier: &CpuReading) -> CpuShares {
+        let seconds = self.taken.duration_since(earlier.taken).as_secs_f64();
+        let cores =
+            |now: Duration, before: Duration| now.saturating_sub(before).as_secs_f64() / seconds;
+        CpuShares {
+            replicas: cores(self.replicas, earlier.replicas),
+            database: cores(self.database, earlier.database),
+            bench: cores(self.bench, earlier.bench),
+        }
+    }
+}
+
+/// A figure of the revoking (or the quiet) windows, sorted.
+fn sorted_by(windows: &[Window], revoking: bool, figure: impl Fn(&Window) -> f64) -> Vec<f64> {
+    let mut values: Vec<f64> = windows
         .iter()
-        .filter(|(window_revoking, _)| *window_revoking == revoking)
-        .map(|(_, rate)| *rate)
+        .filter(|window| window.revoking == revoking)
+        .map(figure)
         .collect();
-    rates.sort_by(f64::total_cmp);
-    rates
+    values.sort_by(f64::total_cmp);
+    values
 }
 
 /// Compares each revoking window's load with the mean of the quiet windows
-/// just before and after it; prints the median ratio and its range.
-fn report_load_impact(windows: &[(bool, f64)]) {
+/// just before and after it; prints the median ratio and its range, and where
+/// the CPU went.
+fn report_load_impact(windows: &[Window]) {
     let mut ratios = Vec::new();
-    for (position, (revoking, rate)) in windows.iter().enumerate() {
-        if !revoking {
+    for (position, window) in windows.iter().enumerate() {
+        if !window.revoking {
             continue;
         }
         let quiet_before = position
             .checked_sub(1)
             .and_then(|before| windows.get(before))
-            .filter(|(neighbour_revoking, _)| !neighbour_revoking);
+            .filter(|neighbour| !neighbour.revoking);
         let quiet_after = windows
             .get(position + 1)
-            .filter(|(neighbour_revoking, _)| !neighbour_revoking);
+            .filter(|neighbour| !neighbour.revoking);
         let quiet: Vec<f64> = quiet_before
             .into_iter()
             .chain(quiet_after)
-            .map(|(_, rate)| *rate)
+            .map(|neighbour| neighbour.requests_per_second)
             .collect();
         if !quiet.is_empty() {
-            ratios.push(rate / (quiet.iter().sum::<f64>() / quiet.len() as f64));
+            ratios.push(
+                window.requests_per_second / (quiet.iter().sum::<f64>() / quiet.len() as f64),
+            );
         }
     }
     if ratios.is_empty() {
@@ -149,9 +200,29 @@ fn report_load_impact(windows: &[(bool, f64)]) {
         percentile(&ratios, 0.5),
         ratios[0],
         ratios[ratios.len() - 1],
-        percentile(&sorted_rates(windows, true), 0.5),
-        percentile(&sorted_rates(windows, false), 0.5),
+        percentile(&sorted_by(windows, true, |window| window.requests_per_second), 0.5),
+        percentile(&sorted_by(windows, false, |window| window.requests_per_second), 0.5),
     );
+    println!(
+        "  median revocations per revoking window: {:.0}",
+        percentile(
+            &sorted_by(windows, true, |window| window.revocations as f64),
+            0.5
+        )
+    );
+    println!("  CPU in cores, median of quiet / revoking windows:");
+    for (label, share) in [
+        (
+            "3 replicas",
+            (|cpu: CpuShares| cpu.replicas) as fn(CpuShares) -> f64,
+        ),
+        ("database server", |cpu| cpu.database),
+        ("load generator and driver", |cpu| cpu.bench),
+    ] {
+        let quiet = percentile(&sorted_by(windows, false, |window| share(window.cpu)), 0.5);
+        let revoking = percentile(&sorted_by(windows, true, |window| share(window.cpu)), 0.5);
+        println!("    {label:<26} {quiet:.3} / {revoking:.3}");
+    }
 }
 
 async fn bench() {
@@ -196,6 +267,7 @@ async fn bench() {
     // between seconds by more than the effect measured.
     let revoking = Arc::new(AtomicBool::new(false));
     let in_flight = Arc::new(AtomicBool::new(false));
+    let revoked = Arc::new(AtomicUsize::new(0));
     // The revocation driver runs as a task of this runtime, beside the load
     // generator (on a thread of its own it would wait for the core in
     // scheduler time slices, which stretched its latency figures many times).
@@ -203,15 +275,18 @@ async fn bench() {
         let addresses = addresses.clone();
         let revoking = revoking.clone();
         let in_flight = in_flight.clone();
+        let revoked = revoked.clone();
         tokio::spawn(async move {
             let flags = DriverFlags {
                 revoking: &revoking,
                 in_flight: &in_flight,
+                revoked: &revoked,
             };
             revoke_all(&addresses, &victims, &victim_bodies, &admin, flags).await
         })
     };
-    let mut windows: Vec<(bool, f64)> = Vec::new();
+    let replica_pids: Vec<u32> = replicas.iter().filter_map(servers::Child::pid).collect();
+    let mut windows: Vec<Window> = Vec::new();
     let mut windows_run = 0;
     for window in 0..MAX_WINDOWS {
         windows_run = window + 1;
@@ -228,11 +303,19 @@ async fn bench() {
                 tokio::time::sleep(Duration::from_millis(1)).await;
             }
         }
+        let revoked_before = revoked.load(Ordering::SeqCst);
+        let cpu_before = CpuReading::now(&replica_pids);
         let rate =
             total_rate(&background_load(addresses.clone(), load_bodies.clone(), WINDOW).await);
+        let cpu = CpuReading::now(&replica_pids).shares_since(&cpu_before);
         // A revoking window counts only if revocations ran all through it.
         if !revoke_now || !driver.is_finished() {
-            windows.push((revoke_now, rate));
+            windows.push(Window {
+                revoking: revoke_now,
+                requests_per_second: rate,
+                revocations: revoked.load(Ordering::SeqCst) - revoked_before,
+                cpu,
+            });
         }
     }
     // Out of windows: let the driver finish regardless.
@@ -248,11 +331,13 @@ async fn bench() {
 }
 
 /// How the bench steers the revocation driver: revoke only while `revoking`
-/// is set; `in_flight` says a revocation (with its probes) is under way.
+/// is set; `in_flight` says a revocation (with its probes) is under way;
+/// `revoked` counts the revocations done.
 #[derive(Clone, Copy)]
 struct DriverFlags<'a> {
     revoking: &'a AtomicBool,
     in_flight: &'a AtomicBool,
+    revoked: &'a AtomicUsize,
 }
 
 /// Revokes every victim through replica A, half with RevokeKey's default wait
@@ -334,6 +419,7 @@ async fn revoke_all(
                 "a replica still allowed a revoked key after 2 s"
             );
             flags.in_flight.store(false, Ordering::SeqCst);
+            flags.revoked.fetch_add(1, Ordering::SeqCst);
             latencies.push(returned.elapsed().as_secs_f64() * 1000.0);
         }
         latencies.sort_by(f64::total_cmp);

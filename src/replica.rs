@@ -13,8 +13,8 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use sqlx::postgres::PgListener;
-use sqlx::PgPool;
+use sqlx::postgres::{PgConnectOptions, PgConnection, PgListener};
+use sqlx::{Connection, PgPool};
 use tokio::sync::Notify;
 use uuid::Uuid;
 
@@ -221,7 +221,24 @@ async fn subscribe(pool: &PgPool) -> Result<PgListener, sqlx::Error> {
     Ok(listener)
 }
 
+/// The reporting connection's settings: the pool's, with commits that do not
+/// wait for the disk. A report states what this replica has done; losing the
+/// latest one in a database crash costs nothing the heartbeat does not redo.
+fn report_options(pool: &PgPool) -> PgConnectOptions {
+    pool.connect_options()
+        .as_ref()
+        .clone()
+        .options([("synchronous_commit", "off")])
+}
+
+/// Reports each new applied sequence on a connection of its own: reports
+/// follow every event on every replica, and a pooled connection would add
+/// sqlx's two pings to each. A report that fails is tried once more on a new
+/// connection (the old one may have died since the last event); if that fails
+/// too, the next heartbeat carries the sequence.
 async fn report_applied(pool: PgPool, replica: Replica, applied_changed: Arc<Notify>) {
+    let options = report_options(&pool);
+    let mut connection: Option<PgConnection> = None;
     let mut reported = 0;
     loop {
         applied_changed.notified().await;
@@ -229,21 +246,43 @@ async fn report_applied(pool: PgPool, replica: Replica, applied_changed: Arc<Not
         if applied <= reported {
             continue;
         }
-        let written = sqlx::query(
-            "WITH reported AS (UPDATE replicas SET last_applied_seq = GREATEST(last_applied_seq, $2) \
-             WHERE id = $1 RETURNING last_applied_seq) \
-             SELECT pg_notify($3, $1::text || ' ' || last_applied_seq) FROM reported",
-        )
-        .bind(replica.id)
-        .bind(applied)
-        .bind(PROGRESS_CHANNEL)
-        .execute(&pool)
-        .await;
-        match written {
-            Ok(_) => reported = applied,
-            Err(error) => tracing::debug!(%error, "failed to report the applied event sequence"),
+        for attempt in 1..=2 {
+            match report(&options, &mut connection, replica.id, applied).await {
+                Ok(()) => {
+                    reported = applied;
+                    break;
+                }
+                Err(error) => {
+                    connection = None;
+                    tracing::debug!(%error, attempt, "failed to report the applied event sequence");
+                }
+            }
         }
     }
+}
+
+/// Records `applied` in this replica's row and notifies waiting mutations.
+async fn report(
+    options: &PgConnectOptions,
+    connection: &mut Option<PgConnection>,
+    replica_id: Uuid,
+    applied: i64,
+) -> Result<(), sqlx::Error> {
+    let open = match connection {
+        Some(open) => open,
+        None => connection.insert(PgConnection::connect_with(options).await?),
+    };
+    sqlx::query(
+        "WITH reported AS (UPDATE replicas SET last_applied_seq = GREATEST(last_applied_seq, $2) \
+         WHERE id = $1 RETURNING last_applied_seq) \
+         SELECT pg_notify($3, $1::text || ' ' || last_applied_seq) FROM reported",
+    )
+    .bind(replica_id)
+    .bind(applied)
+    .bind(PROGRESS_CHANNEL)
+    .execute(open)
+    .await?;
+    Ok(())
 }
 
 async fn heartbeat(

@@ -14,6 +14,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+#[allow(dead_code)]
+mod cpu;
 mod load;
 mod servers;
 
@@ -83,6 +85,35 @@ fn report(label: &str, result: &RunResult) {
     );
 }
 
+/// A round against one server, with the server's own CPU time over it.
+struct Measured {
+    result: RunResult,
+    /// Server CPU seconds per second of the round: below 1, the server was
+    /// not the bound (or another process took its core).
+    server_cores: f64,
+    server_micros_per_request: f64,
+}
+
+async fn measure(label: &str, server: &servers::Child, bodies: &Arc<Vec<Bytes>>) -> Measured {
+    let pid = server.pid().unwrap();
+    let cpu_before = cpu::process_cpu(pid);
+    let result = run(server.address, bodies.clone(), SHAPE, false, allowed).await;
+    let server_cpu = cpu::process_cpu(pid)
+        .saturating_sub(cpu_before)
+        .as_secs_f64();
+    let measured = Measured {
+        server_cores: server_cpu / result.seconds,
+        server_micros_per_request: server_cpu * 1e6 / result.requests.max(1) as f64,
+        result,
+    };
+    report(label, &measured.result);
+    println!(
+        "  {:<26} server CPU {:.2} cores, {:.1} µs per request",
+        "", measured.server_cores, measured.server_micros_per_request
+    );
+    measured
+}
+
 fn main() {
     if std::env::args().any(|argument| argument == "noop-server") {
         servers::run_noop_server();
@@ -130,26 +161,30 @@ async fn bench() {
     let mut p99_large = Vec::new();
     let mut large_vs_small = Vec::new();
     let mut warm_p99 = Vec::new();
+    let mut cpu_small = Vec::new();
+    let mut cpu_large = Vec::new();
+    let mut cores = Vec::new();
     for round in 1..=ROUNDS {
         println!("round {round}/{ROUNDS}");
-        let baseline = run(noop.address, small_bodies.clone(), SHAPE, false, allowed).await;
-        report("no-op server", &baseline);
-        let small = run(
-            keygate_small.address,
-            small_bodies.clone(),
-            SHAPE,
-            false,
-            allowed,
-        )
-        .await;
-        report("keygate, 1,000 keys", &small);
-        let large = run(keygate.address, warm_bodies.clone(), SHAPE, false, allowed).await;
-        report("keygate, 100,000 keys", &large);
+        let noop_round = measure("no-op server", &noop, &small_bodies).await;
+        let small_round = measure("keygate, 1,000 keys", &keygate_small, &small_bodies).await;
+        let large_round = measure("keygate, 100,000 keys", &keygate, &warm_bodies).await;
+        let (baseline, small, large) =
+            (&noop_round.result, &small_round.result, &large_round.result);
         assert_eq!(
             small.errors + large.errors + baseline.errors,
             0,
             "answers were wrong"
         );
+        cpu_small
+            .push(noop_round.server_micros_per_request / small_round.server_micros_per_request);
+        cpu_large
+            .push(noop_round.server_micros_per_request / large_round.server_micros_per_request);
+        cores.extend([
+            noop_round.server_cores,
+            small_round.server_cores,
+            large_round.server_cores,
+        ]);
         throughput_small.push(small.requests_per_second() / baseline.requests_per_second());
         throughput_large.push(large.requests_per_second() / baseline.requests_per_second());
         p99_small.push(small.percentile(0.99) / baseline.percentile(0.99));
@@ -164,6 +199,9 @@ async fn bench() {
         ("p99 keygate 1k / no-op", &mut p99_small),
         ("p99 keygate 100k / no-op", &mut p99_large),
         ("req/s keygate 100k / 1k", &mut large_vs_small),
+        ("CPU/request no-op / 1k", &mut cpu_small),
+        ("CPU/request no-op / 100k", &mut cpu_large),
+        ("server CPU, cores (all runs)", &mut cores),
     ] {
         let (low, high) = range(values);
         println!(

@@ -190,9 +190,14 @@ impl Child {
         Child::spawn(command, "listening ").await
     }
 
+    /// The server's process id (`taskset` execs it, keeping its own).
+    pub fn pid(&self) -> Option<u32> {
+        self.process.id()
+    }
+
     /// Resident memory of the server process, in KiB.
     pub fn rss_kib(&self) -> u64 {
-        let Some(pid) = self.process.id() else {
+        let Some(pid) = self.pid() else {
             return 0;
         };
         let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();

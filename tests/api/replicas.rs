@@ -403,3 +403,43 @@ async fn a_silent_replica_is_waited_for_until_its_lease_runs_out_and_then_named(
     assert_eq!(long_wait.lease_expired_replicas, vec![silent_name]);
     assert!(started.elapsed() < Duration::from_secs(5));
 }
+
+#[sqlx::test(migrations = false)]
+async fn progress_reports_survive_the_loss_of_their_connection(
+    _pool: PgPoolOptions,
+    db: PgConnectOptions,
+) {
+    // Heartbeats too rare to carry a report within the wait: only the
+    // replicas' own reports can complete it.
+    let lease = keygate::replica::LeaseSettings {
+        heartbeat_interval: Duration::from_secs(60),
+        lease: Duration::from_secs(180),
+    };
+    let mut settings = test_settings(db.clone());
+    settings.replication.lease = lease;
+    settings.replication.propagation_timeout = Duration::from_secs(3);
+    let a = spawn_app_with(settings.clone()).await;
+    let b = spawn_replica(settings, &a).await;
+    let all = [&a, &b];
+    let (first_key, _) = warm_key(&all, &["customers:read"]).await;
+    let org = a.create_organization("Globex").await;
+    let (second_key, _) = a
+        .org_key(&org, Environment::Live, &["customers:read"])
+        .await;
+    let first = revoke_through(&a, &a.admin_token, &first_key).await;
+    assert!(first.complete, "{first:?}");
+
+    // Kill both replicas' reporting connections (waiting until they are gone).
+    let killed: Vec<bool> = sqlx::query_scalar(
+        "SELECT pg_terminate_backend(pid, 5000) FROM pg_stat_activity \
+         WHERE datname = current_database() AND query LIKE 'WITH reported AS%'",
+    )
+    .fetch_all(&a.pool)
+    .await
+    .unwrap();
+    assert_eq!(killed, vec![true, true]);
+
+    let second = revoke_through(&a, &a.admin_token, &second_key).await;
+    assert!(second.complete, "{second:?}");
+    assert_eq!(second.confirmed_replicas, 2);
+}
