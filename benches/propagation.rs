@@ -124,28 +124,27 @@ struct CpuShares {
 struct CpuReading {
     taken: Instant,
     replicas: Duration,
-    database: Duration,
+    database: cpu::GroupReading,
     bench: Duration,
 }
 
 impl CpuReading {
-    fn now(replica_pids: &[u32]) -> CpuReading {
+    fn now(replica_pids: &[u32], postmaster: u32) -> CpuReading {
         CpuReading {
             taken: Instant::now(),
-            replicas: replica_pids.iter().map(|pid| cpu::process_cpu(*pid)).sum(),
-            database: cpu::named_cpu("postgres"),
-            bench: cpu::process_cpu(std::process::id()),
+            replicas: replica_pids.iter().map(|pid| cpu::server_cpu(*pid)).sum(),
+            database: cpu::GroupReading::now(postmaster),
+            bench: cpu::server_cpu(std::process::id()),
         }
     }
 
     fn shares_since(&self, earlier: &CpuReading) -> CpuShares {
         let seconds = self.taken.duration_since(earlier.taken).as_secs_f64();
-        let cores =
-            |now: Duration, before: Duration| now.saturating_sub(before).as_secs_f64() / seconds;
+        let cores = |used: Duration| used.as_secs_f64() / seconds;
         CpuShares {
-            replicas: cores(self.replicas, earlier.replicas),
-            database: cores(self.database, earlier.database),
-            bench: cores(self.bench, earlier.bench),
+            replicas: cores(self.replicas.saturating_sub(earlier.replicas)),
+            database: cores(self.database.used_since(&earlier.database)),
+            bench: cores(self.bench.saturating_sub(earlier.bench)),
         }
     }
 }
@@ -286,6 +285,7 @@ async fn bench() {
         })
     };
     let replica_pids: Vec<u32> = replicas.iter().filter_map(servers::Child::pid).collect();
+    let postmaster = cpu::parent_of(database.backend_pid().await).unwrap();
     let mut windows: Vec<Window> = Vec::new();
     let mut windows_run = 0;
     for window in 0..MAX_WINDOWS {
@@ -304,10 +304,10 @@ async fn bench() {
             }
         }
         let revoked_before = revoked.load(Ordering::SeqCst);
-        let cpu_before = CpuReading::now(&replica_pids);
+        let cpu_before = CpuReading::now(&replica_pids, postmaster);
         let rate =
             total_rate(&background_load(addresses.clone(), load_bodies.clone(), WINDOW).await);
-        let cpu = CpuReading::now(&replica_pids).shares_since(&cpu_before);
+        let cpu = CpuReading::now(&replica_pids, postmaster).shares_since(&cpu_before);
         // A revoking window counts only if revocations ran all through it.
         if !revoke_now || !driver.is_finished() {
             windows.push(Window {

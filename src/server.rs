@@ -112,6 +112,7 @@ impl Application {
         )
         .await
         .context("failed to register this replica")?;
+        let manager = manager.with_origin(replica.id);
         if let Some(retention) = replication.event_retention {
             tokio::spawn(store::events::prune_events_forever(pool.clone(), retention));
         }

@@ -69,6 +69,17 @@ impl BenchDatabase {
         }
     }
 
+    /// The process id of one of the database server's backends (its parent is
+    /// the server's postmaster). Used by the propagation bench.
+    #[allow(dead_code)]
+    pub async fn backend_pid(&self) -> u32 {
+        let pid: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
+            .fetch_one(&self.pool)
+            .await
+            .unwrap();
+        u32::try_from(pid).unwrap()
+    }
+
     /// Inserts `count` keys holding `customers:read`, each with its own secret
     /// hashed with `params`; returns their tokens.
     pub async fn seed_keys(&self, count: usize, params: HashingParams) -> Vec<String> {

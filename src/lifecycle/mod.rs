@@ -76,6 +76,9 @@ pub struct KeyManager {
     authorizer: Authorizer,
     propagation_timeout: std::time::Duration,
     lease: std::time::Duration,
+    /// The replica this manager serves, named as its events' origin so that
+    /// replicas report their progress to it alone.
+    origin: Option<uuid::Uuid>,
 }
 
 impl KeyManager {
@@ -92,7 +95,43 @@ impl KeyManager {
             authorizer,
             propagation_timeout: std::time::Duration::from_secs(2),
             lease: std::time::Duration::from_secs(3),
+            origin: None,
         }
+    }
+
+    /// Names `replica` as the origin of the events this manager writes.
+    pub fn with_origin(mut self, replica: uuid::Uuid) -> KeyManager {
+        self.origin = Some(replica);
+        self
+    }
+
+    /// Writes the audit event for a change to `key`, inside the change's
+    /// transaction, and returns its sequence number.
+    async fn record(
+        &self,
+        transaction: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+        key: &Key,
+        actor: Option<&Caller>,
+        action: EventAction,
+        changes: serde_json::Value,
+    ) -> Result<i64, StoreError> {
+        // A deletion marks the key as gone for good.
+        let key_version = if action == EventAction::Deleted {
+            i64::MAX
+        } else {
+            key.version
+        };
+        let event = NewEvent {
+            key_id: &key.id,
+            key_version,
+            organization_id: key.organization_id,
+            environment: key.environment,
+            actor_key_id: actor.map(|caller| &caller.key().id),
+            action,
+            changes,
+            origin: self.origin,
+        };
+        insert_event(transaction, event).await
     }
 
     /// How long mutations wait for replicas, and the replicas' lease.
@@ -239,7 +278,7 @@ impl KeyManager {
             Err(other) => return Err(other.into()),
         };
         let changes = creation_changes(&key);
-        record(
+        self.record(
             &mut transaction,
             &key,
             Some(caller),
@@ -327,30 +366,4 @@ fn creation_changes(key: &Key) -> serde_json::Value {
         "metadata": key.metadata,
         "lock_scopes": key.lock_scopes,
     })
-}
-
-/// Writes the audit event for a change to `key`, inside the change's transaction,
-/// and returns its sequence number. `deleted` marks the key as gone for good.
-async fn record(
-    transaction: &mut sqlx::Transaction<'_, sqlx::Postgres>,
-    key: &Key,
-    actor: Option<&Caller>,
-    action: EventAction,
-    changes: serde_json::Value,
-) -> Result<i64, StoreError> {
-    let key_version = if action == EventAction::Deleted {
-        i64::MAX
-    } else {
-        key.version
-    };
-    let event = NewEvent {
-        key_id: &key.id,
-        key_version,
-        organization_id: key.organization_id,
-        environment: key.environment,
-        actor_key_id: actor.map(|caller| &caller.key().id),
-        action,
-        changes,
-    };
-    insert_event(transaction, event).await
 }

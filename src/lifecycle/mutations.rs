@@ -9,7 +9,7 @@ use ipnet::IpNet;
 use serde_json::{json, Map, Value};
 use sqlx::{Postgres, Transaction};
 
-use super::{record, KeyManager, KeyWithToken, Propagation, RequestedScopes};
+use super::{KeyManager, KeyWithToken, Propagation, RequestedScopes};
 use crate::access::Caller;
 use crate::error::ServiceError;
 use crate::events::EventAction;
@@ -163,14 +163,15 @@ impl KeyManager {
             metadata,
         };
         let key = update_fields(&mut *transaction, key_id, &fields).await?;
-        let sequence = record(
-            &mut transaction,
-            &key,
-            Some(caller),
-            EventAction::Updated,
-            Value::Object(changes),
-        )
-        .await?;
+        let sequence = self
+            .record(
+                &mut transaction,
+                &key,
+                Some(caller),
+                EventAction::Updated,
+                Value::Object(changes),
+            )
+            .await?;
         transaction.commit().await.map_err(StoreError::from)?;
         self.authorizer.forget(key_id, key.version);
         tracing::info!(key_id = %key.id, version = key.version, "key updated");
@@ -201,14 +202,15 @@ impl KeyManager {
             "grace_period_seconds": rotation.grace_period.num_seconds(),
             "previous_secret_expire_time": previous_valid_until,
         });
-        let sequence = record(
-            &mut transaction,
-            &key,
-            Some(caller),
-            EventAction::Rotated,
-            changes,
-        )
-        .await?;
+        let sequence = self
+            .record(
+                &mut transaction,
+                &key,
+                Some(caller),
+                EventAction::Rotated,
+                changes,
+            )
+            .await?;
         transaction.commit().await.map_err(StoreError::from)?;
         self.authorizer.forget(key_id, key.version);
         tracing::info!(key_id = %key.id, grace_seconds = rotation.grace_period.num_seconds(), "key rotated");
@@ -248,7 +250,9 @@ impl KeyManager {
         } else {
             EventAction::Enabled
         };
-        let sequence = record(&mut transaction, &key, Some(caller), action, json!({})).await?;
+        let sequence = self
+            .record(&mut transaction, &key, Some(caller), action, json!({}))
+            .await?;
         transaction.commit().await.map_err(StoreError::from)?;
         self.authorizer.forget(key_id, key.version);
         tracing::info!(key_id = %key.id, disabled, "key state changed");
@@ -282,14 +286,15 @@ impl KeyManager {
             return Ok((current, propagation));
         }
         let key = set_revoked(&mut *transaction, key_id).await?;
-        let sequence = record(
-            &mut transaction,
-            &key,
-            Some(caller),
-            EventAction::Revoked,
-            json!({}),
-        )
-        .await?;
+        let sequence = self
+            .record(
+                &mut transaction,
+                &key,
+                Some(caller),
+                EventAction::Revoked,
+                json!({}),
+            )
+            .await?;
         transaction.commit().await.map_err(StoreError::from)?;
         self.authorizer.forget(key_id, key.version);
         tracing::info!(key_id = %key.id, "key revoked");
@@ -306,14 +311,15 @@ impl KeyManager {
         caller.require("api_keys:delete")?;
         let (mut transaction, current) = self.begin_on_key(caller, key_id).await?;
         delete_key(&mut *transaction, key_id).await?;
-        let sequence = record(
-            &mut transaction,
-            &current,
-            Some(caller),
-            EventAction::Deleted,
-            json!({}),
-        )
-        .await?;
+        let sequence = self
+            .record(
+                &mut transaction,
+                &current,
+                Some(caller),
+                EventAction::Deleted,
+                json!({}),
+            )
+            .await?;
         transaction.commit().await.map_err(StoreError::from)?;
         self.authorizer.forget(key_id, i64::MAX);
         tracing::info!(key_id = %current.id, "key deleted");

@@ -3,7 +3,7 @@
 use serde_json::json;
 use uuid::Uuid;
 
-use super::{creation_changes, record, KeyManager, KeyWithToken, Page};
+use super::{creation_changes, KeyManager, KeyWithToken, Page};
 use crate::access::Caller;
 use crate::error::ServiceError;
 use crate::events::EventAction;
@@ -115,7 +115,7 @@ impl KeyManager {
             .map_err(ServiceError::from)?;
         let mut changes = creation_changes(&key);
         changes["bootstrap"] = json!(true);
-        record(&mut transaction, &key, None, EventAction::Created, changes)
+        self.record(&mut transaction, &key, None, EventAction::Created, changes)
             .await
             .map_err(ServiceError::from)?;
         transaction

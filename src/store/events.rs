@@ -11,10 +11,12 @@ use crate::events::{EventAction, KeyEvent};
 use crate::token::{Environment, KeyId};
 
 /// The channel every replica listens on; payload
-/// `<seq> <key uuid> <version> <unix ms when written>`.
+/// `<seq> <key uuid> <version> <unix ms when written> [<origin replica uuid>]`.
 pub const NOTIFY_CHANNEL: &str = "keygate_key_events";
-/// Notified whenever a replica reports the last event it applied; payload
-/// `<replica uuid> <last applied seq>`.
+/// Replicas report the last event they applied (payload
+/// `<replica uuid> <last applied seq>`) on this channel followed by `_` and the
+/// simple form of the origin replica's id, or on this channel itself for
+/// events without an origin.
 pub const PROGRESS_CHANNEL: &str = "keygate_replica_progress";
 
 /// What a mutation records about itself.
@@ -27,6 +29,9 @@ pub struct NewEvent<'a> {
     pub actor_key_id: Option<&'a KeyId>,
     pub action: EventAction,
     pub changes: serde_json::Value,
+    /// The replica writing the event, which may wait for every replica to
+    /// apply it (`None` outside a replica, such as the admin CLI).
+    pub origin: Option<Uuid>,
 }
 
 /// Which events a listing may return.
@@ -49,9 +54,21 @@ pub async fn insert_event(
     sqlx::query("SELECT pg_advisory_xact_lock(hashtext('keygate.key_events'))")
         .execute(&mut *connection)
         .await?;
+    // The payload after the sequence, which the database assigns.
+    let mut payload_tail = format!(
+        "{} {} {}",
+        event.key_id.as_uuid(),
+        event.key_version,
+        Utc::now().timestamp_millis()
+    );
+    if let Some(origin) = event.origin {
+        payload_tail.push_str(&format!(" {origin}"));
+    }
     let sequence: i64 = sqlx::query_scalar(
-        "INSERT INTO key_events (key_id, organization_id, environment, actor_key_id, action, changes) \
-         VALUES ($1, $2, $3, $4, $5, $6) RETURNING seq",
+        "WITH event AS (INSERT INTO key_events \
+         (key_id, organization_id, environment, actor_key_id, action, changes) \
+         VALUES ($1, $2, $3, $4, $5, $6) RETURNING seq) \
+         SELECT seq, pg_notify($7, seq::text || ' ' || $8) FROM event",
     )
     .bind(event.key_id.as_uuid())
     .bind(event.organization_id)
@@ -59,19 +76,10 @@ pub async fn insert_event(
     .bind(event.actor_key_id.map(|id| id.as_uuid()))
     .bind(event.action.as_str())
     .bind(event.changes)
+    .bind(NOTIFY_CHANNEL)
+    .bind(payload_tail)
     .fetch_one(&mut *connection)
     .await?;
-    let payload = format!(
-        "{sequence} {} {} {}",
-        event.key_id.as_uuid(),
-        event.key_version,
-        Utc::now().timestamp_millis()
-    );
-    sqlx::query("SELECT pg_notify($1, $2)")
-        .bind(NOTIFY_CHANNEL)
-        .bind(payload)
-        .execute(&mut *connection)
-        .await?;
     Ok(sequence)
 }
 

@@ -12,7 +12,7 @@ use std::time::Duration;
 use anyhow::Context;
 use sqlx::migrate::MigrateDatabase;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use sqlx::{Connection, PgPool};
+use sqlx::PgPool;
 
 /// The migrations in `migrations/`, embedded in the binary.
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
@@ -63,27 +63,11 @@ impl From<sqlx::Error> for StoreError {
     }
 }
 
-/// A pooled connection idle for longer than this is pinged before it is handed
-/// out; one in steady use is not. (sqlx pings on every acquire by default: a
-/// round trip more for every query, on the cache-miss path and in every
-/// mutation. A connection that died while in use fails one query and is then
-/// closed, as sqlx tests every connection when it is returned.)
-const PING_WHEN_IDLE_FOR: Duration = Duration::from_secs(10);
-
 /// Opens a pool; with `create_if_missing`, creates the database first when absent.
 pub async fn connect(options: &PgConnectOptions, max_connections: u32) -> anyhow::Result<PgPool> {
     PgPoolOptions::new()
         .max_connections(max_connections)
         .acquire_timeout(Duration::from_secs(5))
-        .test_before_acquire(false)
-        .before_acquire(|connection, metadata| {
-            Box::pin(async move {
-                if metadata.idle_for >= PING_WHEN_IDLE_FOR {
-                    connection.ping().await?;
-                }
-                Ok(true)
-            })
-        })
         .connect_with(options.clone())
         .await
         .context("failed to connect to the database")

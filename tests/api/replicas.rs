@@ -443,3 +443,34 @@ async fn progress_reports_survive_the_loss_of_their_connection(
     assert!(second.complete, "{second:?}");
     assert_eq!(second.confirmed_replicas, 2);
 }
+
+#[sqlx::test(migrations = false)]
+async fn progress_reports_reach_only_the_replica_that_waits(
+    _pool: PgPoolOptions,
+    db: PgConnectOptions,
+) {
+    let (a, b, c) = three_replicas(db).await;
+    let all = [&a, &b, &c];
+    let (key, _) = warm_key(&all, &["customers:read"]).await;
+    let mut heard_by_a = a.authorizer.freshness().replica_progress.subscribe();
+    let mut heard_by_c = c.authorizer.freshness().replica_progress.subscribe();
+
+    let propagation = revoke_through(&a, &a.admin_token, &key).await;
+    assert!(propagation.complete, "{propagation:?}");
+    // Time for any report addressed elsewhere to arrive too.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    let mut reporters = std::collections::HashSet::new();
+    while let Ok(Some(report)) = heard_by_a.try_recv() {
+        reporters.insert(report.replica);
+    }
+    let everyone = [a.replica.id, b.replica.id, c.replica.id];
+    assert_eq!(reporters, std::collections::HashSet::from(everyone));
+    assert!(
+        matches!(
+            heard_by_c.try_recv(),
+            Err(tokio::sync::broadcast::error::TryRecvError::Empty)
+        ),
+        "a replica that waits for nothing heard reports"
+    );
+}

@@ -3,8 +3,8 @@
 //! - a `LISTEN` on the key-event channel that evicts each named key (leaving a
 //!   tombstone) the moment its notification arrives;
 //! - a row in `replicas` with the last event sequence applied, reported right
-//!   after each event, so that a mutation can wait until every live replica has
-//!   applied it;
+//!   after each event to the replica that wrote it (see `progress`), so that a
+//!   mutation can wait until every live replica has applied it;
 //! - a heartbeat on that row, which is a lease: a replica that cannot renew it
 //!   in time stops trusting its cache (see `freshness`), so a waiting mutation
 //!   may count a replica whose lease ran out as safe.
@@ -13,15 +13,18 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use sqlx::postgres::{PgConnectOptions, PgConnection, PgListener};
-use sqlx::{Connection, PgPool};
-use tokio::sync::Notify;
+use sqlx::postgres::PgListener;
+use sqlx::PgPool;
 use uuid::Uuid;
 
 use crate::authorizer::Authorizer;
-use crate::freshness::{now_millis, Freshness, ReplicaProgress};
+use crate::freshness::{now_millis, Freshness};
 use crate::store::events::{NOTIFY_CHANNEL, PROGRESS_CHANNEL};
 use crate::token::KeyId;
+
+mod progress;
+
+use progress::{parse_progress, report_applied, PendingReports};
 
 /// Heartbeat and lease timing.
 #[derive(Debug, Clone, Copy)]
@@ -91,19 +94,15 @@ pub async fn start(
         .await?;
     let own_lease = lease.lease.saturating_sub(lease.heartbeat_interval / 2);
     freshness.renew_lease(registered_at + own_lease.as_millis() as i64);
-    let applied_changed = Arc::new(Notify::new());
+    let pending = PendingReports::default();
     let tasks = vec![
         tokio::spawn(listen(
             pool.clone(),
             authorizer,
             replica.clone(),
-            applied_changed.clone(),
+            pending.clone(),
         )),
-        tokio::spawn(report_applied(
-            pool.clone(),
-            replica.clone(),
-            applied_changed,
-        )),
+        tokio::spawn(report_applied(pool.clone(), replica.clone(), pending)),
         tokio::spawn(heartbeat(pool, freshness, replica.clone(), lease)),
     ];
     replica.tasks = Arc::new(tasks);
@@ -122,22 +121,16 @@ pub async fn deregister(pool: &PgPool, replica: &Replica) {
     }
 }
 
-/// A key-event notification: `<seq> <key uuid> <version> [<unix ms written>]`.
+/// A key-event notification:
+/// `<seq> <key uuid> <version> [<unix ms written> [<origin replica uuid>]]`.
 #[derive(Debug, PartialEq, Eq)]
 struct KeyEventNotice {
     sequence: i64,
     key_id: KeyId,
     version: i64,
     written_at_millis: Option<i64>,
-}
-
-/// A progress notification: `<replica uuid> <last applied seq>`.
-fn parse_progress(payload: &str) -> Option<ReplicaProgress> {
-    let (replica, applied) = payload.split_once(' ')?;
-    Some(ReplicaProgress {
-        replica: Uuid::parse_str(replica).ok()?,
-        applied: applied.parse().ok()?,
-    })
+    /// The replica whose mutation wrote the event (and may wait for it).
+    origin: Option<Uuid>,
 }
 
 fn parse_payload(payload: &str) -> Option<KeyEventNotice> {
@@ -146,24 +139,21 @@ fn parse_payload(payload: &str) -> Option<KeyEventNotice> {
     let key_id = KeyId::from_uuid(Uuid::parse_str(parts.next()?).ok()?);
     let version = parts.next()?.parse().ok()?;
     let written_at_millis = parts.next().and_then(|millis| millis.parse().ok());
+    let origin = parts.next().and_then(|origin| Uuid::parse_str(origin).ok());
     Some(KeyEventNotice {
         sequence,
         key_id,
         version,
         written_at_millis,
+        origin,
     })
 }
 
-async fn listen(
-    pool: PgPool,
-    authorizer: Authorizer,
-    replica: Replica,
-    applied_changed: Arc<Notify>,
-) {
+async fn listen(pool: PgPool, authorizer: Authorizer, replica: Replica, pending: PendingReports) {
     let freshness = authorizer.freshness().clone();
     let mut backoff = Duration::from_millis(50);
     loop {
-        match subscribe(&pool).await {
+        match subscribe(&pool, replica.id).await {
             Ok(mut listener) => {
                 let caught_up: Result<i64, sqlx::Error> =
                     sqlx::query_scalar("SELECT COALESCE(MAX(seq), 0) FROM key_events")
@@ -171,14 +161,15 @@ async fn listen(
                         .await;
                 if let Ok(sequence) = caught_up {
                     replica.applied.fetch_max(sequence, Ordering::SeqCst);
-                    applied_changed.notify_one();
+                    // Whoever waited meanwhile is unknown: tell everyone.
+                    pending.applied_from(None);
                 }
                 freshness.set_listener_connected(true);
                 tracing::info!("event listener connected");
                 backoff = Duration::from_millis(50);
                 // `Ok(None)` or an error: the connection is gone.
                 while let Ok(Some(notification)) = listener.try_recv().await {
-                    if notification.channel() == PROGRESS_CHANNEL {
+                    if notification.channel() != NOTIFY_CHANNEL {
                         let report = parse_progress(notification.payload());
                         freshness.replica_progress.publish(report);
                         continue;
@@ -193,7 +184,7 @@ async fn listen(
                         metrics::histogram!("keygate_event_apply_lag_seconds").record(lag_seconds);
                     }
                     replica.applied.fetch_max(event.sequence, Ordering::SeqCst);
-                    applied_changed.notify_one();
+                    pending.applied_from(event.origin);
                 }
                 freshness.set_listener_connected(false);
                 tracing::warn!("event listener lost its connection; cached keys are confirmed against the database until it is back");
@@ -208,7 +199,9 @@ async fn listen(
     }
 }
 
-async fn subscribe(pool: &PgPool) -> Result<PgListener, sqlx::Error> {
+/// Listens for key events, for reports on this replica's own progress channel,
+/// and on the shared one.
+async fn subscribe(pool: &PgPool, replica: Uuid) -> Result<PgListener, sqlx::Error> {
     let mut listener = PgListener::connect_with(pool).await?;
     // The listener keeps its own connection; closing the pool does not end it.
     listener.ignore_pool_close_event(true);
@@ -216,73 +209,13 @@ async fn subscribe(pool: &PgPool) -> Result<PgListener, sqlx::Error> {
     // rather than first waiting for a new connection from the pool.
     listener.eager_reconnect(false);
     listener
-        .listen_all([NOTIFY_CHANNEL, PROGRESS_CHANNEL])
+        .listen_all([
+            NOTIFY_CHANNEL,
+            PROGRESS_CHANNEL,
+            &progress::own_channel(replica),
+        ])
         .await?;
     Ok(listener)
-}
-
-/// The reporting connection's settings: the pool's, with commits that do not
-/// wait for the disk. A report states what this replica has done; losing the
-/// latest one in a database crash costs nothing the heartbeat does not redo.
-fn report_options(pool: &PgPool) -> PgConnectOptions {
-    pool.connect_options()
-        .as_ref()
-        .clone()
-        .options([("synchronous_commit", "off")])
-}
-
-/// Reports each new applied sequence on a connection of its own: reports
-/// follow every event on every replica, and a pooled connection would add
-/// sqlx's two pings to each. A report that fails is tried once more on a new
-/// connection (the old one may have died since the last event); if that fails
-/// too, the next heartbeat carries the sequence.
-async fn report_applied(pool: PgPool, replica: Replica, applied_changed: Arc<Notify>) {
-    let options = report_options(&pool);
-    let mut connection: Option<PgConnection> = None;
-    let mut reported = 0;
-    loop {
-        applied_changed.notified().await;
-        let applied = replica.applied_sequence();
-        if applied <= reported {
-            continue;
-        }
-        for attempt in 1..=2 {
-            match report(&options, &mut connection, replica.id, applied).await {
-                Ok(()) => {
-                    reported = applied;
-                    break;
-                }
-                Err(error) => {
-                    connection = None;
-                    tracing::debug!(%error, attempt, "failed to report the applied event sequence");
-                }
-            }
-        }
-    }
-}
-
-/// Records `applied` in this replica's row and notifies waiting mutations.
-async fn report(
-    options: &PgConnectOptions,
-    connection: &mut Option<PgConnection>,
-    replica_id: Uuid,
-    applied: i64,
-) -> Result<(), sqlx::Error> {
-    let open = match connection {
-        Some(open) => open,
-        None => connection.insert(PgConnection::connect_with(options).await?),
-    };
-    sqlx::query(
-        "WITH reported AS (UPDATE replicas SET last_applied_seq = GREATEST(last_applied_seq, $2) \
-         WHERE id = $1 RETURNING last_applied_seq) \
-         SELECT pg_notify($3, $1::text || ' ' || last_applied_seq) FROM reported",
-    )
-    .bind(replica_id)
-    .bind(applied)
-    .bind(PROGRESS_CHANNEL)
-    .execute(open)
-    .await?;
-    Ok(())
 }
 
 async fn heartbeat(
@@ -328,23 +261,20 @@ mod tests {
             key_id: id,
             version: 7,
             written_at_millis: Some(1_700_000_000_000),
+            origin: None,
         };
         assert_eq!(parse_payload(&payload), Some(notice));
+        let origin = Uuid::new_v4();
+        let with_origin = format!("42 {} 7 1700000000000 {origin}", id.as_uuid());
+        let notice = KeyEventNotice {
+            sequence: 42,
+            key_id: id,
+            version: 7,
+            written_at_millis: Some(1_700_000_000_000),
+            origin: Some(origin),
+        };
+        assert_eq!(parse_payload(&with_origin), Some(notice));
         assert_eq!(parse_payload("42 nope 7"), None);
         assert_eq!(parse_payload(""), None);
-    }
-
-    #[test]
-    fn progress_payloads() {
-        let replica = Uuid::new_v4();
-        let report = ReplicaProgress {
-            replica,
-            applied: 42,
-        };
-        assert_eq!(parse_progress(&format!("{replica} 42")), Some(report));
-        assert_eq!(parse_progress(&format!("{replica}")), None);
-        assert_eq!(parse_progress(&format!("{replica} x")), None);
-        assert_eq!(parse_progress("nope 42"), None);
-        assert_eq!(parse_progress(""), None);
     }
 }

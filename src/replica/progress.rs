@@ -1,0 +1,250 @@
+//! Reporting how far this replica has applied events, to the mutations that
+//! wait for it.
+//!
+//! A key event names its *origin*, the replica whose mutation wrote it and may
+//! be waiting for it. A report goes to the origins of the events applied since
+//! the last one, each on that replica's own channel, so a replica hears only
+//! the reports its own waits need: with n replicas an event costs n
+//! notifications, not n². Events without an origin (written by the admin CLI,
+//! or by a replica from before origins) and a catch-up after reconnecting are
+//! reported on the shared channel, which every replica also listens on.
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use sqlx::postgres::{PgConnectOptions, PgConnection};
+use sqlx::{Connection, Executor, PgPool};
+use tokio::sync::Notify;
+use uuid::Uuid;
+
+use super::Replica;
+use crate::freshness::ReplicaProgress;
+use crate::store::events::PROGRESS_CHANNEL;
+
+/// The channel on which `replica` hears reports for the events it wrote.
+pub fn own_channel(replica: Uuid) -> String {
+    format!("{PROGRESS_CHANNEL}_{}", replica.simple())
+}
+
+/// A progress notification: `<replica uuid> <last applied seq>`.
+pub fn parse_progress(payload: &str) -> Option<ReplicaProgress> {
+    let (replica, applied) = payload.split_once(' ')?;
+    Some(ReplicaProgress {
+        replica: Uuid::parse_str(replica).ok()?,
+        applied: applied.parse().ok()?,
+    })
+}
+
+/// Who the next report goes to.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct Audience {
+    origins: HashSet<Uuid>,
+    shared: bool,
+}
+
+impl Audience {
+    fn is_empty(&self) -> bool {
+        self.origins.is_empty() && !self.shared
+    }
+
+    fn channels(&self) -> Vec<String> {
+        let own = self.origins.iter().map(|origin| own_channel(*origin));
+        let shared = self.shared.then(|| PROGRESS_CHANNEL.to_owned());
+        own.chain(shared).collect()
+    }
+
+    fn merge(&mut self, other: Audience) {
+        self.origins.extend(other.origins);
+        self.shared |= other.shared;
+    }
+}
+
+/// Events applied but not yet reported, filled by the listener and drained by
+/// the reporter.
+#[derive(Clone, Default)]
+pub struct PendingReports {
+    audience: Arc<Mutex<Audience>>,
+    changed: Arc<Notify>,
+}
+
+impl PendingReports {
+    /// An event from `origin` (`None`: no origin named) has been applied.
+    pub fn applied_from(&self, origin: Option<Uuid>) {
+        {
+            let mut audience = self.lock();
+            match origin {
+                Some(replica) => {
+                    audience.origins.insert(replica);
+                }
+                None => audience.shared = true,
+            }
+        }
+        self.changed.notify_one();
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Audience> {
+        // The audience stays consistent whatever a panicking holder did.
+        self.audience.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn take(&self) -> Audience {
+        std::mem::take(&mut *self.lock())
+    }
+
+    fn put_back(&self, audience: Audience) {
+        self.lock().merge(audience);
+    }
+}
+
+/// The longest one attempt to report (connecting included) may take: a
+/// report stuck on a dead or unanswering connection would hold back every
+/// later one.
+const REPORT_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Why a report did not go out.
+#[derive(Debug, thiserror::Error)]
+enum ReportError {
+    #[error(transparent)]
+    Database(#[from] sqlx::Error),
+    #[error("no answer within {} s", REPORT_TIMEOUT.as_secs())]
+    TimedOut,
+}
+
+/// Reports on a connection of its own (one per replica, beside the pool and
+/// the listener): reports follow every event on every replica, and a pooled
+/// connection would add sqlx's ping on release to each. A report that fails is
+/// tried once more on a new connection (the old one may have died since the
+/// last event); if that fails too, its audience waits for the next event, and
+/// the heartbeat carries the sequence to the table meanwhile.
+pub async fn report_applied(pool: PgPool, replica: Replica, pending: PendingReports) {
+    let options = pool.connect_options().as_ref().clone();
+    let mut connection: Option<PgConnection> = None;
+    let mut failing = false;
+    loop {
+        pending.changed.notified().await;
+        let audience = pending.take();
+        if audience.is_empty() {
+            continue;
+        }
+        let channels = audience.channels();
+        let applied = replica.applied_sequence();
+        let mut outcome = Err(ReportError::TimedOut);
+        for _attempt in 1..=2 {
+            let attempt = report(&options, &mut connection, replica.id, applied, &channels);
+            outcome = tokio::time::timeout(REPORT_TIMEOUT, attempt)
+                .await
+                .unwrap_or(Err(ReportError::TimedOut));
+            if outcome.is_ok() {
+                break;
+            }
+            connection = None;
+        }
+        match outcome {
+            Ok(()) if failing => {
+                failing = false;
+                tracing::info!("reporting the applied event sequence again");
+            }
+            Ok(()) => {}
+            Err(error) => {
+                // Once per run of failures; waiting mutations fall back to the
+                // heartbeat's copy in the table.
+                if !failing {
+                    tracing::warn!(%error, "failed to report the applied event sequence");
+                }
+                failing = true;
+                pending.put_back(audience);
+            }
+        }
+    }
+}
+
+/// Records `applied` in this replica's row and notifies `channels`.
+async fn report(
+    options: &PgConnectOptions,
+    connection: &mut Option<PgConnection>,
+    replica_id: Uuid,
+    applied: i64,
+    channels: &[String],
+) -> Result<(), ReportError> {
+    let open = match connection {
+        Some(open) => open,
+        None => connection.insert(connect(options).await?),
+    };
+    sqlx::query(
+        "WITH reported AS (UPDATE replicas SET last_applied_seq = GREATEST(last_applied_seq, $2) \
+         WHERE id = $1 RETURNING last_applied_seq) \
+         SELECT pg_notify(channel, $1::text || ' ' || last_applied_seq) \
+         FROM reported, unnest($3::text[]) AS channel",
+    )
+    .bind(replica_id)
+    .bind(applied)
+    .bind(channels)
+    .execute(open)
+    .await?;
+    Ok(())
+}
+
+/// Opens the reporting connection, with commits that do not wait for the disk:
+/// a report states what this replica has done, and losing the latest one in a
+/// database crash costs nothing the next heartbeat does not redo.
+async fn connect(options: &PgConnectOptions) -> Result<PgConnection, sqlx::Error> {
+    let mut connection = PgConnection::connect_with(options).await?;
+    connection.execute("SET synchronous_commit = off").await?;
+    Ok(connection)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn progress_payloads() {
+        let replica = Uuid::new_v4();
+        let report = ReplicaProgress {
+            replica,
+            applied: 42,
+        };
+        assert_eq!(parse_progress(&format!("{replica} 42")), Some(report));
+        assert_eq!(parse_progress(&format!("{replica}")), None);
+        assert_eq!(parse_progress(&format!("{replica} x")), None);
+        assert_eq!(parse_progress("nope 42"), None);
+        assert_eq!(parse_progress(""), None);
+    }
+
+    #[test]
+    fn reports_go_to_each_origin_once_and_to_the_shared_channel_when_asked() {
+        let pending = PendingReports::default();
+        let (first, second) = (Uuid::new_v4(), Uuid::new_v4());
+        pending.applied_from(Some(first));
+        pending.applied_from(Some(second));
+        pending.applied_from(Some(first));
+        let mut channels = pending.take().channels();
+        channels.sort();
+        let mut expected = vec![own_channel(first), own_channel(second)];
+        expected.sort();
+        assert_eq!(channels, expected);
+        assert!(pending.take().is_empty());
+
+        pending.applied_from(None);
+        assert_eq!(pending.take().channels(), vec![PROGRESS_CHANNEL.to_owned()]);
+    }
+
+    #[test]
+    fn an_undelivered_audience_is_kept_for_the_next_report() {
+        let pending = PendingReports::default();
+        let (first, second) = (Uuid::new_v4(), Uuid::new_v4());
+        pending.applied_from(Some(first));
+        let undelivered = pending.take();
+        pending.applied_from(Some(second));
+        pending.put_back(undelivered);
+        let audience = pending.take();
+        assert_eq!(audience.origins, HashSet::from([first, second]));
+        assert!(!audience.shared);
+    }
+
+    #[test]
+    fn channel_names_fit_postgres_identifiers() {
+        assert!(own_channel(Uuid::new_v4()).len() <= 63);
+    }
+}
