@@ -132,9 +132,12 @@ impl CpuReading {
     fn now(replica_pids: &[u32], postmaster: u32) -> CpuReading {
         CpuReading {
             taken: Instant::now(),
-            replicas: replica_pids.iter().map(|pid| cpu::server_cpu(*pid)).sum(),
+            replicas: replica_pids
+                .iter()
+                .map(|pid| cpu::live_process_cpu(*pid))
+                .sum(),
             database: cpu::GroupReading::now(postmaster),
-            bench: cpu::server_cpu(std::process::id()),
+            bench: cpu::live_process_cpu(std::process::id()),
         }
     }
 
@@ -285,7 +288,7 @@ async fn bench() {
         })
     };
     let replica_pids: Vec<u32> = replicas.iter().filter_map(servers::Child::pid).collect();
-    let postmaster = cpu::parent_of(database.backend_pid().await).unwrap();
+    let postmaster = cpu::postmaster_of(database.backend_pid().await);
     let mut windows: Vec<Window> = Vec::new();
     let mut windows_run = 0;
     for window in 0..MAX_WINDOWS {

@@ -54,7 +54,8 @@ pub struct Freshness {
     tombstone_writer: Mutex<VecDeque<(Instant, KeyId)>>,
     /// Unix milliseconds of the last failed version check; 0 if none.
     check_failed_at_millis: AtomicI64,
-    /// Every replica's progress reports, for propagation waits.
+    /// Progress reports addressed to this replica (or to all), for the
+    /// propagation waits of the changes it makes.
     pub replica_progress: ProgressFeed,
 }
 

@@ -7,24 +7,50 @@ use std::time::Duration;
 /// `/proc` counts CPU time in USER_HZ ticks, 100 a second on every Linux ABI.
 const TICKS_PER_SECOND: u64 = 100;
 
-/// CPU time used so far by process `pid`, or `None` once it is gone.
-pub fn process_cpu(pid: u32) -> Option<Duration> {
+/// The fields of `/proc/<pid>/stat` after the command name (which may hold
+/// spaces, in parentheses): state is the first.
+fn stat_fields(pid: u32) -> Option<Vec<u64>> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // Fields after the command name (which may hold spaces) in parentheses:
-    // state is the first, utime the 12th and stime the 13th.
     let after_name = &stat[stat.rfind(')')? + 1..];
-    let mut fields = after_name.split_whitespace().skip(11);
-    let user: u64 = fields.next()?.parse().ok()?;
-    let system: u64 = fields.next()?.parse().ok()?;
-    Some(Duration::from_millis(
-        (user + system) * 1000 / TICKS_PER_SECOND,
-    ))
+    // State is a letter; every field after it is a number.
+    Some(
+        after_name
+            .split_whitespace()
+            .skip(1)
+            .map(|field| field.parse().unwrap_or(0))
+            .collect(),
+    )
 }
 
-/// CPU time of a running server process, failing loudly if it is gone: a
-/// silent zero would turn into a ratio of infinity.
-pub fn server_cpu(pid: u32) -> Duration {
+fn ticks(count: u64) -> Duration {
+    Duration::from_millis(count * 1000 / TICKS_PER_SECOND)
+}
+
+/// CPU time used so far by process `pid` (utime plus stime, fields 14 and
+/// 15), or `None` once it is gone.
+pub fn process_cpu(pid: u32) -> Option<Duration> {
+    let fields = stat_fields(pid)?;
+    Some(ticks(fields.get(10)? + fields.get(11)?))
+}
+
+/// CPU time used so far by the reaped children of process `pid` (cutime plus
+/// cstime, fields 16 and 17).
+fn reaped_children_cpu(pid: u32) -> Option<Duration> {
+    let fields = stat_fields(pid)?;
+    Some(ticks(fields.get(12)? + fields.get(13)?))
+}
+
+/// CPU time of a process that must still be running (a server, or this
+/// bench), failing loudly if it is gone: a silent zero would turn into a ratio
+/// of infinity.
+pub fn live_process_cpu(pid: u32) -> Duration {
     process_cpu(pid).unwrap_or_else(|| panic!("process {pid} is gone"))
+}
+
+/// The name of process `pid`, as in `/proc/<pid>/comm`.
+pub fn name_of(pid: u32) -> Option<String> {
+    let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).ok()?;
+    Some(comm.trim_end().to_owned())
 }
 
 /// The parent of process `pid`.
@@ -38,16 +64,34 @@ pub fn parent_of(pid: u32) -> Option<u32> {
         .ok()
 }
 
+/// The database server's main process, found from one of its backends'
+/// process ids; panics unless both are local `postgres` processes (a server in
+/// another PID namespace cannot be measured from here).
+pub fn postmaster_of(backend: u32) -> u32 {
+    let is_postgres = |pid: u32| name_of(pid).as_deref() == Some("postgres");
+    assert!(
+        is_postgres(backend),
+        "backend {backend} is not a local postgres process"
+    );
+    let postmaster = parent_of(backend).expect("the backend has no parent");
+    assert!(
+        is_postgres(postmaster),
+        "the backend's parent {postmaster} is not postgres"
+    );
+    postmaster
+}
+
 /// A process and its children (such as a database server's postmaster and its
 /// backends), read at one moment.
 pub struct GroupReading {
     per_process: HashMap<u32, Duration>,
+    reaped: Duration,
 }
 
 impl GroupReading {
     pub fn now(parent: u32) -> GroupReading {
         let children = std::fs::read_to_string(format!("/proc/{parent}/task/{parent}/children"))
-            .unwrap_or_default();
+            .expect("this kernel does not list a process's children in /proc");
         let pids = children
             .split_whitespace()
             .filter_map(|pid| pid.parse().ok())
@@ -55,18 +99,34 @@ impl GroupReading {
         let per_process = pids
             .filter_map(|pid| Some((pid, process_cpu(pid)?)))
             .collect();
-        GroupReading { per_process }
+        GroupReading {
+            per_process,
+            reaped: reaped_children_cpu(parent).unwrap_or_default(),
+        }
     }
 
-    /// CPU time used since `earlier` by the processes alive now: those started
-    /// since count from zero, those ended since are not counted.
+    /// CPU time the group used since `earlier`: processes started since count
+    /// from zero, and those that ended since count through their parent's
+    /// total for reaped children, less what `earlier` had already seen.
     pub fn used_since(&self, earlier: &GroupReading) -> Duration {
-        self.per_process
+        let alive: Duration = self
+            .per_process
             .iter()
             .map(|(pid, now)| {
                 let before = earlier.per_process.get(pid).copied().unwrap_or_default();
                 now.saturating_sub(before)
             })
-            .sum()
+            .sum();
+        let ended_seen_before: Duration = earlier
+            .per_process
+            .iter()
+            .filter(|(pid, _)| !self.per_process.contains_key(pid))
+            .map(|(_, before)| *before)
+            .sum();
+        let ended = self
+            .reaped
+            .saturating_sub(earlier.reaped)
+            .saturating_sub(ended_seen_before);
+        alive + ended
     }
 }

@@ -97,9 +97,9 @@ struct Measured {
 
 async fn measure(label: &str, server: &servers::Child, bodies: &Arc<Vec<Bytes>>) -> Measured {
     let pid = server.pid().unwrap();
-    let cpu_before = cpu::server_cpu(pid);
+    let cpu_before = cpu::live_process_cpu(pid);
     let result = run(server.address, bodies.clone(), SHAPE, false, allowed).await;
-    let server_cpu = cpu::server_cpu(pid)
+    let server_cpu = cpu::live_process_cpu(pid)
         .saturating_sub(cpu_before)
         .as_secs_f64();
     let measured = Measured {

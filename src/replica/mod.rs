@@ -153,17 +153,11 @@ async fn listen(pool: PgPool, authorizer: Authorizer, replica: Replica, pending:
     let freshness = authorizer.freshness().clone();
     let mut backoff = Duration::from_millis(50);
     loop {
-        match subscribe(&pool, replica.id).await {
-            Ok(mut listener) => {
-                let caught_up: Result<i64, sqlx::Error> =
-                    sqlx::query_scalar("SELECT COALESCE(MAX(seq), 0) FROM key_events")
-                        .fetch_one(&pool)
-                        .await;
-                if let Ok(sequence) = caught_up {
-                    replica.applied.fetch_max(sequence, Ordering::SeqCst);
-                    // Whoever waited meanwhile is unknown: tell everyone.
-                    pending.applied_from(None);
-                }
+        match connect_and_catch_up(&pool, replica.id).await {
+            Ok((mut listener, caught_up)) => {
+                replica.applied.fetch_max(caught_up, Ordering::SeqCst);
+                // Whoever waited meanwhile is unknown: tell everyone.
+                pending.applied_from(None);
                 freshness.set_listener_connected(true);
                 tracing::info!("event listener connected");
                 backoff = Duration::from_millis(50);
@@ -197,6 +191,20 @@ async fn listen(pool: PgPool, authorizer: Authorizer, replica: Replica, pending:
         tokio::time::sleep(backoff).await;
         backoff = (backoff * 2).min(Duration::from_secs(2));
     }
+}
+
+/// Starts listening, then reads the latest event sequence: every event after
+/// it will arrive as a notification. A listener that cannot catch up is
+/// dropped (and retried) like one that cannot connect.
+async fn connect_and_catch_up(
+    pool: &PgPool,
+    replica: Uuid,
+) -> Result<(PgListener, i64), sqlx::Error> {
+    let listener = subscribe(pool, replica).await?;
+    let caught_up: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(seq), 0) FROM key_events")
+        .fetch_one(pool)
+        .await?;
+    Ok((listener, caught_up))
 }
 
 /// Listens for key events, for reports on this replica's own progress channel,

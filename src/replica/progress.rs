@@ -111,18 +111,30 @@ enum ReportError {
     TimedOut,
 }
 
-/// Reports on a connection of its own (one per replica, beside the pool and
-/// the listener): reports follow every event on every replica, and a pooled
-/// connection would add sqlx's ping on release to each. A report that fails is
-/// tried once more on a new connection (the old one may have died since the
-/// last event); if that fails too, its audience waits for the next event, and
+/// The first pause before a report that failed twice is tried again; it
+/// doubles up to [`REPORT_TIMEOUT`] while reports keep failing.
+const FIRST_RETRY_DELAY: Duration = Duration::from_millis(100);
+
+/// Reports on a connection of its own (one per replica, beside the pool):
+/// reports follow every event on every replica, and a pooled connection would
+/// add sqlx's pings to each. A report that fails is tried once more on a new
+/// connection (the old one may have died since the last event); if that fails
+/// too, it is tried again after a pause, or at the next event if sooner, and
 /// the heartbeat carries the sequence to the table meanwhile.
 pub async fn report_applied(pool: PgPool, replica: Replica, pending: PendingReports) {
     let options = pool.connect_options().as_ref().clone();
     let mut connection: Option<PgConnection> = None;
-    let mut failing = false;
+    let mut retry_delay: Option<Duration> = None;
     loop {
-        pending.changed.notified().await;
+        match retry_delay {
+            Some(delay) => {
+                tokio::select! {
+                    _ = pending.changed.notified() => {}
+                    _ = tokio::time::sleep(delay) => {}
+                }
+            }
+            None => pending.changed.notified().await,
+        }
         let audience = pending.take();
         if audience.is_empty() {
             continue;
@@ -141,18 +153,20 @@ pub async fn report_applied(pool: PgPool, replica: Replica, pending: PendingRepo
             connection = None;
         }
         match outcome {
-            Ok(()) if failing => {
-                failing = false;
-                tracing::info!("reporting the applied event sequence again");
+            Ok(()) => {
+                if retry_delay.take().is_some() {
+                    tracing::info!("reporting the applied event sequence again");
+                }
             }
-            Ok(()) => {}
             Err(error) => {
                 // Once per run of failures; waiting mutations fall back to the
                 // heartbeat's copy in the table.
-                if !failing {
+                if retry_delay.is_none() {
                     tracing::warn!(%error, "failed to report the applied event sequence");
                 }
-                failing = true;
+                retry_delay = Some(
+                    retry_delay.map_or(FIRST_RETRY_DELAY, |delay| (delay * 2).min(REPORT_TIMEOUT)),
+                );
                 pending.put_back(audience);
             }
         }

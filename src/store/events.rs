@@ -30,7 +30,7 @@ pub struct NewEvent<'a> {
     pub action: EventAction,
     pub changes: serde_json::Value,
     /// The replica writing the event, which may wait for every replica to
-    /// apply it (`None` outside a replica, such as the admin CLI).
+    /// apply it (`None` outside a server, as in `keygate bootstrap`).
     pub origin: Option<Uuid>,
 }
 

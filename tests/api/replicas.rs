@@ -444,6 +444,46 @@ async fn progress_reports_survive_the_loss_of_their_connection(
     assert_eq!(second.confirmed_replicas, 2);
 }
 
+/// Waits (at most 10 s) until every replica's row shows the latest event applied.
+async fn wait_until_all_applied(replica: &TestApp) {
+    for _ in 0..200 {
+        let behind: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM replicas \
+             WHERE last_applied_seq < (SELECT COALESCE(MAX(seq), 0) FROM key_events)",
+        )
+        .fetch_one(&replica.pool)
+        .await
+        .unwrap();
+        if behind == 0 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("replicas did not catch up");
+}
+
+/// The replicas that reported having applied `sequence` or later, from what a
+/// subscriber has heard so far.
+fn reported_at_least(
+    heard: &mut tokio::sync::broadcast::Receiver<Option<keygate::freshness::ReplicaProgress>>,
+    sequence: i64,
+) -> std::collections::HashSet<uuid::Uuid> {
+    let mut reporters = std::collections::HashSet::new();
+    while let Ok(report) = heard.try_recv() {
+        if let Some(report) = report.filter(|report| report.applied >= sequence) {
+            reporters.insert(report.replica);
+        }
+    }
+    reporters
+}
+
+async fn latest_sequence(replica: &TestApp) -> i64 {
+    sqlx::query_scalar("SELECT MAX(seq) FROM key_events")
+        .fetch_one(&replica.pool)
+        .await
+        .unwrap()
+}
+
 #[sqlx::test(migrations = false)]
 async fn progress_reports_reach_only_the_replica_that_waits(
     _pool: PgPoolOptions,
@@ -451,26 +491,40 @@ async fn progress_reports_reach_only_the_replica_that_waits(
 ) {
     let (a, b, c) = three_replicas(db).await;
     let all = [&a, &b, &c];
-    let (key, _) = warm_key(&all, &["customers:read"]).await;
+    let (first_key, _) = warm_key(&all, &["customers:read"]).await;
+    let org = a.create_organization("Globex").await;
+    let (second_key, _) = a
+        .org_key(&org, Environment::Live, &["customers:read"])
+        .await;
+    // Let the reports of the set-up's events settle before listening in.
+    wait_until_all_applied(&a).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
     let mut heard_by_a = a.authorizer.freshness().replica_progress.subscribe();
     let mut heard_by_c = c.authorizer.freshness().replica_progress.subscribe();
+    let everyone = std::collections::HashSet::from([a.replica.id, b.replica.id, c.replica.id]);
 
-    let propagation = revoke_through(&a, &a.admin_token, &key).await;
-    assert!(propagation.complete, "{propagation:?}");
+    let through_a = revoke_through(&a, &a.admin_token, &first_key).await;
+    assert!(through_a.complete, "{through_a:?}");
+    let revoked_through_a = latest_sequence(&a).await;
     // Time for any report addressed elsewhere to arrive too.
     tokio::time::sleep(Duration::from_millis(500)).await;
-
-    let mut reporters = std::collections::HashSet::new();
-    while let Ok(Some(report)) = heard_by_a.try_recv() {
-        reporters.insert(report.replica);
-    }
-    let everyone = [a.replica.id, b.replica.id, c.replica.id];
-    assert_eq!(reporters, std::collections::HashSet::from(everyone));
+    assert_eq!(
+        reported_at_least(&mut heard_by_a, revoked_through_a),
+        everyone
+    );
     assert!(
-        matches!(
-            heard_by_c.try_recv(),
-            Err(tokio::sync::broadcast::error::TryRecvError::Empty)
-        ),
+        reported_at_least(&mut heard_by_c, revoked_through_a).is_empty(),
         "a replica that waits for nothing heard reports"
     );
+
+    // And the other way round: C hears the reports for its own change.
+    let through_c = revoke_through(&c, &a.admin_token, &second_key).await;
+    assert!(through_c.complete, "{through_c:?}");
+    let revoked_through_c = latest_sequence(&a).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        reported_at_least(&mut heard_by_c, revoked_through_c),
+        everyone
+    );
+    assert!(reported_at_least(&mut heard_by_a, revoked_through_c).is_empty());
 }
