@@ -264,24 +264,21 @@ mod tests {
     fn payloads() {
         let id = KeyId::generate();
         let payload = format!("42 {} 7 1700000000000", id.as_uuid());
-        let notice = KeyEventNotice {
+        let notice = || KeyEventNotice {
             sequence: 42,
             key_id: id,
             version: 7,
             written_at_millis: Some(1_700_000_000_000),
             origin: None,
         };
-        assert_eq!(parse_payload(&payload), Some(notice));
+        assert_eq!(parse_payload(&payload), Some(notice()));
         let origin = Uuid::new_v4();
-        let with_origin = format!("42 {} 7 1700000000000 {origin}", id.as_uuid());
-        let notice = KeyEventNotice {
-            sequence: 42,
-            key_id: id,
-            version: 7,
-            written_at_millis: Some(1_700_000_000_000),
+        let with_origin = format!("{payload} {origin}");
+        let notice_with_origin = KeyEventNotice {
             origin: Some(origin),
+            ..notice()
         };
-        assert_eq!(parse_payload(&with_origin), Some(notice));
+        assert_eq!(parse_payload(&with_origin), Some(notice_with_origin));
         assert_eq!(parse_payload("42 nope 7"), None);
         assert_eq!(parse_payload(""), None);
     }
