@@ -89,19 +89,28 @@ pub struct GroupReading {
 }
 
 impl GroupReading {
+    /// Reads the group again until no child was reaped while it was being
+    /// read (a child seen alive and then in the parent's reaped total would
+    /// count twice).
     pub fn now(parent: u32) -> GroupReading {
-        let children = std::fs::read_to_string(format!("/proc/{parent}/task/{parent}/children"))
-            .expect("this kernel does not list a process's children in /proc");
-        let pids = children
-            .split_whitespace()
-            .filter_map(|pid| pid.parse().ok())
-            .chain([parent]);
-        let per_process = pids
-            .filter_map(|pid| Some((pid, process_cpu(pid)?)))
-            .collect();
-        GroupReading {
-            per_process,
-            reaped: reaped_children_cpu(parent).unwrap_or_default(),
+        loop {
+            let reaped = reaped_children_cpu(parent).expect("the database server is gone");
+            let children =
+                std::fs::read_to_string(format!("/proc/{parent}/task/{parent}/children"))
+                    .expect("this kernel does not list a process's children in /proc");
+            let pids = children
+                .split_whitespace()
+                .filter_map(|pid| pid.parse().ok())
+                .chain([parent]);
+            let per_process = pids
+                .filter_map(|pid| Some((pid, process_cpu(pid)?)))
+                .collect();
+            if reaped_children_cpu(parent) == Some(reaped) {
+                return GroupReading {
+                    per_process,
+                    reaped,
+                };
+            }
         }
     }
 

@@ -185,7 +185,7 @@ async fn listen(pool: PgPool, authorizer: Authorizer, replica: Replica, pending:
             }
             Err(error) => {
                 freshness.set_listener_connected(false);
-                tracing::warn!(%error, "event listener cannot connect");
+                tracing::warn!(%error, "event listener cannot connect or catch up");
             }
         }
         tokio::time::sleep(backoff).await;
@@ -193,17 +193,22 @@ async fn listen(pool: PgPool, authorizer: Authorizer, replica: Replica, pending:
     }
 }
 
-/// Starts listening, then reads the latest event sequence: every event after
-/// it will arrive as a notification. A listener that cannot catch up is
-/// dropped (and retried) like one that cannot connect.
+/// Starts listening, then reads the latest event sequence on the listener's
+/// own connection (which also proves it alive, and takes nothing more from
+/// the pool): every event after it will arrive as a notification. A listener
+/// that cannot catch up is dropped (and retried) like one that cannot connect.
 async fn connect_and_catch_up(
     pool: &PgPool,
     replica: Uuid,
 ) -> Result<(PgListener, i64), sqlx::Error> {
-    let listener = subscribe(pool, replica).await?;
-    let caught_up: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(seq), 0) FROM key_events")
-        .fetch_one(pool)
-        .await?;
+    let mut listener = subscribe(pool, replica).await?;
+    // The comment names the connection in `pg_stat_activity`, where this
+    // stays its last query.
+    let caught_up: i64 = sqlx::query_scalar(
+        "/* keygate event listener */ SELECT COALESCE(MAX(seq), 0) FROM key_events",
+    )
+    .fetch_one(&mut listener)
+    .await?;
     Ok((listener, caught_up))
 }
 

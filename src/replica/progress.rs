@@ -5,9 +5,10 @@
 //! be waiting for it. A report goes to the origins of the events applied since
 //! the last one, each on that replica's own channel, so a replica hears only
 //! the reports its own waits need: with n replicas an event costs n
-//! notifications, not n². Events without an origin (written by the admin CLI,
-//! or by a replica from before origins) and a catch-up after reconnecting are
-//! reported on the shared channel, which every replica also listens on.
+//! notifications, not n². Events without an origin (written by `keygate
+//! bootstrap`, or by a replica from before origins) and a catch-up after
+//! reconnecting are reported on the shared channel, which every replica also
+//! listens on.
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -119,20 +120,17 @@ const FIRST_RETRY_DELAY: Duration = Duration::from_millis(100);
 /// reports follow every event on every replica, and a pooled connection would
 /// add sqlx's pings to each. A report that fails is tried once more on a new
 /// connection (the old one may have died since the last event); if that fails
-/// too, it is tried again after a pause, or at the next event if sooner, and
-/// the heartbeat carries the sequence to the table meanwhile.
+/// too, it is tried again after a pause, and the heartbeat carries the sequence
+/// to the table meanwhile.
 pub async fn report_applied(pool: PgPool, replica: Replica, pending: PendingReports) {
     let options = pool.connect_options().as_ref().clone();
     let mut connection: Option<PgConnection> = None;
     let mut retry_delay: Option<Duration> = None;
     loop {
         match retry_delay {
-            Some(delay) => {
-                tokio::select! {
-                    _ = pending.changed.notified() => {}
-                    _ = tokio::time::sleep(delay) => {}
-                }
-            }
+            // Events meanwhile only join the audience: a database that refuses
+            // connections is not asked again at the rate events arrive.
+            Some(delay) => tokio::time::sleep(delay).await,
             None => pending.changed.notified().await,
         }
         let audience = pending.take();
