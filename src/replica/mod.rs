@@ -101,6 +101,7 @@ pub async fn start(
             authorizer,
             replica.clone(),
             pending.clone(),
+            lease.heartbeat_interval * SILENT_HEARTBEATS,
         )),
         tokio::spawn(report_applied(pool.clone(), replica.clone(), pending)),
         tokio::spawn(heartbeat(pool, freshness, replica.clone(), lease)),
@@ -149,7 +150,18 @@ fn parse_payload(payload: &str) -> Option<KeyEventNotice> {
     })
 }
 
-async fn listen(pool: PgPool, authorizer: Authorizer, replica: Replica, pending: PendingReports) {
+/// A listener that has not heard even its own heartbeat for this many heartbeat
+/// intervals is taken for lost (its connection may have died without a word,
+/// as behind a firewall that drops it), and replaced.
+const SILENT_HEARTBEATS: u32 = 3;
+
+async fn listen(
+    pool: PgPool,
+    authorizer: Authorizer,
+    replica: Replica,
+    pending: PendingReports,
+    silence_limit: Duration,
+) {
     let freshness = authorizer.freshness().clone();
     let mut backoff = Duration::from_millis(50);
     loop {
@@ -161,8 +173,21 @@ async fn listen(pool: PgPool, authorizer: Authorizer, replica: Replica, pending:
                 freshness.set_listener_connected(true);
                 tracing::info!("event listener connected");
                 backoff = Duration::from_millis(50);
-                // `Ok(None)` or an error: the connection is gone.
-                while let Ok(Some(notification)) = listener.try_recv().await {
+                loop {
+                    let received = tokio::select! {
+                        received = listener.try_recv() => received,
+                        () = tokio::time::sleep(silence_limit) => {
+                            tracing::warn!(
+                                silent_seconds = silence_limit.as_secs_f64(),
+                                "event listener heard nothing, not even this replica's heartbeat"
+                            );
+                            break;
+                        }
+                    };
+                    // `Ok(None)` or an error: the connection is gone.
+                    let Ok(Some(notification)) = received else {
+                        break;
+                    };
                     if notification.channel() != NOTIFY_CHANNEL {
                         let report = parse_progress(notification.payload());
                         freshness.replica_progress.publish(report);
@@ -180,6 +205,9 @@ async fn listen(pool: PgPool, authorizer: Authorizer, replica: Replica, pending:
                     replica.applied.fetch_max(event.sequence, Ordering::SeqCst);
                     pending.applied_from(event.origin);
                 }
+                // Dropping the listener closes its connection, whatever state a
+                // silent one was in; the next one catches up in a new epoch.
+                drop(listener);
                 freshness.set_listener_connected(false);
                 tracing::warn!("event listener lost its connection; cached keys are confirmed against the database until it is back");
             }
@@ -244,14 +272,19 @@ async fn heartbeat(
     loop {
         ticker.tick().await;
         let started = now_millis();
+        // The renewal is also a progress report to this replica itself, which
+        // its listener must hear: one that hears nothing is replaced.
         let renewal = sqlx::query(
-            "INSERT INTO replicas (id, name, last_applied_seq) VALUES ($1, $2, $3) \
+            "WITH renewed AS (INSERT INTO replicas (id, name, last_applied_seq) VALUES ($1, $2, $3) \
              ON CONFLICT (id) DO UPDATE SET heartbeat_at = now(), \
-             last_applied_seq = GREATEST(replicas.last_applied_seq, EXCLUDED.last_applied_seq)",
+             last_applied_seq = GREATEST(replicas.last_applied_seq, EXCLUDED.last_applied_seq) \
+             RETURNING last_applied_seq) \
+             SELECT pg_notify($4, $1::text || ' ' || last_applied_seq) FROM renewed",
         )
         .bind(replica.id)
         .bind(&replica.name)
         .bind(replica.applied_sequence())
+        .bind(progress::own_channel(replica.id))
         .execute(&pool);
         match tokio::time::timeout(lease.heartbeat_interval, renewal).await {
             Ok(Ok(_)) => freshness.renew_lease(started + own_lease.as_millis() as i64),

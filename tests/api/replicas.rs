@@ -518,9 +518,15 @@ async fn progress_reports_reach_only_the_replica_that_waits(
         reported_at_least(&mut heard_by_a, revoked_through_a),
         everyone
     );
-    for heard_elsewhere in [&mut heard_by_b, &mut heard_by_c] {
+    // Each replica hears its own heartbeat, and nothing from the others.
+    for (heard_elsewhere, own) in [
+        (&mut heard_by_b, b.replica.id),
+        (&mut heard_by_c, c.replica.id),
+    ] {
+        let mut reporters = reported_at_least(heard_elsewhere, revoked_through_a);
+        reporters.remove(&own);
         assert!(
-            reported_at_least(heard_elsewhere, revoked_through_a).is_empty(),
+            reporters.is_empty(),
             "a replica that waits for nothing heard reports"
         );
     }
@@ -534,6 +540,90 @@ async fn progress_reports_reach_only_the_replica_that_waits(
         reported_at_least(&mut heard_by_c, revoked_through_c),
         everyone
     );
-    assert!(reported_at_least(&mut heard_by_a, revoked_through_c).is_empty());
-    assert!(reported_at_least(&mut heard_by_b, revoked_through_c).is_empty());
+    for (heard_elsewhere, own) in [
+        (&mut heard_by_a, a.replica.id),
+        (&mut heard_by_b, b.replica.id),
+    ] {
+        let mut reporters = reported_at_least(heard_elsewhere, revoked_through_c);
+        reporters.remove(&own);
+        assert!(reporters.is_empty());
+    }
+}
+
+/// Resumes a stopped database backend when dropped, so that a failing test
+/// leaves nothing frozen behind.
+struct FrozenBackend(i32);
+
+impl FrozenBackend {
+    fn freeze(pid: i32) -> FrozenBackend {
+        signal_backend("-STOP", pid);
+        FrozenBackend(pid)
+    }
+}
+
+impl Drop for FrozenBackend {
+    fn drop(&mut self) {
+        signal_backend("-CONT", self.0);
+    }
+}
+
+fn signal_backend(signal: &str, pid: i32) {
+    let sent = std::process::Command::new("kill")
+        .args([signal, &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(sent.success(), "kill {signal} {pid} failed");
+}
+
+#[sqlx::test(migrations = false)]
+async fn a_listener_that_falls_silent_is_replaced_and_the_cache_caught_up(
+    _pool: PgPoolOptions,
+    db: PgConnectOptions,
+) {
+    let lease = keygate::replica::LeaseSettings {
+        heartbeat_interval: Duration::from_millis(200),
+        lease: Duration::from_millis(3000),
+    };
+    let mut settings = test_settings(db.clone());
+    settings.replication.lease = lease;
+    let a = spawn_app_with(settings.clone()).await;
+    // A's listener is the only one yet: find its backend before B starts.
+    let listeners: Vec<i32> = sqlx::query_scalar(
+        "SELECT pid FROM pg_stat_activity \
+         WHERE datname = current_database() AND query LIKE '/* keygate event listener */%'",
+    )
+    .fetch_all(&a.pool)
+    .await
+    .unwrap();
+    assert_eq!(listeners.len(), 1);
+    let b = spawn_replica(settings, &a).await;
+    let (key, token) = warm_key(&[&a, &b], &["customers:read"]).await;
+    let before = a.authorizer.freshness().trusted_epoch();
+
+    // A's listener connection stays open but says nothing more, as when a
+    // network path drops it silently; its heartbeats still succeed.
+    let _frozen = FrozenBackend::freeze(listeners[0]);
+    let request = pb::RevokeKeyRequest {
+        key_id: key.id.clone(),
+        wait_for_propagation: Some(false),
+    };
+    b.client
+        .clone()
+        .revoke_key(authed(&a.admin_token, request))
+        .await
+        .unwrap();
+
+    // A notices the silence, replaces its listener (a new epoch) and, with
+    // its cache caught up, refuses the key.
+    let mut reason = Reason::Ok;
+    for _ in 0..100 {
+        reason = a.authorize(&token, "GET", "/customers", "").await.reason();
+        if reason == Reason::Revoked {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(reason, Reason::Revoked);
+    a.wait_until_trusted().await;
+    assert!(a.authorizer.freshness().trusted_epoch() > before);
 }
