@@ -1,7 +1,8 @@
 //! This replica's part in cross-replica invalidation:
 //!
 //! - a `LISTEN` on the key-event channel that evicts each named key (leaving a
-//!   tombstone) the moment its notification arrives;
+//!   tombstone) the moment its notification arrives, replaced when it falls
+//!   silent (it must hear at least this replica's own heartbeat);
 //! - a row in `replicas` with the last event sequence applied, reported right
 //!   after each event to the replica that wrote it (see `progress`), so that a
 //!   mutation can wait until every live replica has applied it;
@@ -13,7 +14,7 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use sqlx::postgres::PgListener;
+use sqlx::postgres::{PgListener, PgPoolOptions};
 use sqlx::PgPool;
 use uuid::Uuid;
 
@@ -165,7 +166,11 @@ async fn listen(
     let freshness = authorizer.freshness().clone();
     let mut backoff = Duration::from_millis(50);
     loop {
-        match connect_and_catch_up(&pool, replica.id).await {
+        let connecting = connect_and_catch_up(&pool, replica.id);
+        let connected = tokio::time::timeout(silence_limit, connecting)
+            .await
+            .unwrap_or_else(|_| Err(sqlx::Error::PoolTimedOut));
+        match connected {
             Ok((mut listener, caught_up)) => {
                 replica.applied.fetch_max(caught_up, Ordering::SeqCst);
                 // Whoever waited meanwhile is unknown: tell everyone.
@@ -175,11 +180,18 @@ async fn listen(
                 backoff = Duration::from_millis(50);
                 loop {
                     let received = tokio::select! {
+                        biased;
                         received = listener.try_recv() => received,
                         () = tokio::time::sleep(silence_limit) => {
+                            // Quiet, perhaps only because heartbeats fail: ask
+                            // the connection itself before giving it up.
+                            let probe = sqlx::query("SELECT 1").execute(&mut listener);
+                            if let Ok(Ok(_)) = tokio::time::timeout(silence_limit, probe).await {
+                                continue;
+                            }
                             tracing::warn!(
                                 silent_seconds = silence_limit.as_secs_f64(),
-                                "event listener heard nothing, not even this replica's heartbeat"
+                                "event listener heard nothing, not even this replica's heartbeat, and its connection does not answer"
                             );
                             break;
                         }
@@ -205,8 +217,8 @@ async fn listen(
                     replica.applied.fetch_max(event.sequence, Ordering::SeqCst);
                     pending.applied_from(event.origin);
                 }
-                // Dropping the listener closes its connection, whatever state a
-                // silent one was in; the next one catches up in a new epoch.
+                // The next listener catches up in a new epoch; this one's
+                // connection goes back to its own pool in the background.
                 drop(listener);
                 freshness.set_listener_connected(false);
                 tracing::warn!("event listener lost its connection; cached keys are confirmed against the database until it is back");
@@ -243,8 +255,17 @@ async fn connect_and_catch_up(
 /// Listens for key events, for reports on this replica's own progress channel,
 /// and on the shared one.
 async fn subscribe(pool: &PgPool, replica: Uuid) -> Result<PgListener, sqlx::Error> {
-    let mut listener = PgListener::connect_with(pool).await?;
-    // The listener keeps its own connection; closing the pool does not end it.
+    // A pool of its own, of one connection: a dropped listener hands its
+    // connection back to its pool from a background task (UNLISTEN, then a
+    // ping), which hangs as long as a silent connection does; it must not hold
+    // a connection of the main pool meanwhile.
+    let own_pool = PgPoolOptions::new()
+        .max_connections(1)
+        .max_lifetime(None)
+        .idle_timeout(None)
+        .connect_lazy_with(pool.connect_options().as_ref().clone());
+    let mut listener = PgListener::connect_with(&own_pool).await?;
+    // Closing the pool does not end the listener.
     listener.ignore_pool_close_event(true);
     // Report a lost connection at once (we reconnect ourselves, with backoff),
     // rather than first waiting for a new connection from the pool.
