@@ -102,26 +102,54 @@ mod tests {
     use super::*;
     use crate::store::StoreError;
 
-    /// A request that loads `id` through `loads`: its loader counts its runs,
-    /// waits for a permit from `release`, then gives `result`.
-    fn request(
-        loads: &Arc<Loads>,
+    /// One key's loads, with loaders that count their runs and wait for a
+    /// permit from `release` before giving their result.
+    struct Harness {
+        loads: Arc<Loads>,
         id: KeyId,
-        runs: &Arc<AtomicUsize>,
-        release: &Arc<Semaphore>,
-        result: fn() -> LoadResult,
-    ) -> tokio::task::JoinHandle<LoadResult> {
-        let loads = loads.clone();
-        let runs = runs.clone();
-        let release = release.clone();
-        tokio::spawn(async move {
-            let load = || async move {
-                runs.fetch_add(1, Ordering::SeqCst);
-                let _released = release.acquire().await;
-                result()
-            };
-            loads.run(id, load).await
-        })
+        runs: Arc<AtomicUsize>,
+        release: Arc<Semaphore>,
+    }
+
+    impl Harness {
+        fn new() -> Harness {
+            Harness {
+                loads: Arc::new(Loads::default()),
+                id: KeyId::generate(),
+                runs: Arc::new(AtomicUsize::new(0)),
+                release: Arc::new(Semaphore::new(0)),
+            }
+        }
+
+        /// A request for the key whose loader, if it runs, gives `result`.
+        fn request(&self, result: fn() -> LoadResult) -> tokio::task::JoinHandle<LoadResult> {
+            let (loads, id) = (self.loads.clone(), self.id);
+            let runs = self.runs.clone();
+            let release = self.release.clone();
+            tokio::spawn(async move {
+                let load = || async move {
+                    runs.fetch_add(1, Ordering::SeqCst);
+                    let _released = release.acquire().await;
+                    result()
+                };
+                loads.run(id, load).await
+            })
+        }
+
+        fn runs(&self) -> usize {
+            self.runs.load(Ordering::SeqCst)
+        }
+
+        /// Lets every spawned task run until it waits, once `at_least`
+        /// loaders have started.
+        async fn settle(&self, at_least: usize) {
+            while self.runs() < at_least {
+                tokio::task::yield_now().await;
+            }
+            for _ in 0..20 {
+                tokio::task::yield_now().await;
+            }
+        }
     }
 
     fn no_such_key() -> LoadResult {
@@ -132,91 +160,75 @@ mod tests {
         Err(Arc::new(StoreError::Unavailable(sqlx::Error::PoolClosed)))
     }
 
-    /// Lets every spawned task run until it waits.
-    async fn settle(runs: &AtomicUsize, at_least: usize) {
-        while runs.load(Ordering::SeqCst) < at_least {
-            tokio::task::yield_now().await;
-        }
-        for _ in 0..20 {
-            tokio::task::yield_now().await;
-        }
-    }
-
     #[tokio::test]
     async fn concurrent_requests_share_one_load() {
-        let (loads, id) = (Arc::new(Loads::default()), KeyId::generate());
-        let runs = Arc::new(AtomicUsize::new(0));
-        let release = Arc::new(Semaphore::new(0));
-        let requests: Vec<_> = (0..8)
-            .map(|_| request(&loads, id, &runs, &release, no_such_key))
-            .collect();
-        settle(&runs, 1).await;
-        release.add_permits(8);
+        let harness = Harness::new();
+        let requests: Vec<_> = (0..8).map(|_| harness.request(no_such_key)).collect();
+        harness.settle(1).await;
+        harness.release.add_permits(8);
         for finished in requests {
             assert!(matches!(finished.await.unwrap(), Ok(None)));
         }
-        assert_eq!(runs.load(Ordering::SeqCst), 1);
-        assert!(loads.is_idle());
+        assert_eq!(harness.runs(), 1);
+        assert!(harness.loads.is_idle());
     }
 
     #[tokio::test]
     async fn a_failed_load_is_shared_and_the_next_request_loads_again() {
-        let (loads, id) = (Arc::new(Loads::default()), KeyId::generate());
-        let runs = Arc::new(AtomicUsize::new(0));
-        let release = Arc::new(Semaphore::new(0));
-        let first = request(&loads, id, &runs, &release, database_down);
-        let second = request(&loads, id, &runs, &release, database_down);
-        settle(&runs, 1).await;
-        release.add_permits(8);
+        let harness = Harness::new();
+        let first = harness.request(database_down);
+        let second = harness.request(database_down);
+        harness.settle(1).await;
+        harness.release.add_permits(8);
         assert!(first.await.unwrap().is_err());
         assert!(second.await.unwrap().is_err());
-        assert_eq!(runs.load(Ordering::SeqCst), 1);
-        assert!(loads.is_idle());
-        let later = request(&loads, id, &runs, &release, no_such_key);
+        assert_eq!(harness.runs(), 1);
+        assert!(harness.loads.is_idle());
+        let later = harness.request(no_such_key);
         assert!(matches!(later.await.unwrap(), Ok(None)));
-        assert_eq!(runs.load(Ordering::SeqCst), 2);
+        assert_eq!(harness.runs(), 2);
     }
 
     #[tokio::test]
     async fn a_waiting_request_takes_over_the_load_of_a_cancelled_one() {
-        let (loads, id) = (Arc::new(Loads::default()), KeyId::generate());
-        let runs = Arc::new(AtomicUsize::new(0));
-        let release = Arc::new(Semaphore::new(0));
-        let cancelled = request(&loads, id, &runs, &release, no_such_key);
-        settle(&runs, 1).await;
-        let waiting = request(&loads, id, &runs, &release, no_such_key);
-        settle(&runs, 1).await;
+        let harness = Harness::new();
+        let cancelled = harness.request(no_such_key);
+        harness.settle(1).await;
+        let waiting = harness.request(no_such_key);
+        harness.settle(1).await;
         cancelled.abort();
         assert!(cancelled.await.unwrap_err().is_cancelled());
-        settle(&runs, 2).await;
-        release.add_permits(8);
+        harness.settle(2).await;
+        harness.release.add_permits(8);
         assert!(matches!(waiting.await.unwrap(), Ok(None)));
-        assert_eq!(runs.load(Ordering::SeqCst), 2);
-        assert!(loads.is_idle());
+        assert_eq!(harness.runs(), 2);
+        assert!(harness.loads.is_idle());
     }
 
     #[tokio::test]
     async fn requests_cancelled_together_leave_nothing_listed() {
-        let (loads, id) = (Arc::new(Loads::default()), KeyId::generate());
-        let runs = Arc::new(AtomicUsize::new(0));
-        let release = Arc::new(Semaphore::new(0));
-        let requests: Vec<_> = (0..4)
-            .map(|_| request(&loads, id, &runs, &release, no_such_key))
-            .collect();
-        settle(&runs, 1).await;
+        let harness = Harness::new();
+        let requests: Vec<_> = (0..4).map(|_| harness.request(no_such_key)).collect();
+        harness.settle(1).await;
         for cancelled in &requests {
             cancelled.abort();
         }
         for cancelled in requests {
             assert!(cancelled.await.unwrap_err().is_cancelled());
         }
-        assert!(loads.is_idle());
+        assert!(harness.loads.is_idle());
         let load = || async { no_such_key() };
         let abandoned = tokio::time::timeout(Duration::from_millis(20), async {
-            loads.run(id, std::future::pending::<LoadResult>).await
+            harness
+                .loads
+                .run(harness.id, std::future::pending::<LoadResult>)
+                .await
         });
         assert!(abandoned.await.is_err());
-        assert!(loads.is_idle());
-        assert!(matches!(loads.run(id, load).await, Ok(None)));
+        assert!(harness.loads.is_idle());
+        assert!(matches!(
+            harness.loads.run(harness.id, load).await,
+            Ok(None)
+        ));
     }
 }

@@ -169,7 +169,13 @@ async fn listen(
         let connecting = connect_and_catch_up(&pool, replica.id);
         let connected = tokio::time::timeout(silence_limit, connecting)
             .await
-            .unwrap_or_else(|_| Err(sqlx::Error::PoolTimedOut));
+            .unwrap_or_else(|_| {
+                let late = std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    "no answer while connecting and catching up",
+                );
+                Err(sqlx::Error::Io(late))
+            });
         match connected {
             Ok((mut listener, caught_up)) => {
                 replica.applied.fetch_max(caught_up, Ordering::SeqCst);

@@ -139,17 +139,14 @@ pub async fn report_applied(pool: PgPool, replica: Replica, pending: PendingRepo
         }
         let channels = audience.channels();
         let applied = replica.applied_sequence();
-        let mut outcome = Err(ReportError::TimedOut);
-        for _attempt in 1..=2 {
-            let attempt = report(&options, &mut connection, replica.id, applied, &channels);
-            outcome = tokio::time::timeout(REPORT_TIMEOUT, attempt)
-                .await
-                .unwrap_or(Err(ReportError::TimedOut));
-            if outcome.is_ok() {
-                break;
+        let first = attempt_report(&options, &mut connection, replica.id, applied, &channels).await;
+        let outcome = match first {
+            Ok(()) => Ok(()),
+            // Once more, on a new connection.
+            Err(_) => {
+                attempt_report(&options, &mut connection, replica.id, applied, &channels).await
             }
-            connection = None;
-        }
+        };
         match outcome {
             Ok(()) => {
                 if retry_delay.take().is_some() {
@@ -171,30 +168,41 @@ pub async fn report_applied(pool: PgPool, replica: Replica, pending: PendingRepo
     }
 }
 
-/// Records `applied` in this replica's row and notifies `channels`.
-async fn report(
+/// Records `applied` in this replica's row and notifies `channels`, within
+/// [`REPORT_TIMEOUT`]; a failed report drops the connection, so that the next
+/// opens a new one.
+async fn attempt_report(
     options: &PgConnectOptions,
     connection: &mut Option<PgConnection>,
     replica_id: Uuid,
     applied: i64,
     channels: &[String],
 ) -> Result<(), ReportError> {
-    let open = match connection {
-        Some(open) => open,
-        None => connection.insert(connect(options).await?),
+    let report = async {
+        let open = match connection.as_mut() {
+            Some(open) => open,
+            None => connection.insert(connect(options).await?),
+        };
+        sqlx::query(
+            "WITH reported AS (UPDATE replicas SET last_applied_seq = GREATEST(last_applied_seq, $2) \
+             WHERE id = $1 RETURNING last_applied_seq) \
+             SELECT pg_notify(channel, $1::text || ' ' || last_applied_seq) \
+             FROM reported, unnest($3::text[]) AS channel",
+        )
+        .bind(replica_id)
+        .bind(applied)
+        .bind(channels)
+        .execute(open)
+        .await?;
+        Ok(())
     };
-    sqlx::query(
-        "WITH reported AS (UPDATE replicas SET last_applied_seq = GREATEST(last_applied_seq, $2) \
-         WHERE id = $1 RETURNING last_applied_seq) \
-         SELECT pg_notify(channel, $1::text || ' ' || last_applied_seq) \
-         FROM reported, unnest($3::text[]) AS channel",
-    )
-    .bind(replica_id)
-    .bind(applied)
-    .bind(channels)
-    .execute(open)
-    .await?;
-    Ok(())
+    let outcome = tokio::time::timeout(REPORT_TIMEOUT, report)
+        .await
+        .unwrap_or(Err(ReportError::TimedOut));
+    if outcome.is_err() {
+        *connection = None;
+    }
+    outcome
 }
 
 /// Opens the reporting connection, with commits that do not wait for the disk:

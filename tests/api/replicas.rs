@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use keygate::config::Settings;
 use keygate::freshness::StalePolicy;
 use keygate::grpc::pb::{self, Environment, Reason};
 use prost_types::FieldMask;
@@ -28,6 +29,30 @@ async fn warm_key(replicas: &[&TestApp], scopes: &[&str]) -> (pb::Key, String) {
         assert_eq!(reason, Reason::Ok);
     }
     (key, token)
+}
+
+/// Test settings whose replicas heartbeat every `heartbeat_interval` and hold
+/// a lease of `lease`.
+fn with_heartbeat(
+    db: &PgConnectOptions,
+    heartbeat_interval: Duration,
+    lease: Duration,
+) -> Settings {
+    let mut settings = test_settings(db.clone());
+    settings.replication.lease = keygate::replica::LeaseSettings {
+        heartbeat_interval,
+        lease,
+    };
+    settings
+}
+
+/// A key in an organization of its own, created through `replica` and warmed nowhere.
+async fn cold_key(replica: &TestApp) -> pb::Key {
+    let org = replica.create_organization("Globex").await;
+    let (key, _) = replica
+        .org_key(&org, Environment::Live, &["customers:read"])
+        .await;
+    key
 }
 
 fn assert_complete(propagation: Option<pb::Propagation>, replicas: i32) {
@@ -362,27 +387,20 @@ async fn a_silent_replica_is_waited_for_until_its_lease_runs_out_and_then_named(
     _pool: PgPoolOptions,
     db: PgConnectOptions,
 ) {
-    let lease = keygate::replica::LeaseSettings {
-        heartbeat_interval: Duration::from_millis(200),
-        lease: Duration::from_millis(3000),
+    let quick_heartbeat = |db: &PgConnectOptions| {
+        with_heartbeat(db, Duration::from_millis(200), Duration::from_millis(3000))
     };
-    let mut settings = test_settings(db.clone());
-    settings.replication.lease = lease;
+    let mut settings = quick_heartbeat(&db);
     settings.replication.propagation_timeout = Duration::from_secs(10);
     let a = spawn_app_with(settings).await;
-    let mut quick = test_settings(db.clone());
-    quick.replication.lease = lease;
+    let mut quick = quick_heartbeat(&db);
     quick.replication.propagation_timeout = Duration::from_millis(300);
     let b = spawn_replica(quick, &a).await;
-    let mut silent_settings = test_settings(db);
-    silent_settings.replication.lease = lease;
+    let silent_settings = quick_heartbeat(&db);
     let silent = spawn_replica(silent_settings, &a).await;
     let all = [&a, &b, &silent];
     let (first_key, _) = warm_key(&all, &["customers:read"]).await;
-    let org = a.create_organization("Globex").await;
-    let (second_key, _) = a
-        .org_key(&org, Environment::Live, &["customers:read"])
-        .await;
+    let second_key = cold_key(&a).await;
     // The silent replica stops applying events and renewing its lease.
     silent.replica.stop();
     let silent_name = silent.replica.name.clone();
@@ -411,21 +429,13 @@ async fn progress_reports_survive_the_loss_of_their_connection(
 ) {
     // Heartbeats too rare to carry a report within the wait: only the
     // replicas' own reports can complete it.
-    let lease = keygate::replica::LeaseSettings {
-        heartbeat_interval: Duration::from_secs(60),
-        lease: Duration::from_secs(180),
-    };
-    let mut settings = test_settings(db.clone());
-    settings.replication.lease = lease;
+    let mut settings = with_heartbeat(&db, Duration::from_secs(60), Duration::from_secs(180));
     settings.replication.propagation_timeout = Duration::from_secs(3);
     let a = spawn_app_with(settings.clone()).await;
     let b = spawn_replica(settings, &a).await;
     let all = [&a, &b];
     let (first_key, _) = warm_key(&all, &["customers:read"]).await;
-    let org = a.create_organization("Globex").await;
-    let (second_key, _) = a
-        .org_key(&org, Environment::Live, &["customers:read"])
-        .await;
+    let second_key = cold_key(&a).await;
     let first = revoke_through(&a, &a.admin_token, &first_key).await;
     assert!(first.complete, "{first:?}");
 
@@ -496,20 +506,13 @@ async fn progress_reports_reach_only_the_replica_that_waits(
 ) {
     // Heartbeats (each also a report to the replica itself) too rare to be
     // heard during the test.
-    let mut settings = test_settings(db);
-    settings.replication.lease = keygate::replica::LeaseSettings {
-        heartbeat_interval: Duration::from_secs(60),
-        lease: Duration::from_secs(180),
-    };
+    let settings = with_heartbeat(&db, Duration::from_secs(60), Duration::from_secs(180));
     let a = spawn_app_with(settings.clone()).await;
     let b = spawn_replica(settings.clone(), &a).await;
     let c = spawn_replica(settings, &a).await;
     let all = [&a, &b, &c];
     let (first_key, _) = warm_key(&all, &["customers:read"]).await;
-    let org = a.create_organization("Globex").await;
-    let (second_key, _) = a
-        .org_key(&org, Environment::Live, &["customers:read"])
-        .await;
+    let second_key = cold_key(&a).await;
     // Let the reports of the set-up's events settle before listening in.
     wait_until_all_applied(&a).await;
     tokio::time::sleep(Duration::from_millis(200)).await;
@@ -598,12 +601,7 @@ async fn a_listener_that_falls_silent_is_replaced_and_the_cache_caught_up(
     _pool: PgPoolOptions,
     db: PgConnectOptions,
 ) {
-    let lease = keygate::replica::LeaseSettings {
-        heartbeat_interval: Duration::from_millis(200),
-        lease: Duration::from_millis(3000),
-    };
-    let mut settings = test_settings(db.clone());
-    settings.replication.lease = lease;
+    let settings = with_heartbeat(&db, Duration::from_millis(200), Duration::from_millis(3000));
     let a = spawn_app_with(settings.clone()).await;
     // A's listener is the only one yet: find its backend before B starts.
     let listeners = listener_backends(&a).await;
