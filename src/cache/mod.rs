@@ -11,6 +11,7 @@
 //! start to finish without an await. Loads are asynchronous and single-flight:
 //! requests that miss the same key while it loads share that one load.
 
+mod carried;
 mod single_flight;
 
 use std::fmt;
@@ -249,6 +250,8 @@ pub struct KeyCache {
     /// its own, so that a flood of unknown ids cannot push out real keys).
     unknown: Cache<KeyId, ()>,
     loads: Arc<single_flight::Loads>,
+    /// What argon2 accepted for keys evicted lately, for their reloads.
+    carried: carried::CarriedSecrets,
     /// HMAC-SHA256 already keyed with a per-process random key; cloned per digest.
     keyed_mac: Hmac<Sha256>,
     settings: CacheSettings,
@@ -272,6 +275,7 @@ impl KeyCache {
             keys,
             unknown,
             loads: Arc::default(),
+            carried: carried::CarriedSecrets::new(),
             keyed_mac,
             settings,
         }
@@ -336,6 +340,7 @@ impl KeyCache {
     fn put(&self, id: KeyId, entry: Entry) {
         match entry {
             Some(cached) => {
+                self.carried.carry_into(&cached);
                 self.keys.insert(id, cached);
                 self.unknown.invalidate(&id);
             }
@@ -358,10 +363,13 @@ impl KeyCache {
             .is_some_and(|held| Arc::ptr_eq(&held, entry))
     }
 
-    /// Forgets a key (positive or negative entry).
+    /// Forgets a key (positive or negative entry); the secrets argon2
+    /// accepted for it carry over to its reload if its hashes are unchanged.
     pub fn evict(&self, id: &KeyId) {
         metrics::counter!("keygate_cache_evictions_total").increment(1);
-        self.keys.invalidate(id);
+        if let Some(evicted) = self.keys.remove(id) {
+            self.carried.remember(&evicted);
+        }
         self.unknown.invalidate(id);
     }
 

@@ -106,7 +106,8 @@ impl KeyManager {
     }
 
     /// Writes the audit event for a change to `key`, inside the change's
-    /// transaction, and returns its sequence number.
+    /// transaction, and returns its sequence number. `awaited`: the caller
+    /// will wait for every replica to apply it.
     async fn record(
         &self,
         transaction: &mut sqlx::Transaction<'_, sqlx::Postgres>,
@@ -114,6 +115,7 @@ impl KeyManager {
         actor: Option<&Caller>,
         action: EventAction,
         changes: serde_json::Value,
+        awaited: bool,
     ) -> Result<i64, StoreError> {
         // A deletion marks the key as gone for good.
         let key_version = if action == EventAction::Deleted {
@@ -130,6 +132,7 @@ impl KeyManager {
             action,
             changes,
             origin: self.origin,
+            awaited,
         };
         insert_event(transaction, event).await
     }
@@ -284,6 +287,7 @@ impl KeyManager {
             Some(caller),
             EventAction::Created,
             changes,
+            false,
         )
         .await?;
         transaction.commit().await.map_err(StoreError::from)?;

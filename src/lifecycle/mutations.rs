@@ -170,6 +170,7 @@ impl KeyManager {
                 Some(caller),
                 EventAction::Updated,
                 Value::Object(changes),
+                wait,
             )
             .await?;
         transaction.commit().await.map_err(StoreError::from)?;
@@ -209,6 +210,7 @@ impl KeyManager {
                 Some(caller),
                 EventAction::Rotated,
                 changes,
+                wait,
             )
             .await?;
         transaction.commit().await.map_err(StoreError::from)?;
@@ -251,7 +253,14 @@ impl KeyManager {
             EventAction::Enabled
         };
         let sequence = self
-            .record(&mut transaction, &key, Some(caller), action, json!({}))
+            .record(
+                &mut transaction,
+                &key,
+                Some(caller),
+                action,
+                json!({}),
+                wait,
+            )
             .await?;
         transaction.commit().await.map_err(StoreError::from)?;
         self.authorizer.forget(key_id, key.version);
@@ -293,6 +302,7 @@ impl KeyManager {
                 Some(caller),
                 EventAction::Revoked,
                 json!({}),
+                wait,
             )
             .await?;
         transaction.commit().await.map_err(StoreError::from)?;
@@ -318,6 +328,7 @@ impl KeyManager {
                 Some(caller),
                 EventAction::Deleted,
                 json!({}),
+                wait,
             )
             .await?;
         transaction.commit().await.map_err(StoreError::from)?;

@@ -115,9 +115,16 @@ impl KeyManager {
             .map_err(ServiceError::from)?;
         let mut changes = creation_changes(&key);
         changes["bootstrap"] = json!(true);
-        self.record(&mut transaction, &key, None, EventAction::Created, changes)
-            .await
-            .map_err(ServiceError::from)?;
+        self.record(
+            &mut transaction,
+            &key,
+            None,
+            EventAction::Created,
+            changes,
+            false,
+        )
+        .await
+        .map_err(ServiceError::from)?;
         transaction
             .commit()
             .await

@@ -124,15 +124,26 @@ pub async fn deregister(pool: &PgPool, replica: &Replica) {
 }
 
 /// A key-event notification:
-/// `<seq> <key uuid> <version> [<unix ms written> [<origin replica uuid>]]`.
+/// `<seq> <key uuid> <version> [<unix ms written> [<origin replica uuid> | -]]`.
 #[derive(Debug, PartialEq, Eq)]
 struct KeyEventNotice {
     sequence: i64,
     key_id: KeyId,
     version: i64,
     written_at_millis: Option<i64>,
-    /// The replica whose mutation wrote the event (and may wait for it).
-    origin: Option<Uuid>,
+    waiter: Waiter,
+}
+
+/// Who waits for replicas to apply an event, and so is told when they have.
+#[derive(Debug, PartialEq, Eq)]
+enum Waiter {
+    /// The replica whose mutation wrote the event.
+    Origin(Uuid),
+    /// Not named (`keygate bootstrap`, or a replica from before origins):
+    /// reports go to the shared channel.
+    Unnamed,
+    /// Nobody: the mutation did not ask to wait.
+    Nobody,
 }
 
 fn parse_payload(payload: &str) -> Option<KeyEventNotice> {
@@ -141,13 +152,17 @@ fn parse_payload(payload: &str) -> Option<KeyEventNotice> {
     let key_id = KeyId::from_uuid(Uuid::parse_str(parts.next()?).ok()?);
     let version = parts.next()?.parse().ok()?;
     let written_at_millis = parts.next().and_then(|millis| millis.parse().ok());
-    let origin = parts.next().and_then(|origin| Uuid::parse_str(origin).ok());
+    let waiter = match parts.next() {
+        Some("-") => Waiter::Nobody,
+        Some(origin) => Uuid::parse_str(origin).map_or(Waiter::Unnamed, Waiter::Origin),
+        None => Waiter::Unnamed,
+    };
     Some(KeyEventNotice {
         sequence,
         key_id,
         version,
         written_at_millis,
-        origin,
+        waiter,
     })
 }
 
@@ -221,7 +236,12 @@ async fn listen(
                         metrics::histogram!("keygate_event_apply_lag_seconds").record(lag_seconds);
                     }
                     replica.applied.fetch_max(event.sequence, Ordering::SeqCst);
-                    pending.applied_from(event.origin);
+                    match event.waiter {
+                        Waiter::Origin(origin) => pending.applied_from(Some(origin)),
+                        Waiter::Unnamed => pending.applied_from(None),
+                        // The heartbeat records it in the table.
+                        Waiter::Nobody => {}
+                    }
                 }
                 // The next listener catches up in a new epoch; this one's
                 // connection goes back to its own pool in the background.
@@ -329,21 +349,23 @@ mod tests {
     fn payloads() {
         let id = KeyId::generate();
         let payload = format!("42 {} 7 1700000000000", id.as_uuid());
-        let notice = || KeyEventNotice {
+        let notice = |waiter| KeyEventNotice {
             sequence: 42,
             key_id: id,
             version: 7,
             written_at_millis: Some(1_700_000_000_000),
-            origin: None,
+            waiter,
         };
-        assert_eq!(parse_payload(&payload), Some(notice()));
+        assert_eq!(parse_payload(&payload), Some(notice(Waiter::Unnamed)));
         let origin = Uuid::new_v4();
-        let with_origin = format!("{payload} {origin}");
-        let notice_with_origin = KeyEventNotice {
-            origin: Some(origin),
-            ..notice()
-        };
-        assert_eq!(parse_payload(&with_origin), Some(notice_with_origin));
+        assert_eq!(
+            parse_payload(&format!("{payload} {origin}")),
+            Some(notice(Waiter::Origin(origin)))
+        );
+        assert_eq!(
+            parse_payload(&format!("{payload} -")),
+            Some(notice(Waiter::Nobody))
+        );
         assert_eq!(parse_payload("42 nope 7"), None);
         assert_eq!(parse_payload(""), None);
     }

@@ -2,11 +2,12 @@
 //! wait for it.
 //!
 //! A key event names its *origin*, the replica whose mutation wrote it and may
-//! be waiting for it. A report goes to the origins of the events applied since
-//! the last one, each on that replica's own channel, so a replica hears only
-//! the reports its own waits need: with n replicas an event costs n
-//! notifications, not n². Events without an origin (written by `keygate
-//! bootstrap`, or by a replica from before origins) and a catch-up after
+//! be waiting for it, or says that nobody waits (then it is not reported: the
+//! heartbeat records it in the table within a second). A report goes to the
+//! origins of the events applied since the last one, each on that replica's
+//! own channel, so a replica hears only the reports its own waits need: with n
+//! replicas an awaited event costs n notifications, not n². Events without an
+//! origin (written by a replica from before origins) and a catch-up after
 //! reconnecting are reported on the shared channel, which every replica also
 //! listens on.
 

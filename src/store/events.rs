@@ -11,12 +11,13 @@ use crate::events::{EventAction, KeyEvent};
 use crate::token::{Environment, KeyId};
 
 /// The channel every replica listens on; payload
-/// `<seq> <key uuid> <version> <unix ms when written> [<origin replica uuid>]`.
+/// `<seq> <key uuid> <version> <unix ms when written> [<origin replica uuid> | -]`,
+/// where `-` says that nobody waits for the event.
 pub const NOTIFY_CHANNEL: &str = "keygate_key_events";
 /// Replicas report the last event they applied (payload
 /// `<replica uuid> <last applied seq>`) on this channel followed by `_` and the
 /// simple form of the origin replica's id, or on this channel itself for
-/// events without an origin.
+/// events without an origin; events nobody waits for are not reported.
 pub const PROGRESS_CHANNEL: &str = "keygate_replica_progress";
 
 /// What a mutation records about itself.
@@ -29,9 +30,12 @@ pub struct NewEvent<'a> {
     pub actor_key_id: Option<&'a KeyId>,
     pub action: EventAction,
     pub changes: serde_json::Value,
-    /// The replica writing the event, which may wait for every replica to
-    /// apply it (`None` outside a server, as in `keygate bootstrap`).
+    /// The replica writing the event (`None` outside a server, as in
+    /// `keygate bootstrap`).
     pub origin: Option<Uuid>,
+    /// Whether the writer waits for every replica to apply the event: only
+    /// then do replicas report applying it.
+    pub awaited: bool,
 }
 
 /// Which events a listing may return.
@@ -61,8 +65,10 @@ pub async fn insert_event(
         event.key_version,
         Utc::now().timestamp_millis()
     );
-    if let Some(origin) = event.origin {
-        payload_tail.push_str(&format!(" {origin}"));
+    match (event.awaited, event.origin) {
+        (false, _) => payload_tail.push_str(" -"),
+        (true, Some(origin)) => payload_tail.push_str(&format!(" {origin}")),
+        (true, None) => {}
     }
     let sequence: i64 = sqlx::query_scalar(
         "WITH event AS (INSERT INTO key_events \

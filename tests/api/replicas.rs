@@ -366,6 +366,133 @@ async fn untrusted_caches_confirm_versions_without_argon2(
     );
 }
 
+/// Argon2 runs so far on each replica.
+fn argon2_runs(replicas: &[&TestApp]) -> Vec<u64> {
+    replicas
+        .iter()
+        .map(|replica| replica.authorizer.hasher().verifications())
+        .collect()
+}
+
+async fn decisions_on_all(replicas: &[&TestApp], token: &str, path: &str) -> Vec<pb::Decision> {
+    let decisions = replicas
+        .iter()
+        .map(|replica| replica.authorize(token, "GET", path, ""));
+    futures_util::future::join_all(decisions).await
+}
+
+#[sqlx::test(migrations = false)]
+async fn a_key_reloaded_after_a_change_keeps_the_secrets_argon2_accepted(
+    _pool: PgPoolOptions,
+    db: PgConnectOptions,
+) {
+    let (a, b, c) = three_replicas(db).await;
+    let all = [&a, &b, &c];
+    let (key, token) = warm_key(&all, &["customers:read", "payments:read"]).await;
+    let warmed = argon2_runs(&all);
+
+    // A narrowing: every replica reloads the key and decides under the new
+    // scopes, without verifying the unchanged secret again.
+    let mut narrowed = key.clone();
+    narrowed.scopes = vec!["payments:read".into()];
+    let request = pb::UpdateKeyRequest {
+        key: Some(narrowed),
+        update_mask: Some(FieldMask {
+            paths: vec!["scopes".into()],
+        }),
+        wait_for_propagation: Some(true),
+    };
+    let updated = a
+        .client
+        .clone()
+        .update_key(authed(&a.admin_token, request))
+        .await
+        .unwrap();
+    assert_complete(updated.into_inner().propagation, 3);
+    assert_eq!(
+        authorize_on_all(&all, &token, "GET", "/customers").await,
+        vec![Reason::PermissionDenied; 3]
+    );
+    assert_eq!(
+        authorize_on_all(&all, &token, "GET", "/payments").await,
+        vec![Reason::Ok; 3]
+    );
+    assert_eq!(
+        argon2_runs(&all),
+        warmed,
+        "an unchanged secret needs no argon2"
+    );
+
+    // Someone else's secret for the same key is still checked, and refused.
+    let forged = keygate::token::Token::issue(
+        &keygate::token::TokenPrefix::default(),
+        keygate::token::Environment::Live,
+        &keygate::token::KeyId::parse(&key.id).unwrap(),
+    );
+    let forged = secrecy::ExposeSecret::expose_secret(&forged.token).to_owned();
+    assert_eq!(
+        b.authorize(&forged, "GET", "/payments", "").await.reason(),
+        Reason::InvalidSecret
+    );
+    assert_eq!(
+        b.authorizer.hasher().verifications(),
+        warmed[1] + 1,
+        "a secret never accepted is verified"
+    );
+
+    // A rotation with a grace period: the old secret is answered from the
+    // previous slot without argon2; the new one is verified once per replica.
+    let before_rotation = argon2_runs(&all);
+    let request = pb::RotateKeyRequest {
+        key_id: key.id.clone(),
+        grace_period: Some(prost_types::Duration {
+            seconds: 600,
+            nanos: 0,
+        }),
+        wait_for_propagation: Some(true),
+    };
+    let rotated = a
+        .client
+        .clone()
+        .rotate_key(authed(&a.admin_token, request))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_complete(rotated.propagation, 3);
+    for decision in decisions_on_all(&all, &token, "/payments").await {
+        assert_eq!(decision.reason(), Reason::Ok);
+        assert_eq!(decision.secret(), pb::SecretSlot::Previous);
+    }
+    assert_eq!(
+        argon2_runs(&all),
+        before_rotation,
+        "the old secret needs no argon2"
+    );
+    for decision in decisions_on_all(&all, &rotated.token, "/payments").await {
+        assert_eq!(decision.reason(), Reason::Ok);
+        assert_eq!(decision.secret(), pb::SecretSlot::Current);
+    }
+    let once_more: Vec<u64> = before_rotation.iter().map(|runs| runs + 1).collect();
+    assert_eq!(
+        argon2_runs(&all),
+        once_more,
+        "the new secret is verified once"
+    );
+
+    // A revocation is refused everywhere, again without argon2.
+    assert!(revoke_through(&a, &a.admin_token, &key).await.complete);
+    assert_eq!(
+        authorize_on_all(&all, &rotated.token, "GET", "/payments").await,
+        vec![Reason::Revoked; 3]
+    );
+    assert_eq!(argon2_runs(&all), once_more);
+    // Revoking also ends the old secret's grace period.
+    assert_eq!(
+        authorize_on_all(&all, &token, "GET", "/payments").await,
+        vec![Reason::InvalidSecret; 3]
+    );
+}
+
 /// Revokes `key` through `replica` (waiting, RevokeKey's default) and returns
 /// how far the revocation had spread.
 async fn revoke_through(replica: &TestApp, admin_token: &str, key: &pb::Key) -> pb::Propagation {
@@ -454,17 +581,14 @@ async fn progress_reports_survive_the_loss_of_their_connection(
     assert_eq!(second.confirmed_replicas, 2);
 }
 
-/// Waits (at most 10 s) until every replica's row shows the latest event applied.
-async fn wait_until_all_applied(replica: &TestApp) {
+/// Waits (at most 10 s) until every replica has applied the latest event.
+async fn wait_until_all_applied(replicas: &[&TestApp]) {
+    let latest = latest_sequence(replicas[0]).await;
     for _ in 0..200 {
-        let behind: i64 = sqlx::query_scalar(
-            "SELECT COUNT(*) FROM replicas \
-             WHERE last_applied_seq < (SELECT COALESCE(MAX(seq), 0) FROM key_events)",
-        )
-        .fetch_one(&replica.pool)
-        .await
-        .unwrap();
-        if behind == 0 {
+        if replicas
+            .iter()
+            .all(|replica| replica.replica.applied_sequence() >= latest)
+        {
             return;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -513,8 +637,9 @@ async fn progress_reports_reach_only_the_replica_that_waits(
     let all = [&a, &b, &c];
     let (first_key, _) = warm_key(&all, &["customers:read"]).await;
     let second_key = cold_key(&a).await;
+    let third_key = cold_key(&a).await;
     // Let the reports of the set-up's events settle before listening in.
-    wait_until_all_applied(&a).await;
+    wait_until_all_applied(&all).await;
     tokio::time::sleep(Duration::from_millis(200)).await;
     let mut heard_by_a = a.authorizer.freshness().replica_progress.subscribe();
     let mut heard_by_b = b.authorizer.freshness().replica_progress.subscribe();
@@ -549,6 +674,23 @@ async fn progress_reports_reach_only_the_replica_that_waits(
     );
     assert!(reported_at_least(&mut heard_by_a, revoked_through_c).is_empty());
     assert!(reported_at_least(&mut heard_by_b, revoked_through_c).is_empty());
+
+    // A change nobody waits for is reported to no one.
+    let request = pb::RevokeKeyRequest {
+        key_id: third_key.id.clone(),
+        wait_for_propagation: Some(false),
+    };
+    b.client
+        .clone()
+        .revoke_key(authed(&a.admin_token, request))
+        .await
+        .unwrap();
+    let unawaited = latest_sequence(&a).await;
+    wait_until_all_applied(&all).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    for heard in [&mut heard_by_a, &mut heard_by_b, &mut heard_by_c] {
+        assert!(reported_at_least(heard, unawaited).is_empty());
+    }
 }
 
 /// Resumes a stopped database backend when dropped, so that a failing test
