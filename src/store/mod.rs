@@ -12,7 +12,7 @@ use std::time::Duration;
 use anyhow::Context;
 use sqlx::migrate::MigrateDatabase;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use sqlx::{Connection, PgPool};
+use sqlx::PgPool;
 
 /// The migrations in `migrations/`, embedded in the binary.
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
@@ -63,30 +63,11 @@ impl From<sqlx::Error> for StoreError {
     }
 }
 
-/// A pooled connection released longer ago than this is pinged before it is
-/// handed out again. sqlx pings every connection as it is released, and by
-/// default again on every acquire: a round trip more for every pooled query.
-/// A connection released this recently was answering this recently; one that
-/// died since (the database restarting, a backend killed) fails one query and
-/// is then closed. Such failures can only come within this long of the
-/// connection's death, while the database was just lost; every connection
-/// idle longer, as all are after an outage that lasted longer, is pinged.
-const PING_WHEN_RELEASED_FOR: Duration = Duration::from_secs(1);
-
 /// Opens a pool; with `create_if_missing`, creates the database first when absent.
 pub async fn connect(options: &PgConnectOptions, max_connections: u32) -> anyhow::Result<PgPool> {
     PgPoolOptions::new()
         .max_connections(max_connections)
         .acquire_timeout(Duration::from_secs(5))
-        .test_before_acquire(false)
-        .before_acquire(|connection, metadata| {
-            Box::pin(async move {
-                if metadata.idle_for >= PING_WHEN_RELEASED_FOR {
-                    connection.ping().await?;
-                }
-                Ok(true)
-            })
-        })
         .connect_with(options.clone())
         .await
         .context("failed to connect to the database")
