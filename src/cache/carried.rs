@@ -1,10 +1,11 @@
-//! Secrets that argon2 accepted for keys evicted lately, remembered by the
-//! hash they matched, so that a key reloaded after a change is not verified
-//! with argon2 again on every replica. A change that kept the key's secret (an
-//! update, a disable, a revocation) finds its digest under the same current
-//! hash; a rotation finds the old one under the previous hash. A digest only
-//! carries over to an entry holding the very hash it was accepted against
-//! (salt included), so it can never admit a secret argon2 would refuse.
+//! Digests of the secrets that argon2 accepted for keys evicted lately,
+//! remembered with the hash each was accepted against, so that a key reloaded
+//! after a change is not verified with argon2 again on every replica. A change
+//! that kept the key's secret (an update, a disable, a revocation) finds its
+//! digest under the same current hash; a rotation finds the old one under the
+//! previous hash. A digest only carries over to an entry holding the very hash
+//! it was accepted against (salt included), so it can never admit a secret
+//! argon2 would refuse.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,38 +16,42 @@ use super::{CachedKey, SecretDigest};
 use crate::hashing::SecretHash;
 use crate::token::KeyId;
 
-/// How long the accepted secrets of an evicted key are remembered: a key in
+/// How long the accepted digests of an evicted key are remembered: a key in
 /// use is reloaded by its next request, within moments.
 const REMEMBERED_FOR: Duration = Duration::from_secs(60);
 
-/// Most evicted keys remembered at once (a mass revocation forgets the rest,
-/// which then pay argon2 once more).
+/// Most evicted keys remembered at once (past it, moka keeps the keys it has
+/// seen most; the others pay argon2 once more).
 const MOST_REMEMBERED: u64 = 10_000;
 
-/// A secret's digest and the hash argon2 accepted it against.
-struct Accepted {
+/// A digest and the hash argon2 accepted its secret against.
+#[derive(Clone)]
+struct AcceptedDigest {
     hash: SecretHash,
     digest: SecretDigest,
 }
 
+/// The accepted digests of evicted keys, by key id, for their reloads.
 #[derive(Clone)]
-pub struct CarriedSecrets {
-    evicted: Cache<KeyId, Arc<[Accepted]>>,
+pub struct CarriedDigests {
+    by_key: Cache<KeyId, Arc<[AcceptedDigest]>>,
 }
 
-impl CarriedSecrets {
-    pub fn new() -> CarriedSecrets {
-        CarriedSecrets {
-            evicted: Cache::builder()
+impl CarriedDigests {
+    pub fn new() -> CarriedDigests {
+        CarriedDigests {
+            by_key: Cache::builder()
                 .max_capacity(MOST_REMEMBERED)
                 .time_to_live(REMEMBERED_FOR)
                 .build(),
         }
     }
 
-    /// Remembers what argon2 accepted for an entry that leaves the cache.
+    /// Remembers what argon2 accepted for an entry that leaves the cache,
+    /// keeping what was remembered earlier for the hashes it still holds (an
+    /// entry evicted before it verified a secret must not erase a digest).
     pub fn remember(&self, evicted: &CachedKey) {
-        let current = evicted.current_digest.get().map(|digest| Accepted {
+        let current = evicted.current_digest.get().map(|digest| AcceptedDigest {
             hash: evicted.secret_hash.clone(),
             digest: *digest,
         });
@@ -54,29 +59,153 @@ impl CarriedSecrets {
             .previous_secret_hash
             .as_ref()
             .zip(evicted.previous_digest.get())
-            .map(|(hash, digest)| Accepted {
+            .map(|(hash, digest)| AcceptedDigest {
                 hash: hash.clone(),
                 digest: *digest,
             });
-        let accepted: Arc<[Accepted]> = current.into_iter().chain(previous).collect();
-        // An entry that never verified a secret leaves what an earlier one
-        // remembered in place.
+        let mut accepted: Vec<AcceptedDigest> = current.into_iter().chain(previous).collect();
+        if let Some(earlier) = self.by_key.get(&evicted.key.id) {
+            for digest in earlier.iter() {
+                let still_held = digest.hash == evicted.secret_hash
+                    || evicted.previous_secret_hash.as_ref() == Some(&digest.hash);
+                let known = accepted.iter().any(|kept| kept.hash == digest.hash);
+                if still_held && !known {
+                    accepted.push(digest.clone());
+                }
+            }
+        }
         if !accepted.is_empty() {
-            self.evicted.insert(evicted.key.id, accepted);
+            self.by_key.insert(evicted.key.id, accepted.into());
         }
     }
 
     /// Gives a freshly loaded entry the digests accepted against its hashes.
     pub fn carry_into(&self, loaded: &CachedKey) {
-        let Some(accepted) = self.evicted.get(&loaded.key.id) else {
+        let Some(remembered) = self.by_key.get(&loaded.key.id) else {
             return;
         };
-        for secret in accepted.iter() {
-            if secret.hash == loaded.secret_hash {
-                loaded.accept_current(secret.digest);
-            } else if loaded.previous_secret_hash.as_ref() == Some(&secret.hash) {
-                loaded.accept_previous(secret.digest);
+        for accepted in remembered.iter() {
+            if accepted.hash == loaded.secret_hash {
+                loaded.accept_current(accepted.digest);
+            } else if loaded.previous_secret_hash.as_ref() == Some(&accepted.hash) {
+                loaded.accept_previous(accepted.digest);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use chrono::Utc;
+
+    use super::*;
+    use crate::key::{Key, KeyKind};
+    use crate::policy::{Policy, EMBEDDED_DEFAULT_POLICY};
+    use crate::store::keys::StoredKey;
+    use crate::token::Environment;
+
+    fn hash(name: &str) -> SecretHash {
+        SecretHash::from_stored(format!("$argon2id$v=19$m=8,t=1,p=1${name}"))
+    }
+
+    /// An entry for `id` with these hashes, as a load would build it.
+    fn entry(id: KeyId, current: &str, previous: Option<&str>) -> CachedKey {
+        let now = Utc::now();
+        let key = Key {
+            id,
+            organization_id: None,
+            kind: KeyKind::System,
+            environment: Environment::Live,
+            name: "carried".into(),
+            description: String::new(),
+            scopes: Vec::new(),
+            allowed_cidrs: Vec::new(),
+            expires_at: None,
+            metadata: BTreeMap::new(),
+            lock_scopes: false,
+            version: 1,
+            created_by: None,
+            created_at: now,
+            updated_at: now,
+            disabled_at: None,
+            revoked_at: None,
+            previous_secret_expires_at: None,
+            last_used_at: None,
+        };
+        let stored = StoredKey {
+            key,
+            secret_hash: hash(current),
+            previous_secret_hash: previous.map(hash),
+        };
+        let policy = Policy::parse(EMBEDDED_DEFAULT_POLICY).unwrap();
+        CachedKey::new(stored, &policy, 1)
+    }
+
+    #[test]
+    fn digests_go_only_to_the_slot_holding_their_hash() {
+        let carried = CarriedDigests::new();
+        let id = KeyId::generate();
+        let (first, second) = ([1u8; 32], [2u8; 32]);
+        let evicted = entry(id, "one", None);
+        evicted.accept_current(first);
+        carried.remember(&evicted);
+
+        // The same secret after an update: the current slot.
+        let updated = entry(id, "one", None);
+        carried.carry_into(&updated);
+        assert!(updated.match_current(&first));
+        assert!(!updated.match_previous(&first));
+
+        // After a rotation the old secret is the previous one.
+        updated.accept_current(first);
+        carried.remember(&updated);
+        let rotated = entry(id, "two", Some("one"));
+        carried.carry_into(&rotated);
+        assert!(rotated.match_previous(&first));
+        assert!(!rotated.match_current(&first));
+        assert!(!rotated.match_current(&second));
+
+        // Another key, or the same hash text under another salt, gets nothing.
+        let stranger = entry(KeyId::generate(), "one", None);
+        carried.carry_into(&stranger);
+        assert!(!stranger.match_current(&first));
+        let resalted = entry(id, "one-resalted", Some("two-resalted"));
+        carried.carry_into(&resalted);
+        assert!(!resalted.match_current(&first) && !resalted.match_previous(&first));
+    }
+
+    #[test]
+    fn earlier_digests_survive_entries_that_did_not_carry_them() {
+        let carried = CarriedDigests::new();
+        let id = KeyId::generate();
+        let (old_secret, new_secret) = ([1u8; 32], [2u8; 32]);
+        let rotated = entry(id, "two", Some("one"));
+        rotated.accept_previous(old_secret);
+        carried.remember(&rotated);
+        // Evicted again before it verified anything.
+        let unused = entry(id, "two", Some("one"));
+        carried.remember(&unused);
+        // A load that raced an eviction (it never took the digests) verifies
+        // the new secret, and is evicted in turn.
+        let raced = entry(id, "two", Some("one"));
+        raced.accept_current(new_secret);
+        carried.remember(&raced);
+
+        let reloaded = entry(id, "two", Some("one"));
+        carried.carry_into(&reloaded);
+        assert!(reloaded.match_previous(&old_secret));
+        assert!(reloaded.match_current(&new_secret));
+
+        // Once the previous hash is gone (a revocation), its digest is dropped.
+        let revoked = entry(id, "two", None);
+        carried.carry_into(&revoked);
+        revoked.accept_current(new_secret);
+        carried.remember(&revoked);
+        let after_revocation = entry(id, "two", Some("one"));
+        carried.carry_into(&after_revocation);
+        assert!(!after_revocation.match_previous(&old_secret));
+        assert!(after_revocation.match_current(&new_secret));
     }
 }

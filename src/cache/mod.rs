@@ -251,7 +251,7 @@ pub struct KeyCache {
     unknown: Cache<KeyId, ()>,
     loads: Arc<single_flight::Loads>,
     /// What argon2 accepted for keys evicted lately, for their reloads.
-    carried: carried::CarriedSecrets,
+    carried: carried::CarriedDigests,
     /// HMAC-SHA256 already keyed with a per-process random key; cloned per digest.
     keyed_mac: Hmac<Sha256>,
     settings: CacheSettings,
@@ -275,7 +275,7 @@ impl KeyCache {
             keys,
             unknown,
             loads: Arc::default(),
-            carried: carried::CarriedSecrets::new(),
+            carried: carried::CarriedDigests::new(),
             keyed_mac,
             settings,
         }

@@ -4,8 +4,9 @@
 //!   tombstone) the moment its notification arrives, replaced when it falls
 //!   silent (it must hear at least this replica's own heartbeat);
 //! - a row in `replicas` with the last event sequence applied, reported right
-//!   after each event to the replica that wrote it (see `progress`), so that a
-//!   mutation can wait until every live replica has applied it;
+//!   after each event someone waits for to the replica that wrote it (see
+//!   `progress`), so that a mutation can wait until every live replica has
+//!   applied it;
 //! - a heartbeat on that row, which is a lease: a replica that cannot renew it
 //!   in time stops trusting its cache (see `freshness`), so a waiting mutation
 //!   may count a replica whose lease ran out as safe.
@@ -139,8 +140,8 @@ struct KeyEventNotice {
 enum Waiter {
     /// The replica whose mutation wrote the event.
     Origin(Uuid),
-    /// Not named (`keygate bootstrap`, or a replica from before origins):
-    /// reports go to the shared channel.
+    /// Not named (by a replica from before origins): reports go to the
+    /// shared channel.
     Unnamed,
     /// Nobody: the mutation did not ask to wait.
     Nobody,

@@ -357,11 +357,22 @@ pub async fn authorize_on_all(
     method: &str,
     path: &str,
 ) -> Vec<pb::Reason> {
-    let mut reasons = Vec::with_capacity(replicas.len());
+    let decisions = decisions_on_all(replicas, token, method, path).await;
+    decisions.iter().map(pb::Decision::reason).collect()
+}
+
+/// Each replica's decision on the same request, asked one after another.
+pub async fn decisions_on_all(
+    replicas: &[&TestApp],
+    token: &str,
+    method: &str,
+    path: &str,
+) -> Vec<pb::Decision> {
+    let mut decisions = Vec::with_capacity(replicas.len());
     for replica in replicas {
-        reasons.push(replica.authorize(token, method, path, "").await.reason());
+        decisions.push(replica.authorize(token, method, path, "").await);
     }
-    reasons
+    decisions
 }
 
 /// The secret part of a token (what is hashed): the 43 characters before the

@@ -18,6 +18,7 @@ mod lifecycle;
 mod operations;
 mod organizations;
 mod outage;
+mod reloads;
 mod replicas;
 mod rotation;
 mod telemetry;

@@ -13,7 +13,7 @@ use crate::helpers::{
     authed, authorize_on_all, spawn_app, spawn_app_with, spawn_replica, test_settings, TestApp,
 };
 
-async fn three_replicas(db: PgConnectOptions) -> (TestApp, TestApp, TestApp) {
+pub(crate) async fn three_replicas(db: PgConnectOptions) -> (TestApp, TestApp, TestApp) {
     let first = spawn_app(db.clone()).await;
     let second = spawn_replica(test_settings(db.clone()), &first).await;
     let third = spawn_replica(test_settings(db), &first).await;
@@ -21,7 +21,7 @@ async fn three_replicas(db: PgConnectOptions) -> (TestApp, TestApp, TestApp) {
 }
 
 /// Creates a key and warms it on every replica.
-async fn warm_key(replicas: &[&TestApp], scopes: &[&str]) -> (pb::Key, String) {
+pub(crate) async fn warm_key(replicas: &[&TestApp], scopes: &[&str]) -> (pb::Key, String) {
     let first = replicas[0];
     let org = first.create_organization("Acme").await;
     let (key, token) = first.org_key(&org, Environment::Live, scopes).await;
@@ -55,7 +55,7 @@ async fn cold_key(replica: &TestApp) -> pb::Key {
     key
 }
 
-fn assert_complete(propagation: Option<pb::Propagation>, replicas: i32) {
+pub(crate) fn assert_complete(propagation: Option<pb::Propagation>, replicas: i32) {
     let propagation = propagation.unwrap();
     assert!(propagation.waited);
     assert!(propagation.complete, "{propagation:?}");
@@ -366,136 +366,13 @@ async fn untrusted_caches_confirm_versions_without_argon2(
     );
 }
 
-/// Argon2 runs so far on each replica.
-fn argon2_runs(replicas: &[&TestApp]) -> Vec<u64> {
-    replicas
-        .iter()
-        .map(|replica| replica.authorizer.hasher().verifications())
-        .collect()
-}
-
-async fn decisions_on_all(replicas: &[&TestApp], token: &str, path: &str) -> Vec<pb::Decision> {
-    let decisions = replicas
-        .iter()
-        .map(|replica| replica.authorize(token, "GET", path, ""));
-    futures_util::future::join_all(decisions).await
-}
-
-#[sqlx::test(migrations = false)]
-async fn a_key_reloaded_after_a_change_keeps_the_secrets_argon2_accepted(
-    _pool: PgPoolOptions,
-    db: PgConnectOptions,
-) {
-    let (a, b, c) = three_replicas(db).await;
-    let all = [&a, &b, &c];
-    let (key, token) = warm_key(&all, &["customers:read", "payments:read"]).await;
-    let warmed = argon2_runs(&all);
-
-    // A narrowing: every replica reloads the key and decides under the new
-    // scopes, without verifying the unchanged secret again.
-    let mut narrowed = key.clone();
-    narrowed.scopes = vec!["payments:read".into()];
-    let request = pb::UpdateKeyRequest {
-        key: Some(narrowed),
-        update_mask: Some(FieldMask {
-            paths: vec!["scopes".into()],
-        }),
-        wait_for_propagation: Some(true),
-    };
-    let updated = a
-        .client
-        .clone()
-        .update_key(authed(&a.admin_token, request))
-        .await
-        .unwrap();
-    assert_complete(updated.into_inner().propagation, 3);
-    assert_eq!(
-        authorize_on_all(&all, &token, "GET", "/customers").await,
-        vec![Reason::PermissionDenied; 3]
-    );
-    assert_eq!(
-        authorize_on_all(&all, &token, "GET", "/payments").await,
-        vec![Reason::Ok; 3]
-    );
-    assert_eq!(
-        argon2_runs(&all),
-        warmed,
-        "an unchanged secret needs no argon2"
-    );
-
-    // Someone else's secret for the same key is still checked, and refused.
-    let forged = keygate::token::Token::issue(
-        &keygate::token::TokenPrefix::default(),
-        keygate::token::Environment::Live,
-        &keygate::token::KeyId::parse(&key.id).unwrap(),
-    );
-    let forged = secrecy::ExposeSecret::expose_secret(&forged.token).to_owned();
-    assert_eq!(
-        b.authorize(&forged, "GET", "/payments", "").await.reason(),
-        Reason::InvalidSecret
-    );
-    assert_eq!(
-        b.authorizer.hasher().verifications(),
-        warmed[1] + 1,
-        "a secret never accepted is verified"
-    );
-
-    // A rotation with a grace period: the old secret is answered from the
-    // previous slot without argon2; the new one is verified once per replica.
-    let before_rotation = argon2_runs(&all);
-    let request = pb::RotateKeyRequest {
-        key_id: key.id.clone(),
-        grace_period: Some(prost_types::Duration {
-            seconds: 600,
-            nanos: 0,
-        }),
-        wait_for_propagation: Some(true),
-    };
-    let rotated = a
-        .client
-        .clone()
-        .rotate_key(authed(&a.admin_token, request))
-        .await
-        .unwrap()
-        .into_inner();
-    assert_complete(rotated.propagation, 3);
-    for decision in decisions_on_all(&all, &token, "/payments").await {
-        assert_eq!(decision.reason(), Reason::Ok);
-        assert_eq!(decision.secret(), pb::SecretSlot::Previous);
-    }
-    assert_eq!(
-        argon2_runs(&all),
-        before_rotation,
-        "the old secret needs no argon2"
-    );
-    for decision in decisions_on_all(&all, &rotated.token, "/payments").await {
-        assert_eq!(decision.reason(), Reason::Ok);
-        assert_eq!(decision.secret(), pb::SecretSlot::Current);
-    }
-    let once_more: Vec<u64> = before_rotation.iter().map(|runs| runs + 1).collect();
-    assert_eq!(
-        argon2_runs(&all),
-        once_more,
-        "the new secret is verified once"
-    );
-
-    // A revocation is refused everywhere, again without argon2.
-    assert!(revoke_through(&a, &a.admin_token, &key).await.complete);
-    assert_eq!(
-        authorize_on_all(&all, &rotated.token, "GET", "/payments").await,
-        vec![Reason::Revoked; 3]
-    );
-    assert_eq!(argon2_runs(&all), once_more);
-    // Revoking also ends the old secret's grace period.
-    assert_eq!(
-        authorize_on_all(&all, &token, "GET", "/payments").await,
-        vec![Reason::InvalidSecret; 3]
-    );
-}
-
 /// Revokes `key` through `replica` (waiting, RevokeKey's default) and returns
 /// how far the revocation had spread.
-async fn revoke_through(replica: &TestApp, admin_token: &str, key: &pb::Key) -> pb::Propagation {
+pub(crate) async fn revoke_through(
+    replica: &TestApp,
+    admin_token: &str,
+    key: &pb::Key,
+) -> pb::Propagation {
     let request = pb::RevokeKeyRequest {
         key_id: key.id.clone(),
         ..Default::default()
