@@ -12,7 +12,10 @@
 //! requests that miss the same key while it loads share that one load.
 
 mod carried;
+mod id_text;
 mod single_flight;
+
+pub use id_text::IdText;
 
 use std::fmt;
 use std::future::Future;
@@ -97,9 +100,10 @@ impl AttemptWindow {
 /// the secrets argon2 has accepted.
 pub struct CachedKey {
     pub key: Key,
-    /// The key id and organization id as the API spells them, computed once.
-    pub key_id_text: String,
-    pub organization_id_text: String,
+    /// The key id and organization id (empty for a system key) as the API
+    /// spells them, computed once and held inline.
+    pub key_id_text: IdText,
+    pub organization_id_text: IdText,
     pub permissions: EffectivePermissions,
     pub secret_hash: SecretHash,
     pub previous_secret_hash: Option<SecretHash>,
@@ -129,11 +133,11 @@ impl CachedKey {
     pub fn new(stored: StoredKey, policy: &Policy, epoch: u64) -> CachedKey {
         let permissions = policy.catalog.effective(&stored.key.scopes);
         CachedKey {
-            key_id_text: stored.key.id.to_string(),
+            key_id_text: IdText::of_key(&stored.key.id),
             organization_id_text: stored
                 .key
                 .organization_id
-                .map(|id| id.to_string())
+                .map(|id| IdText::of_uuid(&id))
                 .unwrap_or_default(),
             key: stored.key,
             permissions,
@@ -152,8 +156,8 @@ impl CachedKey {
     fn with_policy(&self, policy: &Policy) -> CachedKey {
         CachedKey {
             key: self.key.clone(),
-            key_id_text: self.key_id_text.clone(),
-            organization_id_text: self.organization_id_text.clone(),
+            key_id_text: self.key_id_text,
+            organization_id_text: self.organization_id_text,
             permissions: policy.catalog.effective(&self.key.scopes),
             secret_hash: self.secret_hash.clone(),
             previous_secret_hash: self.previous_secret_hash.clone(),

@@ -105,8 +105,8 @@ fn decision_to_proto(decision: Decision) -> pb::Decision {
         return answer;
     };
     let entry = &identity.entry;
-    answer.key_id = entry.key_id_text.clone();
-    answer.organization_id = entry.organization_id_text.clone();
+    answer.key_id = entry.key_id_text.as_str().to_owned();
+    answer.organization_id = entry.organization_id_text.as_str().to_owned();
     answer.environment = environment_to_proto(entry.key.environment).into();
     answer.kind = kind_to_proto(entry.key.kind).into();
     answer.metadata = entry.key.metadata.clone();
