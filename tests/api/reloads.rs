@@ -3,11 +3,10 @@
 //! replica a row read, not an argon2 verification.
 
 use keygate::grpc::pb::{self, Reason};
-use prost_types::FieldMask;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 
 use crate::helpers::{authed, authorize_on_all, decisions_on_all, TestApp};
-use crate::replicas::{assert_complete, revoke_through, three_replicas, warm_key};
+use crate::replicas::{assert_complete, narrow_through, revoke_through, three_replicas, warm_key};
 
 /// Argon2 runs so far on each replica.
 fn argon2_runs(replicas: &[&TestApp]) -> Vec<u64> {
@@ -29,22 +28,8 @@ async fn a_key_reloaded_after_a_change_keeps_the_secrets_argon2_accepted(
 
     // A narrowing: every replica reloads the key and decides under the new
     // scopes, without verifying the unchanged secret again.
-    let mut narrowed = key.clone();
-    narrowed.scopes = vec!["payments:read".into()];
-    let request = pb::UpdateKeyRequest {
-        key: Some(narrowed),
-        update_mask: Some(FieldMask {
-            paths: vec!["scopes".into()],
-        }),
-        wait_for_propagation: Some(true),
-    };
-    let updated = a
-        .client
-        .clone()
-        .update_key(authed(&a.admin_token, request))
-        .await
-        .unwrap();
-    assert_complete(updated.into_inner().propagation, 3);
+    let narrowed = narrow_through(&a, &a.admin_token, &key, &["payments:read"]).await;
+    assert_complete(narrowed, 3);
     assert_eq!(
         authorize_on_all(&all, &token, "GET", "/customers").await,
         vec![Reason::PermissionDenied; 3]

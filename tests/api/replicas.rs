@@ -153,21 +153,8 @@ async fn revoke_disable_delete_rotate_and_narrowing_reach_every_replica_at_once(
     );
 
     let (key, token) = warm_key(&all, &["customers:write"]).await;
-    let mut narrowed = key.clone();
-    narrowed.scopes = vec!["payments:read".into()];
-    let request = pb::UpdateKeyRequest {
-        key: Some(narrowed),
-        update_mask: Some(FieldMask {
-            paths: vec!["scopes".into()],
-        }),
-        wait_for_propagation: Some(true),
-    };
-    let updated = client
-        .update_key(authed(&admin, request))
-        .await
-        .unwrap()
-        .into_inner();
-    assert_complete(updated.propagation, 3);
+    let narrowed = narrow_through(&a, &admin, &key, &["payments:read"]).await;
+    assert_complete(narrowed, 3);
     assert_eq!(
         authorize_on_all(&all, &token, "GET", "/customers").await,
         vec![Reason::PermissionDenied; 3]
@@ -386,6 +373,46 @@ pub(crate) async fn revoke_through(
     revoked.into_inner().propagation.unwrap()
 }
 
+/// Revokes `key` through `replica` without waiting for the other replicas.
+async fn revoke_without_waiting(replica: &TestApp, admin_token: &str, key: &pb::Key) {
+    let request = pb::RevokeKeyRequest {
+        key_id: key.id.clone(),
+        wait_for_propagation: Some(false),
+    };
+    replica
+        .client
+        .clone()
+        .revoke_key(authed(admin_token, request))
+        .await
+        .unwrap();
+}
+
+/// Replaces `key`'s scopes through `replica`, waiting for every replica;
+/// returns how far the change had spread.
+pub(crate) async fn narrow_through(
+    replica: &TestApp,
+    admin_token: &str,
+    key: &pb::Key,
+    scopes: &[&str],
+) -> Option<pb::Propagation> {
+    let mut narrowed = key.clone();
+    narrowed.scopes = scopes.iter().map(|scope| scope.to_string()).collect();
+    let request = pb::UpdateKeyRequest {
+        key: Some(narrowed),
+        update_mask: Some(FieldMask {
+            paths: vec!["scopes".into()],
+        }),
+        wait_for_propagation: Some(true),
+    };
+    let updated = replica
+        .client
+        .clone()
+        .update_key(authed(admin_token, request))
+        .await
+        .unwrap();
+    updated.into_inner().propagation
+}
+
 #[sqlx::test(migrations = false)]
 async fn a_silent_replica_is_waited_for_until_its_lease_runs_out_and_then_named(
     _pool: PgPoolOptions,
@@ -553,15 +580,7 @@ async fn progress_reports_reach_only_the_replica_that_waits(
     assert!(reported_at_least(&mut heard_by_b, revoked_through_c).is_empty());
 
     // A change nobody waits for is reported to no one.
-    let request = pb::RevokeKeyRequest {
-        key_id: third_key.id.clone(),
-        wait_for_propagation: Some(false),
-    };
-    b.client
-        .clone()
-        .revoke_key(authed(&a.admin_token, request))
-        .await
-        .unwrap();
+    revoke_without_waiting(&b, &a.admin_token, &third_key).await;
     let unawaited = latest_sequence(&a).await;
     wait_until_all_applied(&all).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -637,15 +656,7 @@ async fn a_listener_that_falls_silent_is_replaced_and_the_cache_caught_up(
     // A's listener connection stays open but says nothing more, as when a
     // network path drops it silently; its heartbeats still succeed.
     let _frozen = FrozenBackend::freeze(listeners[0]);
-    let request = pb::RevokeKeyRequest {
-        key_id: key.id.clone(),
-        wait_for_propagation: Some(false),
-    };
-    b.client
-        .clone()
-        .revoke_key(authed(&a.admin_token, request))
-        .await
-        .unwrap();
+    revoke_without_waiting(&b, &a.admin_token, &key).await;
 
     // A notices the silence, replaces its listener (a new epoch) and, with
     // its cache caught up, refuses the key.
