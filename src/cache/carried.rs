@@ -10,6 +10,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use moka::ops::compute::Op;
 use moka::sync::Cache;
 
 use super::{CachedKey, SecretDigest};
@@ -51,32 +52,18 @@ impl CarriedDigests {
     /// keeping what was remembered earlier for the hashes it still holds (an
     /// entry evicted before it verified a secret must not erase a digest).
     pub fn remember(&self, evicted: &CachedKey) {
-        let current = evicted.current_digest.get().map(|digest| AcceptedDigest {
-            hash: evicted.secret_hash.clone(),
-            digest: *digest,
-        });
-        let previous = evicted
-            .previous_secret_hash
-            .as_ref()
-            .zip(evicted.previous_digest.get())
-            .map(|(hash, digest)| AcceptedDigest {
-                hash: hash.clone(),
-                digest: *digest,
-            });
-        let mut accepted: Vec<AcceptedDigest> = current.into_iter().chain(previous).collect();
-        if let Some(earlier) = self.by_key.get(&evicted.key.id) {
-            for digest in earlier.iter() {
-                let still_held = digest.hash == evicted.secret_hash
-                    || evicted.previous_secret_hash.as_ref() == Some(&digest.hash);
-                let known = accepted.iter().any(|kept| kept.hash == digest.hash);
-                if still_held && !known {
-                    accepted.push(digest.clone());
+        // Atomic per key: two evictions racing cannot drop each other's digests.
+        self.by_key
+            .entry(evicted.key.id)
+            .and_compute_with(|earlier| {
+                let earlier = earlier.map(|entry| entry.into_value());
+                let accepted = accepted_by(evicted, earlier.as_deref());
+                if accepted.is_empty() {
+                    Op::Nop
+                } else {
+                    Op::Put(accepted.into())
                 }
-            }
-        }
-        if !accepted.is_empty() {
-            self.by_key.insert(evicted.key.id, accepted.into());
-        }
+            });
     }
 
     /// Gives a freshly loaded entry the digests accepted against its hashes.
@@ -94,6 +81,35 @@ impl CarriedDigests {
     }
 }
 
+/// The digests accepted for `evicted`'s hashes: its own, and those
+/// remembered earlier for a hash it still holds.
+fn accepted_by(evicted: &CachedKey, earlier: Option<&[AcceptedDigest]>) -> Vec<AcceptedDigest> {
+    let current = evicted.current_digest.get().map(|digest| AcceptedDigest {
+        hash: evicted.secret_hash.clone(),
+        digest: *digest,
+    });
+    let previous = evicted
+        .previous_secret_hash
+        .as_ref()
+        .zip(evicted.previous_digest.get())
+        .map(|(hash, digest)| AcceptedDigest {
+            hash: hash.clone(),
+            digest: *digest,
+        });
+    let mut accepted: Vec<AcceptedDigest> = current.into_iter().chain(previous).collect();
+    for earlier_accepted in earlier.unwrap_or_default() {
+        let still_held = earlier_accepted.hash == evicted.secret_hash
+            || evicted.previous_secret_hash.as_ref() == Some(&earlier_accepted.hash);
+        let known = accepted
+            .iter()
+            .any(|kept| kept.hash == earlier_accepted.hash);
+        if still_held && !known {
+            accepted.push(earlier_accepted.clone());
+        }
+    }
+    accepted
+}
+
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeMap;
@@ -106,8 +122,9 @@ mod tests {
     use crate::store::keys::StoredKey;
     use crate::token::Environment;
 
-    fn hash(name: &str) -> SecretHash {
-        SecretHash::from_stored(format!("$argon2id$v=19$m=8,t=1,p=1${name}"))
+    /// A PHC string: `<salt>$<hash>` after the parameters.
+    fn hash(salt_and_hash: &str) -> SecretHash {
+        SecretHash::from_stored(format!("$argon2id$v=19$m=8,t=1,p=1${salt_and_hash}"))
     }
 
     /// An entry for `id` with these hashes, as a load would build it.
@@ -147,31 +164,29 @@ mod tests {
     fn digests_go_only_to_the_slot_holding_their_hash() {
         let carried = CarriedDigests::new();
         let id = KeyId::generate();
-        let (first, second) = ([1u8; 32], [2u8; 32]);
-        let evicted = entry(id, "one", None);
+        let first = [1u8; 32];
+        let evicted = entry(id, "salt1$one", None);
         evicted.accept_current(first);
         carried.remember(&evicted);
 
         // The same secret after an update: the current slot.
-        let updated = entry(id, "one", None);
+        let updated = entry(id, "salt1$one", None);
         carried.carry_into(&updated);
         assert!(updated.match_current(&first));
         assert!(!updated.match_previous(&first));
 
         // After a rotation the old secret is the previous one.
-        updated.accept_current(first);
         carried.remember(&updated);
-        let rotated = entry(id, "two", Some("one"));
+        let rotated = entry(id, "salt2$two", Some("salt1$one"));
         carried.carry_into(&rotated);
         assert!(rotated.match_previous(&first));
         assert!(!rotated.match_current(&first));
-        assert!(!rotated.match_current(&second));
 
-        // Another key, or the same hash text under another salt, gets nothing.
-        let stranger = entry(KeyId::generate(), "one", None);
+        // Another key, or the same hash under another salt, gets nothing.
+        let stranger = entry(KeyId::generate(), "salt1$one", None);
         carried.carry_into(&stranger);
         assert!(!stranger.match_current(&first));
-        let resalted = entry(id, "one-resalted", Some("two-resalted"));
+        let resalted = entry(id, "salt3$one", Some("salt4$one"));
         carried.carry_into(&resalted);
         assert!(!resalted.match_current(&first) && !resalted.match_previous(&first));
     }
@@ -181,29 +196,28 @@ mod tests {
         let carried = CarriedDigests::new();
         let id = KeyId::generate();
         let (old_secret, new_secret) = ([1u8; 32], [2u8; 32]);
-        let rotated = entry(id, "two", Some("one"));
+        let rotated = entry(id, "salt2$two", Some("salt1$one"));
         rotated.accept_previous(old_secret);
         carried.remember(&rotated);
         // Evicted again before it verified anything.
-        let unused = entry(id, "two", Some("one"));
+        let unused = entry(id, "salt2$two", Some("salt1$one"));
         carried.remember(&unused);
         // A load that raced an eviction (it never took the digests) verifies
         // the new secret, and is evicted in turn.
-        let raced = entry(id, "two", Some("one"));
+        let raced = entry(id, "salt2$two", Some("salt1$one"));
         raced.accept_current(new_secret);
         carried.remember(&raced);
 
-        let reloaded = entry(id, "two", Some("one"));
+        let reloaded = entry(id, "salt2$two", Some("salt1$one"));
         carried.carry_into(&reloaded);
         assert!(reloaded.match_previous(&old_secret));
         assert!(reloaded.match_current(&new_secret));
 
         // Once the previous hash is gone (a revocation), its digest is dropped.
-        let revoked = entry(id, "two", None);
+        let revoked = entry(id, "salt2$two", None);
         carried.carry_into(&revoked);
-        revoked.accept_current(new_secret);
         carried.remember(&revoked);
-        let after_revocation = entry(id, "two", Some("one"));
+        let after_revocation = entry(id, "salt2$two", Some("salt1$one"));
         carried.carry_into(&after_revocation);
         assert!(!after_revocation.match_previous(&old_secret));
         assert!(after_revocation.match_current(&new_secret));

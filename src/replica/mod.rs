@@ -3,9 +3,9 @@
 //! - a `LISTEN` on the key-event channel that evicts each named key (leaving a
 //!   tombstone) the moment its notification arrives, replaced when it falls
 //!   silent (it must hear at least this replica's own heartbeat);
-//! - a row in `replicas` with the last event sequence applied, reported right
-//!   after each event someone waits for to the replica that wrote it (see
-//!   `progress`), so that a mutation can wait until every live replica has
+//! - a row in `replicas` with the last event sequence applied, reported, for
+//!   each event a mutation waits on, to the replica that wrote it (see
+//!   `progress`), so that the mutation can wait until every live replica has
 //!   applied it;
 //! - a heartbeat on that row, which is a lease: a replica that cannot renew it
 //!   in time stops trusting its cache (see `freshness`), so a waiting mutation

@@ -6,12 +6,13 @@ use std::sync::Arc;
 use keygate::config::{DatabaseSettings, KeySettings, Settings};
 use keygate::grpc::pb::authorizer_client::AuthorizerClient;
 use keygate::grpc::pb::key_service_client::KeyServiceClient;
-use keygate::grpc::pb::{self, CreateKeyRequest, Environment};
+use keygate::grpc::pb::{self, CreateKeyRequest, Environment, Reason};
 use keygate::hashing::HashingParams;
 use keygate::key::DisplayName;
 use keygate::policy::{Policy, EMBEDDED_DEFAULT_POLICY};
 use keygate::server::Application;
 use keygate::token::TokenPrefix;
+use prost_types::FieldMask;
 use secrecy::ExposeSecret;
 use sqlx::postgres::PgConnectOptions;
 use sqlx::PgPool;
@@ -387,4 +388,77 @@ pub fn secret_of(token: &str) -> &str {
 pub fn key_id_of(token: &str) -> String {
     let start = "kg_live_".len();
     token[start..start + keygate::token::KEY_ID_LEN].to_owned()
+}
+
+/// Three replicas on one database, the first with the bootstrap admin.
+pub async fn three_replicas(db: PgConnectOptions) -> (TestApp, TestApp, TestApp) {
+    let first = spawn_app(db.clone()).await;
+    let second = spawn_replica(test_settings(db.clone()), &first).await;
+    let third = spawn_replica(test_settings(db), &first).await;
+    (first, second, third)
+}
+
+/// Creates a key and warms it on every replica.
+pub async fn warm_key(replicas: &[&TestApp], scopes: &[&str]) -> (pb::Key, String) {
+    let first = replicas[0];
+    let org = first.create_organization("Acme").await;
+    let (key, token) = first.org_key(&org, Environment::Live, scopes).await;
+    for reason in authorize_on_all(replicas, &token, "GET", "/customers").await {
+        assert_eq!(reason, Reason::Ok);
+    }
+    (key, token)
+}
+
+pub fn assert_complete(propagation: Option<pb::Propagation>, replicas: i32) {
+    let propagation = propagation.unwrap();
+    assert!(propagation.waited);
+    assert!(propagation.complete, "{propagation:?}");
+    assert_eq!(propagation.confirmed_replicas, replicas);
+    assert!(propagation.unconfirmed_replicas.is_empty());
+}
+
+/// Revokes `key` through `replica` (waiting, RevokeKey's default) and returns
+/// how far the revocation had spread.
+pub async fn revoke_through(
+    replica: &TestApp,
+    admin_token: &str,
+    key: &pb::Key,
+) -> pb::Propagation {
+    let request = pb::RevokeKeyRequest {
+        key_id: key.id.clone(),
+        ..Default::default()
+    };
+    let revoked = replica
+        .client
+        .clone()
+        .revoke_key(authed(admin_token, request))
+        .await
+        .unwrap();
+    revoked.into_inner().propagation.unwrap()
+}
+
+/// Replaces `key`'s scopes through `replica`, waiting for every replica;
+/// returns the response's account of how far the change had spread.
+pub async fn set_scopes_through(
+    replica: &TestApp,
+    admin_token: &str,
+    key: &pb::Key,
+    scopes: &[&str],
+) -> Option<pb::Propagation> {
+    let mut changed = key.clone();
+    changed.scopes = scopes.iter().map(|scope| scope.to_string()).collect();
+    let request = pb::UpdateKeyRequest {
+        key: Some(changed),
+        update_mask: Some(FieldMask {
+            paths: vec!["scopes".into()],
+        }),
+        wait_for_propagation: Some(true),
+    };
+    let updated = replica
+        .client
+        .clone()
+        .update_key(authed(admin_token, request))
+        .await
+        .unwrap();
+    updated.into_inner().propagation
 }

@@ -5,8 +5,10 @@
 use keygate::grpc::pb::{self, Reason};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 
-use crate::helpers::{authed, authorize_on_all, decisions_on_all, TestApp};
-use crate::replicas::{assert_complete, narrow_through, revoke_through, three_replicas, warm_key};
+use crate::helpers::{
+    assert_complete, authed, authorize_on_all, decisions_on_all, revoke_through,
+    set_scopes_through, three_replicas, warm_key, TestApp,
+};
 
 /// Argon2 runs so far on each replica.
 fn argon2_runs(replicas: &[&TestApp]) -> Vec<u64> {
@@ -28,7 +30,7 @@ async fn a_key_reloaded_after_a_change_keeps_the_secrets_argon2_accepted(
 
     // A narrowing: every replica reloads the key and decides under the new
     // scopes, without verifying the unchanged secret again.
-    let narrowed = narrow_through(&a, &a.admin_token, &key, &["payments:read"]).await;
+    let narrowed = set_scopes_through(&a, &a.admin_token, &key, &["payments:read"]).await;
     assert_complete(narrowed, 3);
     assert_eq!(
         authorize_on_all(&all, &token, "GET", "/customers").await,

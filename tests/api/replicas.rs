@@ -6,30 +6,12 @@ use std::time::Duration;
 use keygate::config::Settings;
 use keygate::freshness::StalePolicy;
 use keygate::grpc::pb::{self, Environment, Reason};
-use prost_types::FieldMask;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 
 use crate::helpers::{
-    authed, authorize_on_all, spawn_app, spawn_app_with, spawn_replica, test_settings, TestApp,
+    assert_complete, authed, authorize_on_all, revoke_through, set_scopes_through, spawn_app,
+    spawn_app_with, spawn_replica, test_settings, three_replicas, warm_key, TestApp,
 };
-
-pub(crate) async fn three_replicas(db: PgConnectOptions) -> (TestApp, TestApp, TestApp) {
-    let first = spawn_app(db.clone()).await;
-    let second = spawn_replica(test_settings(db.clone()), &first).await;
-    let third = spawn_replica(test_settings(db), &first).await;
-    (first, second, third)
-}
-
-/// Creates a key and warms it on every replica.
-pub(crate) async fn warm_key(replicas: &[&TestApp], scopes: &[&str]) -> (pb::Key, String) {
-    let first = replicas[0];
-    let org = first.create_organization("Acme").await;
-    let (key, token) = first.org_key(&org, Environment::Live, scopes).await;
-    for reason in authorize_on_all(replicas, &token, "GET", "/customers").await {
-        assert_eq!(reason, Reason::Ok);
-    }
-    (key, token)
-}
 
 /// Test settings whose replicas heartbeat every `heartbeat_interval` and hold
 /// a lease of `lease`.
@@ -53,14 +35,6 @@ async fn cold_key(replica: &TestApp) -> pb::Key {
         .org_key(&org, Environment::Live, &["customers:read"])
         .await;
     key
-}
-
-pub(crate) fn assert_complete(propagation: Option<pb::Propagation>, replicas: i32) {
-    let propagation = propagation.unwrap();
-    assert!(propagation.waited);
-    assert!(propagation.complete, "{propagation:?}");
-    assert_eq!(propagation.confirmed_replicas, replicas);
-    assert!(propagation.unconfirmed_replicas.is_empty());
 }
 
 #[sqlx::test(migrations = false)]
@@ -153,7 +127,7 @@ async fn revoke_disable_delete_rotate_and_narrowing_reach_every_replica_at_once(
     );
 
     let (key, token) = warm_key(&all, &["customers:write"]).await;
-    let narrowed = narrow_through(&a, &admin, &key, &["payments:read"]).await;
+    let narrowed = set_scopes_through(&a, &admin, &key, &["payments:read"]).await;
     assert_complete(narrowed, 3);
     assert_eq!(
         authorize_on_all(&all, &token, "GET", "/customers").await,
@@ -353,26 +327,6 @@ async fn untrusted_caches_confirm_versions_without_argon2(
     );
 }
 
-/// Revokes `key` through `replica` (waiting, RevokeKey's default) and returns
-/// how far the revocation had spread.
-pub(crate) async fn revoke_through(
-    replica: &TestApp,
-    admin_token: &str,
-    key: &pb::Key,
-) -> pb::Propagation {
-    let request = pb::RevokeKeyRequest {
-        key_id: key.id.clone(),
-        ..Default::default()
-    };
-    let revoked = replica
-        .client
-        .clone()
-        .revoke_key(authed(admin_token, request))
-        .await
-        .unwrap();
-    revoked.into_inner().propagation.unwrap()
-}
-
 /// Revokes `key` through `replica` without waiting for the other replicas.
 async fn revoke_without_waiting(replica: &TestApp, admin_token: &str, key: &pb::Key) {
     let request = pb::RevokeKeyRequest {
@@ -385,32 +339,6 @@ async fn revoke_without_waiting(replica: &TestApp, admin_token: &str, key: &pb::
         .revoke_key(authed(admin_token, request))
         .await
         .unwrap();
-}
-
-/// Replaces `key`'s scopes through `replica`, waiting for every replica;
-/// returns how far the change had spread.
-pub(crate) async fn narrow_through(
-    replica: &TestApp,
-    admin_token: &str,
-    key: &pb::Key,
-    scopes: &[&str],
-) -> Option<pb::Propagation> {
-    let mut narrowed = key.clone();
-    narrowed.scopes = scopes.iter().map(|scope| scope.to_string()).collect();
-    let request = pb::UpdateKeyRequest {
-        key: Some(narrowed),
-        update_mask: Some(FieldMask {
-            paths: vec!["scopes".into()],
-        }),
-        wait_for_propagation: Some(true),
-    };
-    let updated = replica
-        .client
-        .clone()
-        .update_key(authed(admin_token, request))
-        .await
-        .unwrap();
-    updated.into_inner().propagation
 }
 
 #[sqlx::test(migrations = false)]
