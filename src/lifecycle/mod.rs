@@ -31,7 +31,7 @@ use crate::key::{
 };
 use crate::paging::{into_page, parse_page_size, parse_page_token};
 use crate::permission::Scope;
-use crate::store::events::{insert_event, list_events, EventFilter, NewEvent};
+use crate::store::events::{insert_event, list_events, EventFilter, NewEvent, Waiter};
 use crate::store::keys::{find_key_by_id, insert_key, list_keys, KeyFilter, NewKey};
 use crate::store::StoreError;
 use crate::token::{Environment, KeyId, Token, TokenPrefix};
@@ -123,6 +123,11 @@ impl KeyManager {
         } else {
             key.version
         };
+        let waiter = match (awaited, self.origin) {
+            (false, _) => Waiter::Nobody,
+            (true, Some(origin)) => Waiter::Origin(origin),
+            (true, None) => Waiter::Unnamed,
+        };
         let event = NewEvent {
             key_id: &key.id,
             key_version,
@@ -131,8 +136,7 @@ impl KeyManager {
             actor_key_id: actor.map(|caller| &caller.key().id),
             action,
             changes,
-            origin: self.origin,
-            awaited,
+            waiter,
         };
         insert_event(transaction, event).await
     }

@@ -21,7 +21,7 @@ use uuid::Uuid;
 
 use crate::authorizer::Authorizer;
 use crate::freshness::{now_millis, Freshness};
-use crate::store::events::{NOTIFY_CHANNEL, PROGRESS_CHANNEL};
+use crate::store::events::{Waiter, NOTIFY_CHANNEL, PROGRESS_CHANNEL};
 use crate::token::KeyId;
 
 mod progress;
@@ -135,29 +135,13 @@ struct KeyEventNotice {
     waiter: Waiter,
 }
 
-/// Who waits for replicas to apply an event, and so is told when they have.
-#[derive(Debug, PartialEq, Eq)]
-enum Waiter {
-    /// The replica whose mutation wrote the event.
-    Origin(Uuid),
-    /// Not named (by a replica from before origins): reports go to the
-    /// shared channel.
-    Unnamed,
-    /// Nobody: the mutation did not ask to wait.
-    Nobody,
-}
-
 fn parse_payload(payload: &str) -> Option<KeyEventNotice> {
     let mut parts = payload.split(' ');
     let sequence = parts.next()?.parse().ok()?;
     let key_id = KeyId::from_uuid(Uuid::parse_str(parts.next()?).ok()?);
     let version = parts.next()?.parse().ok()?;
     let written_at_millis = parts.next().and_then(|millis| millis.parse().ok());
-    let waiter = match parts.next() {
-        Some("-") => Waiter::Nobody,
-        Some(origin) => Uuid::parse_str(origin).map_or(Waiter::Unnamed, Waiter::Origin),
-        None => Waiter::Unnamed,
-    };
+    let waiter = Waiter::parse(parts.next());
     Some(KeyEventNotice {
         sequence,
         key_id,
@@ -196,7 +180,7 @@ async fn listen(
             Ok((mut listener, caught_up)) => {
                 replica.applied.fetch_max(caught_up, Ordering::SeqCst);
                 // Whoever waited meanwhile is unknown: tell everyone.
-                pending.applied_from(None);
+                pending.applied_for(Waiter::Unnamed);
                 freshness.set_listener_connected(true);
                 tracing::info!("event listener connected");
                 backoff = Duration::from_millis(50);
@@ -237,12 +221,7 @@ async fn listen(
                         metrics::histogram!("keygate_event_apply_lag_seconds").record(lag_seconds);
                     }
                     replica.applied.fetch_max(event.sequence, Ordering::SeqCst);
-                    match event.waiter {
-                        Waiter::Origin(origin) => pending.applied_from(Some(origin)),
-                        Waiter::Unnamed => pending.applied_from(None),
-                        // The heartbeat records it in the table.
-                        Waiter::Nobody => {}
-                    }
+                    pending.applied_for(event.waiter);
                 }
                 // The next listener catches up in a new epoch; this one's
                 // connection goes back to its own pool in the background.

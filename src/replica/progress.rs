@@ -22,7 +22,7 @@ use uuid::Uuid;
 
 use super::Replica;
 use crate::freshness::ReplicaProgress;
-use crate::store::events::PROGRESS_CHANNEL;
+use crate::store::events::{Waiter, PROGRESS_CHANNEL};
 
 /// The channel on which `replica` hears reports for the events it wrote.
 pub fn own_channel(replica: Uuid) -> String {
@@ -71,15 +71,17 @@ pub struct PendingReports {
 }
 
 impl PendingReports {
-    /// An event from `origin` (`None`: no origin named) has been applied.
-    pub fn applied_from(&self, origin: Option<Uuid>) {
+    /// An event that `waiter` waits for has been applied. One nobody waits
+    /// for is not reported: the heartbeat records it in the table.
+    pub fn applied_for(&self, waiter: Waiter) {
         {
             let mut audience = self.lock();
-            match origin {
-                Some(replica) => {
+            match waiter {
+                Waiter::Origin(replica) => {
                     audience.origins.insert(replica);
                 }
-                None => audience.shared = true,
+                Waiter::Unnamed => audience.shared = true,
+                Waiter::Nobody => return,
             }
         }
         self.changed.notify_one();
@@ -234,12 +236,13 @@ mod tests {
     }
 
     #[test]
-    fn reports_go_to_each_origin_once_and_to_the_shared_channel_when_asked() {
+    fn reports_go_to_each_origin_once_to_the_shared_channel_when_asked_and_not_for_nobody() {
         let pending = PendingReports::default();
         let (first, second) = (Uuid::new_v4(), Uuid::new_v4());
-        pending.applied_from(Some(first));
-        pending.applied_from(Some(second));
-        pending.applied_from(Some(first));
+        pending.applied_for(Waiter::Origin(first));
+        pending.applied_for(Waiter::Origin(second));
+        pending.applied_for(Waiter::Origin(first));
+        pending.applied_for(Waiter::Nobody);
         let mut channels = pending.take().channels();
         channels.sort();
         let mut expected = vec![own_channel(first), own_channel(second)];
@@ -247,7 +250,7 @@ mod tests {
         assert_eq!(channels, expected);
         assert!(pending.take().is_empty());
 
-        pending.applied_from(None);
+        pending.applied_for(Waiter::Unnamed);
         assert_eq!(pending.take().channels(), vec![PROGRESS_CHANNEL.to_owned()]);
     }
 
@@ -255,9 +258,9 @@ mod tests {
     fn an_undelivered_audience_is_kept_for_the_next_report() {
         let pending = PendingReports::default();
         let (first, second) = (Uuid::new_v4(), Uuid::new_v4());
-        pending.applied_from(Some(first));
+        pending.applied_for(Waiter::Origin(first));
         let undelivered = pending.take();
-        pending.applied_from(Some(second));
+        pending.applied_for(Waiter::Origin(second));
         pending.put_back(undelivered);
         let audience = pending.take();
         assert_eq!(audience.origins, HashSet::from([first, second]));

@@ -30,12 +30,41 @@ pub struct NewEvent<'a> {
     pub actor_key_id: Option<&'a KeyId>,
     pub action: EventAction,
     pub changes: serde_json::Value,
-    /// The replica writing the event (`None` outside a server, as in
-    /// `keygate bootstrap`).
-    pub origin: Option<Uuid>,
-    /// Whether the writer waits for every replica to apply the event: only
-    /// then do replicas report applying it.
-    pub awaited: bool,
+    /// Who waits for every replica to apply the event: only they are told.
+    pub waiter: Waiter,
+}
+
+/// Who waits for replicas to apply an event, and so is told when they have:
+/// the last field of the event's notification.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Waiter {
+    /// The replica whose mutation wrote the event (its id).
+    Origin(Uuid),
+    /// Not named (a writer outside a server, or a replica from before
+    /// origins; no field): reports go to the shared channel.
+    Unnamed,
+    /// Nobody: the mutation did not ask to wait (`-`); no report is sent.
+    Nobody,
+}
+
+impl Waiter {
+    /// Reads the notification's last field, if it has one.
+    pub fn parse(field: Option<&str>) -> Waiter {
+        match field {
+            Some("-") => Waiter::Nobody,
+            Some(origin) => Uuid::parse_str(origin).map_or(Waiter::Unnamed, Waiter::Origin),
+            None => Waiter::Unnamed,
+        }
+    }
+
+    /// The notification's last field, with its separating space.
+    fn payload_field(self) -> String {
+        match self {
+            Waiter::Origin(origin) => format!(" {origin}"),
+            Waiter::Unnamed => String::new(),
+            Waiter::Nobody => " -".to_owned(),
+        }
+    }
 }
 
 /// Which events a listing may return.
@@ -59,17 +88,13 @@ pub async fn insert_event(
         .execute(&mut *connection)
         .await?;
     // The payload after the sequence, which the database assigns.
-    let mut payload_tail = format!(
-        "{} {} {}",
+    let payload_tail = format!(
+        "{} {} {}{}",
         event.key_id.as_uuid(),
         event.key_version,
-        Utc::now().timestamp_millis()
+        Utc::now().timestamp_millis(),
+        event.waiter.payload_field()
     );
-    match (event.awaited, event.origin) {
-        (false, _) => payload_tail.push_str(" -"),
-        (true, Some(origin)) => payload_tail.push_str(&format!(" {origin}")),
-        (true, None) => {}
-    }
     let sequence: i64 = sqlx::query_scalar(
         "WITH event AS (INSERT INTO key_events \
          (key_id, organization_id, environment, actor_key_id, action, changes) \
@@ -159,5 +184,24 @@ pub async fn prune_events_forever(pool: sqlx::PgPool, retention: std::time::Dura
             Ok(_) => {}
             Err(error) => tracing::warn!(%error, "failed to prune key events"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_waiter_reads_back_as_written() {
+        for waiter in [
+            Waiter::Origin(Uuid::new_v4()),
+            Waiter::Unnamed,
+            Waiter::Nobody,
+        ] {
+            let field = waiter.payload_field();
+            let read = Waiter::parse(field.strip_prefix(' '));
+            assert_eq!(read, waiter, "field {field:?}");
+        }
+        assert_eq!(Waiter::parse(Some("not-a-uuid")), Waiter::Unnamed);
     }
 }

@@ -392,9 +392,14 @@ pub fn key_id_of(token: &str) -> String {
 
 /// Three replicas on one database, the first with the bootstrap admin.
 pub async fn three_replicas(db: PgConnectOptions) -> (TestApp, TestApp, TestApp) {
-    let first = spawn_app(db.clone()).await;
-    let second = spawn_replica(test_settings(db.clone()), &first).await;
-    let third = spawn_replica(test_settings(db), &first).await;
+    three_replicas_with(test_settings(db)).await
+}
+
+/// The same, all three with `settings`.
+pub async fn three_replicas_with(settings: Settings) -> (TestApp, TestApp, TestApp) {
+    let first = spawn_app_with(settings.clone()).await;
+    let second = spawn_replica(settings.clone(), &first).await;
+    let third = spawn_replica(settings, &first).await;
     (first, second, third)
 }
 
@@ -461,4 +466,30 @@ pub async fn set_scopes_through(
         .await
         .unwrap();
     updated.into_inner().propagation
+}
+
+/// Rotates `key_id` through `replica`, keeping the old secret for
+/// `grace_seconds`, waiting for every replica when `wait`.
+pub async fn rotate_through(
+    replica: &TestApp,
+    admin_token: &str,
+    key_id: &str,
+    grace_seconds: i64,
+    wait: bool,
+) -> pb::RotateKeyResponse {
+    let request = pb::RotateKeyRequest {
+        key_id: key_id.to_owned(),
+        grace_period: Some(prost_types::Duration {
+            seconds: grace_seconds,
+            nanos: 0,
+        }),
+        wait_for_propagation: Some(wait),
+    };
+    replica
+        .client
+        .clone()
+        .rotate_key(authed(admin_token, request))
+        .await
+        .unwrap()
+        .into_inner()
 }

@@ -6,7 +6,7 @@ use keygate::grpc::pb::{self, Reason};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 
 use crate::helpers::{
-    assert_complete, authed, authorize_on_all, decisions_on_all, revoke_through,
+    assert_complete, authorize_on_all, decisions_on_all, revoke_through, rotate_through,
     set_scopes_through, three_replicas, warm_key, TestApp,
 };
 
@@ -66,21 +66,7 @@ async fn a_key_reloaded_after_a_change_keeps_the_secrets_argon2_accepted(
     // A rotation with a grace period: the old secret is answered from the
     // previous slot without argon2; the new one is verified once per replica.
     let before_rotation = argon2_runs(&all);
-    let request = pb::RotateKeyRequest {
-        key_id: key.id.clone(),
-        grace_period: Some(prost_types::Duration {
-            seconds: 600,
-            nanos: 0,
-        }),
-        wait_for_propagation: Some(true),
-    };
-    let rotated = a
-        .client
-        .clone()
-        .rotate_key(authed(&a.admin_token, request))
-        .await
-        .unwrap()
-        .into_inner();
+    let rotated = rotate_through(&a, &a.admin_token, &key.id, 600, true).await;
     assert_complete(rotated.propagation, 3);
     for decision in decisions_on_all(&all, &token, "GET", "/payments").await {
         assert_eq!(decision.reason(), Reason::Ok);

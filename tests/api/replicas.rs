@@ -9,8 +9,9 @@ use keygate::grpc::pb::{self, Environment, Reason};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 
 use crate::helpers::{
-    assert_complete, authed, authorize_on_all, revoke_through, set_scopes_through, spawn_app,
-    spawn_app_with, spawn_replica, test_settings, three_replicas, warm_key, TestApp,
+    assert_complete, authed, authorize_on_all, revoke_through, rotate_through, set_scopes_through,
+    spawn_app, spawn_app_with, spawn_replica, test_settings, three_replicas, three_replicas_with,
+    warm_key, TestApp,
 };
 
 /// Test settings whose replicas heartbeat every `heartbeat_interval` and hold
@@ -106,16 +107,7 @@ async fn revoke_disable_delete_rotate_and_narrowing_reach_every_replica_at_once(
     );
 
     let (key, token) = warm_key(&all, &["customers:read"]).await;
-    let request = pb::RotateKeyRequest {
-        key_id: key.id.clone(),
-        grace_period: None,
-        wait_for_propagation: Some(true),
-    };
-    let rotated = client
-        .rotate_key(authed(&admin, request))
-        .await
-        .unwrap()
-        .into_inner();
+    let rotated = rotate_through(&a, &admin, &key.id, 0, true).await;
     assert_complete(rotated.propagation, 3);
     assert_eq!(
         authorize_on_all(&all, &token, "GET", "/customers").await,
@@ -463,9 +455,7 @@ async fn progress_reports_reach_only_the_replica_that_waits(
     // Heartbeats (each also a report to the replica itself) too rare to be
     // heard during the test.
     let settings = with_heartbeat(&db, Duration::from_secs(60), Duration::from_secs(180));
-    let a = spawn_app_with(settings.clone()).await;
-    let b = spawn_replica(settings.clone(), &a).await;
-    let c = spawn_replica(settings, &a).await;
+    let (a, b, c) = three_replicas_with(settings).await;
     let all = [&a, &b, &c];
     let (first_key, _) = warm_key(&all, &["customers:read"]).await;
     let second_key = cold_key(&a).await;

@@ -3,23 +3,10 @@ use prost_types::Duration;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use tonic::Code;
 
-use crate::helpers::{assert_status, authed, spawn_app, TestApp};
+use crate::helpers::{assert_status, authed, rotate_through, spawn_app, TestApp};
 
 async fn rotate(app: &TestApp, key_id: &str, grace_seconds: i64) -> pb::RotateKeyResponse {
-    let request = pb::RotateKeyRequest {
-        key_id: key_id.to_owned(),
-        grace_period: Some(Duration {
-            seconds: grace_seconds,
-            nanos: 0,
-        }),
-        ..Default::default()
-    };
-    app.client
-        .clone()
-        .rotate_key(authed(&app.admin_token, request))
-        .await
-        .unwrap()
-        .into_inner()
+    rotate_through(app, &app.admin_token, key_id, grace_seconds, false).await
 }
 
 async fn can_read_itself(app: &TestApp, token: &str, key_id: &str) -> bool {
