@@ -108,8 +108,29 @@ fn total_rate(results: &[RunResult]) -> f64 {
 struct Window {
     revoking: bool,
     requests_per_second: f64,
-    revocations: usize,
+    /// Revocations finished before the window began and by its end.
+    revoked_before: usize,
+    revoked_after: usize,
     cpu: CpuShares,
+}
+
+impl Window {
+    fn revocations(&self) -> usize {
+        self.revoked_after - self.revoked_before
+    }
+
+    /// Which revocations ran in the window: the first `REVOKED_PER_MODE` wait
+    /// for propagation, the rest do not; `None` when it held some of both.
+    fn waiting(&self) -> Option<bool> {
+        // The revocation in flight at the end is number `revoked_after`.
+        if self.revoked_after < REVOKED_PER_MODE {
+            Some(true)
+        } else if self.revoked_before >= REVOKED_PER_MODE {
+            Some(false)
+        } else {
+            None
+        }
+    }
 }
 
 /// CPU time over a window, in cores (CPU seconds per second).
@@ -163,10 +184,9 @@ fn sorted_by(windows: &[Window], revoking: bool, figure: impl Fn(&Window) -> f64
     values
 }
 
-/// Compares each revoking window's load with the mean of the quiet windows
-/// just before and after it; prints the median ratio and its range, and where
-/// the CPU went.
-fn report_load_impact(windows: &[Window]) {
+/// Each revoking window's load over the mean of the quiet windows just before
+/// and after it, with which revocations ran in it (see [`Window::waiting`]).
+fn load_ratios(windows: &[Window]) -> Vec<(f64, Option<bool>)> {
     let mut ratios = Vec::new();
     for (position, window) in windows.iter().enumerate() {
         if !window.revoking {
@@ -185,30 +205,63 @@ fn report_load_impact(windows: &[Window]) {
             .map(|neighbour| neighbour.requests_per_second)
             .collect();
         if !quiet.is_empty() {
-            ratios.push(
-                window.requests_per_second / (quiet.iter().sum::<f64>() / quiet.len() as f64),
-            );
+            let quiet_mean = quiet.iter().sum::<f64>() / quiet.len() as f64;
+            ratios.push((window.requests_per_second / quiet_mean, window.waiting()));
         }
     }
-    if ratios.is_empty() {
+    ratios
+}
+
+/// Median and range of the ratios that `include` keeps, or `None` if none.
+fn ratio_summary(
+    ratios: &[(f64, Option<bool>)],
+    include: impl Fn(Option<bool>) -> bool,
+) -> Option<String> {
+    let mut kept: Vec<f64> = ratios
+        .iter()
+        .filter(|(_, waiting)| include(*waiting))
+        .map(|(ratio, _)| *ratio)
+        .collect();
+    if kept.is_empty() {
+        return None;
+    }
+    kept.sort_by(f64::total_cmp);
+    Some(format!(
+        "{} windows, median ratio {:.3} [{:.3} .. {:.3}]",
+        kept.len(),
+        percentile(&kept, 0.5),
+        kept[0],
+        kept[kept.len() - 1]
+    ))
+}
+
+/// Compares each revoking window's load with the quiet windows beside it;
+/// prints the median ratio and its range, overall and for each kind of
+/// revocation, and where the CPU went.
+fn report_load_impact(windows: &[Window]) {
+    let ratios = load_ratios(windows);
+    let Some(overall) = ratio_summary(&ratios, |_| true) else {
         println!("background Authorize load: no complete revoking window to compare");
         return;
-    }
-    ratios.sort_by(f64::total_cmp);
+    };
     println!(
-        "background Authorize load over 3 replicas, {} revoking windows of {} s against the quiet windows beside them: median ratio {:.3} [{:.3} .. {:.3}] (median {:.0} req/s revoking, {:.0} req/s quiet)",
-        ratios.len(),
+        "background Authorize load over 3 replicas, revoking windows of {} s against the quiet windows beside them: {overall} (median {:.0} req/s revoking, {:.0} req/s quiet)",
         WINDOW.as_secs(),
-        percentile(&ratios, 0.5),
-        ratios[0],
-        ratios[ratios.len() - 1],
         percentile(&sorted_by(windows, true, |window| window.requests_per_second), 0.5),
         percentile(&sorted_by(windows, false, |window| window.requests_per_second), 0.5),
     );
+    for (label, waiting) in [
+        ("revoking with RevokeKey's default wait", true),
+        ("revoking without waiting (probes poll)", false),
+    ] {
+        let summary = ratio_summary(&ratios, |mode| mode == Some(waiting))
+            .unwrap_or_else(|| "no window".to_owned());
+        println!("  {label:<40} {summary}");
+    }
     println!(
         "  median revocations per revoking window: {:.0}",
         percentile(
-            &sorted_by(windows, true, |window| window.revocations as f64),
+            &sorted_by(windows, true, |window| window.revocations() as f64),
             0.5
         )
     );
@@ -316,7 +369,8 @@ async fn bench() {
             windows.push(Window {
                 revoking: revoke_now,
                 requests_per_second: rate,
-                revocations: revoked.load(Ordering::SeqCst) - revoked_before,
+                revoked_before,
+                revoked_after: revoked.load(Ordering::SeqCst),
                 cpu,
             });
         }
