@@ -17,6 +17,7 @@ use sqlx::PgPool;
 
 use crate::cache::{CachedKey, KeyCache, SecretDigest};
 use crate::decision::{AuthorizeRequest, Decision, KeyIdentity, Reason, SecretSlot, Target};
+use crate::events::EventAction;
 use crate::freshness::{Freshness, StalePolicy, VERSION_CHECK_TIMEOUT};
 use crate::hashing::{HashingError, SecretHasher};
 use crate::policy::Policy;
@@ -137,9 +138,24 @@ impl Authorizer {
     /// Forgets a key that changed to `version` (`i64::MAX`: deleted), leaving a
     /// tombstone so that a load that read the old row cannot bring it back.
     pub fn forget(&self, id: &KeyId, version: i64) {
+        self.follow_change(id, version, None, Utc::now());
+    }
+
+    /// Follows a change of key `id` to `version` by `action` at `at`, leaving
+    /// a tombstone as [`Authorizer::forget`] does: a cached copy one version
+    /// behind takes a disable, enable or revocation in place (no reload
+    /// needed); otherwise, or with no action known, the key is evicted.
+    pub fn follow_change(
+        &self,
+        id: &KeyId,
+        version: i64,
+        action: Option<EventAction>,
+        at: DateTime<Utc>,
+    ) {
         self.freshness
             .add_tombstone(*id, version, |expired| self.cache.evict(&expired));
-        self.cache.evict(id);
+        let policy = self.policy.load();
+        self.cache.follow_event(*id, version, action, at, &policy);
     }
 
     /// Checks the token and its secret; says nothing yet about the key's state.

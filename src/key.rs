@@ -8,6 +8,7 @@ use chrono::{DateTime, Utc};
 use ipnet::IpNet;
 use uuid::Uuid;
 
+use crate::events::EventAction;
 use crate::permission::Scope;
 use crate::token::{Environment, KeyId};
 
@@ -245,6 +246,30 @@ impl Key {
         } else {
             KeyState::Active
         }
+    }
+
+    /// The key after a state-only event at `at`: disabled, enabled or
+    /// revoked, one version on, as the store writes it (a revocation also ends
+    /// a rotated-out secret's grace). `None` for any other action, whose changes
+    /// an event does not carry. Lets a cached copy follow such an event without
+    /// reading the row again.
+    pub fn after_state_change(&self, action: EventAction, at: DateTime<Utc>) -> Option<Key> {
+        let mut next = self.clone();
+        match action {
+            EventAction::Disabled => next.disabled_at = Some(at),
+            EventAction::Enabled => next.disabled_at = None,
+            EventAction::Revoked => {
+                next.revoked_at = Some(at);
+                next.previous_secret_expires_at = None;
+            }
+            EventAction::Created
+            | EventAction::Updated
+            | EventAction::Rotated
+            | EventAction::Deleted => return None,
+        }
+        next.version = self.version + 1;
+        next.updated_at = at;
+        Some(next)
     }
 
     /// Whether a call from `client` may use this key: any address when the key

@@ -6,7 +6,7 @@
 //! |---|---|---|
 //! | `keygate_authorize_decisions_total` | counter | `reason` |
 //! | `keygate_rpc_duration_seconds` | histogram | `method`, `code` |
-//! | `keygate_cache_hits_total`, `keygate_cache_misses_total`, `keygate_cache_evictions_total` | counter | |
+//! | `keygate_cache_hits_total`, `keygate_cache_misses_total`, `keygate_cache_evictions_total`, `keygate_cache_changes_followed_total` | counter | |
 //! | `keygate_cache_entries` | gauge | |
 //! | `keygate_argon2_verifications_total` | counter | |
 //! | `keygate_argon2_verify_seconds` | histogram | |

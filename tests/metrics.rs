@@ -72,6 +72,16 @@ async fn metrics_count_decisions_cache_argon2_rpcs_and_the_listener(
         .disable_key(authed(&app.admin_token, request))
         .await
         .unwrap();
+    // The disable is taken in place by the cached key; a deletion evicts it.
+    let request = pb::DeleteKeyRequest {
+        key_id: key.id.clone(),
+        wait_for_propagation: Some(true),
+    };
+    app.client
+        .clone()
+        .delete_key(authed(&app.admin_token, request))
+        .await
+        .unwrap();
     let missing = pb::GetKeyRequest {
         key_id: keygate::token::KeyId::generate().to_string(),
     };
@@ -116,6 +126,7 @@ async fn metrics_count_decisions_cache_argon2_rpcs_and_the_listener(
     assert!(sample(&text, "keygate_argon2_verify_seconds_count") >= 2.0);
     assert!(sample(&text, "keygate_cache_hits_total") >= 9.0);
     assert!(sample(&text, "keygate_cache_misses_total") >= 1.0);
+    assert!(sample(&text, "keygate_cache_changes_followed_total") >= 1.0);
     assert!(sample(&text, "keygate_cache_evictions_total") >= 1.0);
     assert!(sample(&text, "keygate_cache_entries") >= 1.0);
     assert_eq!(sample(&text, "keygate_event_listener_connected"), 1.0);

@@ -112,53 +112,8 @@ fn accepted_by(evicted: &CachedKey, earlier: Option<&[AcceptedDigest]>) -> Vec<A
 
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeMap;
-
-    use chrono::Utc;
-
     use super::*;
-    use crate::key::{Key, KeyKind};
-    use crate::policy::{Policy, EMBEDDED_DEFAULT_POLICY};
-    use crate::store::keys::StoredKey;
-    use crate::token::Environment;
-
-    /// A PHC string: `<salt>$<hash>` after the parameters.
-    fn hash(salt_and_hash: &str) -> SecretHash {
-        SecretHash::from_stored(format!("$argon2id$v=19$m=8,t=1,p=1${salt_and_hash}"))
-    }
-
-    /// An entry for `id` with these hashes, as a load would build it.
-    fn entry(id: KeyId, current: &str, previous: Option<&str>) -> CachedKey {
-        let now = Utc::now();
-        let key = Key {
-            id,
-            organization_id: None,
-            kind: KeyKind::System,
-            environment: Environment::Live,
-            name: "carried".into(),
-            description: String::new(),
-            scopes: Vec::new(),
-            allowed_cidrs: Vec::new(),
-            expires_at: None,
-            metadata: BTreeMap::new(),
-            lock_scopes: false,
-            version: 1,
-            created_by: None,
-            created_at: now,
-            updated_at: now,
-            disabled_at: None,
-            revoked_at: None,
-            previous_secret_expires_at: None,
-            last_used_at: None,
-        };
-        let stored = StoredKey {
-            key,
-            secret_hash: hash(current),
-            previous_secret_hash: previous.map(hash),
-        };
-        let policy = Policy::parse(EMBEDDED_DEFAULT_POLICY).unwrap();
-        CachedKey::new(stored, &policy, 1)
-    }
+    use crate::cache::test_entries::entry;
 
     #[test]
     fn digests_go_only_to_the_slot_holding_their_hash() {

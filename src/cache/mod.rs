@@ -23,9 +23,11 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
+use chrono::{DateTime, Utc};
 use hmac::digest::KeyInit;
 use hmac::{Hmac, Mac};
-use moka::ops::compute::Op;
+use moka::ops::compute::{CompResult, Op};
+use moka::policy::EvictionPolicy;
 use moka::sync::Cache;
 use moka::Expiry;
 use rand::rngs::OsRng;
@@ -33,6 +35,7 @@ use rand::RngCore;
 use sha2::Sha256;
 use subtle::ConstantTimeEq;
 
+use crate::events::EventAction;
 use crate::hashing::SecretHash;
 use crate::key::Key;
 use crate::permission::EffectivePermissions;
@@ -154,15 +157,41 @@ impl CachedKey {
     /// The same entry with permissions recomputed under a new policy; the
     /// accepted digests carry over.
     fn with_policy(&self, policy: &Policy) -> CachedKey {
+        self.rebuilt(self.key.clone(), policy, true)
+    }
+
+    /// The entry after a state-only event (see [`Key::after_state_change`]);
+    /// the accepted digests carry over, but for a revoked key's previous one.
+    fn after_state_change(
+        &self,
+        action: EventAction,
+        at: DateTime<Utc>,
+        policy: &Policy,
+    ) -> Option<CachedKey> {
+        let key = self.key.after_state_change(action, at)?;
+        Some(self.rebuilt(key, policy, action != EventAction::Revoked))
+    }
+
+    /// This entry's secrets and bookkeeping around `key`, with permissions
+    /// computed under `policy`; the previous secret is dropped unless kept.
+    fn rebuilt(&self, key: Key, policy: &Policy, keep_previous: bool) -> CachedKey {
+        let (previous_secret_hash, previous_digest) = if keep_previous {
+            (
+                self.previous_secret_hash.clone(),
+                self.previous_digest.clone(),
+            )
+        } else {
+            (None, OnceLock::new())
+        };
         CachedKey {
-            key: self.key.clone(),
+            permissions: policy.catalog.effective(&key.scopes),
+            key,
             key_id_text: self.key_id_text,
             organization_id_text: self.organization_id_text,
-            permissions: policy.catalog.effective(&self.key.scopes),
             secret_hash: self.secret_hash.clone(),
-            previous_secret_hash: self.previous_secret_hash.clone(),
+            previous_secret_hash,
             current_digest: self.current_digest.clone(),
-            previous_digest: self.previous_digest.clone(),
+            previous_digest,
             verification: tokio::sync::Mutex::new(AttemptWindow::new()),
             last_used_reported: AtomicI64::new(self.last_used_reported.load(Ordering::Relaxed)),
             validated_epoch: std::sync::atomic::AtomicU64::new(
@@ -267,8 +296,14 @@ impl KeyCache {
         let mut digest_key = [0u8; 64];
         OsRng.fill_bytes(&mut digest_key);
         let keyed_mac = <Hmac<Sha256> as KeyInit>::new(&digest_key.into());
+        // Least recently used, not moka's default TinyLFU: a key enters only
+        // after argon2 accepted its secret, so entries arrive no faster than
+        // argon2 runs, and TinyLFU could refuse a newly verified key when the
+        // cache is full, making each of its requests pay argon2 again. LRU also
+        // skips the frequency sketch, which every read would otherwise update.
         let keys = Cache::builder()
             .max_capacity(settings.capacity)
+            .eviction_policy(EvictionPolicy::lru())
             .expire_after(LoadedLifetime { ttl: settings.ttl })
             .build();
         let unknown = Cache::builder()
@@ -377,6 +412,49 @@ impl KeyCache {
         self.unknown.invalidate(id);
     }
 
+    /// Follows a key event that brought key `id` to `version`: an entry at
+    /// that version or later already holds the change and stays; one exactly
+    /// one version behind takes a state-only change (disable, enable, revoke)
+    /// in place, so that the next request needs no database read; any other
+    /// entry is evicted as by [`KeyCache::evict`]. Atomic with respect to
+    /// other writes of that key.
+    pub fn follow_event(
+        &self,
+        id: KeyId,
+        version: i64,
+        action: Option<EventAction>,
+        at: DateTime<Utc>,
+        policy: &Policy,
+    ) {
+        let outcome = self.keys.entry(id).and_compute_with(|existing| {
+            let Some(cached) = existing else {
+                return Op::Nop;
+            };
+            let cached = cached.into_value();
+            if cached.key.version >= version {
+                return Op::Nop;
+            }
+            let followed = action
+                .filter(|_| cached.key.version.checked_add(1) == Some(version))
+                .and_then(|action| cached.after_state_change(action, at, policy));
+            match followed {
+                Some(changed) => Op::Put(Arc::new(changed)),
+                None => Op::Remove,
+            }
+        });
+        match outcome {
+            CompResult::ReplacedWith(_) => {
+                metrics::counter!("keygate_cache_changes_followed_total").increment(1);
+            }
+            CompResult::Removed(evicted) => {
+                metrics::counter!("keygate_cache_evictions_total").increment(1);
+                self.carried.remember(evicted.value());
+            }
+            CompResult::StillNone(_) | CompResult::Unchanged(_) | CompResult::Inserted(_) => {}
+        }
+        self.unknown.invalidate(&id);
+    }
+
     /// Recomputes every entry's permissions under a new policy. Takes time in
     /// proportion to the cache's size: call it off the async workers.
     pub fn apply_policy(&self, policy: &Policy) {
@@ -406,6 +484,59 @@ impl KeyCache {
     pub fn run_pending_tasks(&self) {
         self.keys.run_pending_tasks();
         self.unknown.run_pending_tasks();
+    }
+}
+
+/// Entries as a load would build them, for the cache's unit tests.
+#[cfg(test)]
+mod test_entries {
+    use std::collections::BTreeMap;
+
+    use chrono::Utc;
+
+    use super::CachedKey;
+    use crate::hashing::SecretHash;
+    use crate::key::{Key, KeyKind};
+    use crate::policy::{Policy, EMBEDDED_DEFAULT_POLICY};
+    use crate::store::keys::StoredKey;
+    use crate::token::{Environment, KeyId};
+
+    /// A PHC string: `<salt>$<hash>` after the parameters.
+    fn hash(salt_and_hash: &str) -> SecretHash {
+        SecretHash::from_stored(format!("$argon2id$v=19$m=8,t=1,p=1${salt_and_hash}"))
+    }
+
+    /// An entry for `id` at version 1 with these hashes (`<salt>$<hash>`).
+    pub fn entry(id: KeyId, current: &str, previous: Option<&str>) -> CachedKey {
+        let now = Utc::now();
+        let key = Key {
+            id,
+            organization_id: None,
+            kind: KeyKind::System,
+            environment: Environment::Live,
+            name: "cached".into(),
+            description: String::new(),
+            scopes: Vec::new(),
+            allowed_cidrs: Vec::new(),
+            expires_at: None,
+            metadata: BTreeMap::new(),
+            lock_scopes: false,
+            version: 1,
+            created_by: None,
+            created_at: now,
+            updated_at: now,
+            disabled_at: None,
+            revoked_at: None,
+            previous_secret_expires_at: None,
+            last_used_at: None,
+        };
+        let stored = StoredKey {
+            key,
+            secret_hash: hash(current),
+            previous_secret_hash: previous.map(hash),
+        };
+        let policy = Policy::parse(EMBEDDED_DEFAULT_POLICY).unwrap();
+        CachedKey::new(stored, &policy, 1)
     }
 }
 
@@ -483,5 +614,57 @@ mod tests {
         assert_eq!(first.digest("secret"), first.digest("secret"));
         assert_ne!(first.digest("secret"), first.digest("secreT"));
         assert_ne!(first.digest("secret"), second.digest("secret"));
+    }
+
+    #[test]
+    fn state_changes_are_followed_in_place_one_version_on_and_anything_else_evicts() {
+        let policy = Policy::parse(crate::policy::EMBEDDED_DEFAULT_POLICY).unwrap();
+        let cache = KeyCache::new(CacheSettings::default());
+        let id = KeyId::generate();
+        let (current, previous) = ([1u8; 32], [2u8; 32]);
+        let at = Utc::now();
+        let cached = |cache: &KeyCache| cache.get(&id).flatten();
+        let mut rotated = test_entries::entry(id, "salt2$two", Some("salt1$one"));
+        rotated.key.previous_secret_expires_at = Some(at + chrono::Duration::hours(1));
+        rotated.accept_current(current);
+        rotated.accept_previous(previous);
+        cache.insert(rotated);
+
+        cache.follow_event(id, 2, Some(EventAction::Disabled), at, &policy);
+        let disabled = cached(&cache).expect("a disable is followed in place");
+        assert_eq!(disabled.key.version, 2);
+        assert_eq!(disabled.key.disabled_at, Some(at));
+        assert!(disabled.match_current(&current) && disabled.match_previous(&previous));
+
+        cache.follow_event(id, 3, Some(EventAction::Enabled), at, &policy);
+        let enabled = cached(&cache).expect("an enable is followed in place");
+        assert_eq!((enabled.key.version, enabled.key.disabled_at), (3, None));
+        assert!(enabled.previous_in_grace(at));
+
+        // A revocation also ends the rotated-out secret's grace.
+        cache.follow_event(id, 4, Some(EventAction::Revoked), at, &policy);
+        let revoked = cached(&cache).expect("a revocation is followed in place");
+        assert_eq!(revoked.key.version, 4);
+        assert_eq!(revoked.key.revoked_at, Some(at));
+        assert_eq!(revoked.key.previous_secret_expires_at, None);
+        assert!(revoked.previous_secret_hash.is_none());
+        assert!(!revoked.match_previous(&previous));
+        assert!(revoked.match_current(&current));
+
+        // The same event heard again (the origin followed it before its
+        // listener heard it): the entry already holds it and stays.
+        cache.follow_event(id, 4, Some(EventAction::Revoked), at, &policy);
+        assert!(cached(&cache).is_some_and(|again| Arc::ptr_eq(&again, &revoked)));
+
+        // A version skipped (the entry is older than the event's base): evicted.
+        cache.follow_event(id, 6, Some(EventAction::Disabled), at, &policy);
+        assert!(cache.get(&id).is_none());
+
+        // Changes an event does not carry, or no action known: evicted.
+        for action in [Some(EventAction::Updated), Some(EventAction::Rotated), None] {
+            cache.insert(test_entries::entry(id, "salt2$two", None));
+            cache.follow_event(id, 2, action, at, &policy);
+            assert!(cache.get(&id).is_none(), "{action:?}");
+        }
     }
 }

@@ -263,7 +263,8 @@ impl KeyManager {
             )
             .await?;
         transaction.commit().await.map_err(StoreError::from)?;
-        self.authorizer.forget(key_id, key.version);
+        self.authorizer
+            .follow_change(key_id, key.version, Some(action), key.updated_at);
         tracing::info!(key_id = %key.id, disabled, "key state changed");
         Ok((key, self.propagate(sequence, wait).await))
     }
@@ -306,7 +307,12 @@ impl KeyManager {
             )
             .await?;
         transaction.commit().await.map_err(StoreError::from)?;
-        self.authorizer.forget(key_id, key.version);
+        self.authorizer.follow_change(
+            key_id,
+            key.version,
+            Some(EventAction::Revoked),
+            key.updated_at,
+        );
         tracing::info!(key_id = %key.id, "key revoked");
         Ok((key, self.propagate(sequence, wait).await))
     }

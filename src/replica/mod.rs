@@ -20,6 +20,7 @@ use sqlx::PgPool;
 use uuid::Uuid;
 
 use crate::authorizer::Authorizer;
+use crate::events::EventAction;
 use crate::freshness::{now_millis, Freshness};
 use crate::store::events::{Waiter, NOTIFY_CHANNEL, PROGRESS_CHANNEL};
 use crate::token::KeyId;
@@ -125,7 +126,8 @@ pub async fn deregister(pool: &PgPool, replica: &Replica) {
 }
 
 /// A key-event notification:
-/// `<seq> <key uuid> <version> [<unix ms written> [<origin replica uuid> | -]]`.
+/// `<seq> <key uuid> <version> [<unix ms written> [<waiter> [<action>]]]`
+/// (see [`NOTIFY_CHANNEL`]; writers from before the later fields omit them).
 #[derive(Debug, PartialEq, Eq)]
 struct KeyEventNotice {
     sequence: i64,
@@ -133,6 +135,8 @@ struct KeyEventNotice {
     version: i64,
     written_at_millis: Option<i64>,
     waiter: Waiter,
+    /// `None` when absent or not known to this replica: the key is evicted.
+    action: Option<EventAction>,
 }
 
 fn parse_payload(payload: &str) -> Option<KeyEventNotice> {
@@ -142,12 +146,14 @@ fn parse_payload(payload: &str) -> Option<KeyEventNotice> {
     let version = parts.next()?.parse().ok()?;
     let written_at_millis = parts.next().and_then(|millis| millis.parse().ok());
     let waiter = Waiter::parse(parts.next());
+    let action = parts.next().and_then(EventAction::parse);
     Some(KeyEventNotice {
         sequence,
         key_id,
         version,
         written_at_millis,
         waiter,
+        action,
     })
 }
 
@@ -215,7 +221,18 @@ async fn listen(
                         tracing::warn!("ignoring a malformed key event notification");
                         continue;
                     };
-                    authorizer.forget(&event.key_id, event.version);
+                    let written_at = event
+                        .written_at_millis
+                        .and_then(chrono::DateTime::from_timestamp_millis);
+                    // The cached copy of a disable, enable or revocation
+                    // takes the writer's clock for its time: only the state
+                    // counts for decisions.
+                    authorizer.follow_change(
+                        &event.key_id,
+                        event.version,
+                        event.action,
+                        written_at.unwrap_or_else(chrono::Utc::now),
+                    );
                     if let Some(written_at) = event.written_at_millis {
                         let lag_seconds = (now_millis() - written_at).max(0) as f64 / 1000.0;
                         metrics::histogram!("keygate_event_apply_lag_seconds").record(lag_seconds);
@@ -329,22 +346,42 @@ mod tests {
     fn payloads() {
         let id = KeyId::generate();
         let payload = format!("42 {} 7 1700000000000", id.as_uuid());
-        let notice = |waiter| KeyEventNotice {
+        let notice = |waiter, action| KeyEventNotice {
             sequence: 42,
             key_id: id,
             version: 7,
             written_at_millis: Some(1_700_000_000_000),
             waiter,
+            action,
         };
-        assert_eq!(parse_payload(&payload), Some(notice(Waiter::Unnamed)));
+        // As writers from before the waiter and the action fields sent them.
+        assert_eq!(parse_payload(&payload), Some(notice(Waiter::Unnamed, None)));
         let origin = Uuid::new_v4();
         assert_eq!(
             parse_payload(&format!("{payload} {origin}")),
-            Some(notice(Waiter::Origin(origin)))
+            Some(notice(Waiter::Origin(origin), None))
         );
         assert_eq!(
             parse_payload(&format!("{payload} -")),
-            Some(notice(Waiter::Nobody))
+            Some(notice(Waiter::Nobody, None))
+        );
+        // As they are written now.
+        assert_eq!(
+            parse_payload(&format!("{payload} {origin} revoked")),
+            Some(notice(Waiter::Origin(origin), Some(EventAction::Revoked)))
+        );
+        assert_eq!(
+            parse_payload(&format!("{payload} * disabled")),
+            Some(notice(Waiter::Unnamed, Some(EventAction::Disabled)))
+        );
+        assert_eq!(
+            parse_payload(&format!("{payload} - updated")),
+            Some(notice(Waiter::Nobody, Some(EventAction::Updated)))
+        );
+        // An action this replica does not know: the key is evicted.
+        assert_eq!(
+            parse_payload(&format!("{payload} - renamed")),
+            Some(notice(Waiter::Nobody, None))
         );
         assert_eq!(parse_payload("42 nope 7"), None);
         assert_eq!(parse_payload(""), None);

@@ -11,8 +11,11 @@ use crate::events::{EventAction, KeyEvent};
 use crate::token::{Environment, KeyId};
 
 /// The channel every replica listens on; payload
-/// `<seq> <key uuid> <version> <unix ms when written> [<origin replica uuid> | -]`,
-/// where `-` says that nobody waits for the event.
+/// `<seq> <key uuid> <version> <unix ms when written> <waiter> <action>`, where
+/// the waiter is the origin replica's uuid, `-` (nobody waits for the event) or
+/// `*` (a waiter not named), and the action is the event's (`revoked`, …).
+/// Readers take the last two fields as optional: writers from before them
+/// sent neither, or no action.
 pub const NOTIFY_CHANNEL: &str = "keygate_key_events";
 /// Replicas report the last event they applied (payload
 /// `<replica uuid> <last applied seq>`) on this channel followed by `_` and the
@@ -48,7 +51,7 @@ pub enum Waiter {
 }
 
 impl Waiter {
-    /// Reads the notification's last field, if it has one.
+    /// Reads the notification's waiter field, if it has one.
     pub fn parse(field: Option<&str>) -> Waiter {
         match field {
             Some("-") => Waiter::Nobody,
@@ -57,12 +60,13 @@ impl Waiter {
         }
     }
 
-    /// The notification's last field, with its separating space.
+    /// The notification's waiter field. `*` for a waiter not named: a reader
+    /// from before the action field reads it as not named too (not a uuid).
     fn payload_field(self) -> String {
         match self {
-            Waiter::Origin(origin) => format!(" {origin}"),
-            Waiter::Unnamed => String::new(),
-            Waiter::Nobody => " -".to_owned(),
+            Waiter::Origin(origin) => origin.to_string(),
+            Waiter::Unnamed => "*".to_owned(),
+            Waiter::Nobody => "-".to_owned(),
         }
     }
 }
@@ -89,11 +93,12 @@ pub async fn insert_event(
         .await?;
     // The payload after the sequence, which the database assigns.
     let payload_tail = format!(
-        "{} {} {}{}",
+        "{} {} {} {} {}",
         event.key_id.as_uuid(),
         event.key_version,
         Utc::now().timestamp_millis(),
-        event.waiter.payload_field()
+        event.waiter.payload_field(),
+        event.action.as_str()
     );
     let sequence: i64 = sqlx::query_scalar(
         "WITH event AS (INSERT INTO key_events \
@@ -199,7 +204,7 @@ mod tests {
             Waiter::Nobody,
         ] {
             let field = waiter.payload_field();
-            let read = Waiter::parse(field.strip_prefix(' '));
+            let read = Waiter::parse(Some(&field));
             assert_eq!(read, waiter, "field {field:?}");
         }
         assert_eq!(Waiter::parse(Some("not-a-uuid")), Waiter::Unnamed);

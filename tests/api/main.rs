@@ -21,5 +21,6 @@ mod outage;
 mod reloads;
 mod replicas;
 mod rotation;
+mod state_changes;
 mod telemetry;
 mod tls;
