@@ -242,7 +242,7 @@ fn with_tombstones(count: usize) -> (Arc<keygate::freshness::Freshness>, Vec<Key
     let freshness = keygate::freshness::Freshness::new();
     let live: Vec<KeyId> = (0..count).map(|_| KeyId::generate()).collect();
     for id in &live {
-        freshness.add_tombstone(*id, 2, |_| {});
+        freshness.add_tombstone(*id, 2, |_, _| {});
     }
     (freshness, live)
 }
@@ -264,7 +264,7 @@ fn tombstones(criterion: &mut Criterion) {
     let (freshness, _) = with_tombstones(50_000);
     // Each iteration leaves one more: the map grows from 50,000 as this runs.
     criterion.bench_function("tombstone_add_from_50k_live", |bencher| {
-        bencher.iter(|| freshness.add_tombstone(KeyId::generate(), 2, |_| {}));
+        bencher.iter(|| freshness.add_tombstone(KeyId::generate(), 2, |_, _| {}));
     });
 }
 

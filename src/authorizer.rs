@@ -17,7 +17,7 @@ use sqlx::PgPool;
 
 use crate::cache::{CachedKey, KeyCache, SecretDigest};
 use crate::decision::{AuthorizeRequest, Decision, KeyIdentity, Reason, SecretSlot, Target};
-use crate::events::EventAction;
+use crate::events::StateChange;
 use crate::freshness::{Freshness, StalePolicy, VERSION_CHECK_TIMEOUT};
 use crate::hashing::{HashingError, SecretHasher};
 use crate::policy::Policy;
@@ -135,27 +135,18 @@ impl Authorizer {
         self.cache.evict(id);
     }
 
-    /// Forgets a key that changed to `version` (`i64::MAX`: deleted), leaving a
-    /// tombstone so that a load that read the old row cannot bring it back.
-    pub fn forget(&self, id: &KeyId, version: i64) {
-        self.follow_change(id, version, None, Utc::now());
-    }
-
-    /// Follows a change of key `id` to `version` by `action` at `at`, leaving
-    /// a tombstone as [`Authorizer::forget`] does: a cached copy one version
-    /// behind takes a disable, enable or revocation in place (no reload
-    /// needed); otherwise, or with no action known, the key is evicted.
-    pub fn follow_change(
-        &self,
-        id: &KeyId,
-        version: i64,
-        action: Option<EventAction>,
-        at: DateTime<Utc>,
-    ) {
+    /// Follows a change of key `id` to `version` (`i64::MAX`: deleted),
+    /// leaving a tombstone so that a load that read an older row cannot bring
+    /// it back: a cached entry one version behind takes a disable, enable or
+    /// revocation in place (no reload needed), one already at `version` stays,
+    /// and any other is evicted, as is every entry when `change` is `None`.
+    pub fn follow_change(&self, id: &KeyId, version: i64, change: Option<StateChange>) {
         self.freshness
-            .add_tombstone(*id, version, |expired| self.cache.evict(&expired));
+            .add_tombstone(*id, version, |expired, guarded| {
+                self.cache.evict_older_than(&expired, guarded)
+            });
         let policy = self.policy.load();
-        self.cache.follow_event(*id, version, action, at, &policy);
+        self.cache.follow_event(*id, version, change, &policy);
     }
 
     /// Checks the token and its secret; says nothing yet about the key's state.

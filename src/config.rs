@@ -148,7 +148,7 @@ pub struct CacheArgs {
     /// Most keys each replica caches.
     #[arg(long, env = "KEYGATE_CACHE_CAPACITY", default_value_t = CacheSettings::default().capacity)]
     pub cache_capacity: u64,
-    /// Seconds a cached key lives (a backstop; changes evict it at once).
+    /// Seconds a cached key lives (a backstop; changes reach the cache at once).
     #[arg(long, env = "KEYGATE_CACHE_TTL_SECONDS", default_value_t = CacheSettings::default().ttl.as_secs())]
     pub cache_ttl_seconds: u64,
     /// Seconds an unknown key id is remembered as unknown.

@@ -46,6 +46,14 @@ impl EventAction {
     }
 }
 
+/// A change to a key as a cached copy may follow it: the event's action and
+/// when it happened (see [`crate::key::Key::after_state_change`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StateChange {
+    pub action: EventAction,
+    pub at: DateTime<Utc>,
+}
+
 /// One audit log entry.
 #[derive(Debug, Clone)]
 pub struct KeyEvent {

@@ -7,7 +7,7 @@
 //! older epoch, or any entry while the cache is untrusted, is checked against
 //! the key's current version (one indexed read, no argon2) before use.
 //!
-//! Evictions from notifications also leave a *tombstone* (the key's new
+//! Every change a notification brings also leaves a *tombstone* (the key's new
 //! version) for a minute, so that a load that read the row before the change
 //! committed can never put the old state back: an entry older than its
 //! tombstone is treated as stale.
@@ -221,9 +221,10 @@ impl Freshness {
     }
 
     /// Records that `id` changed to `version`, and retires expired tombstones:
-    /// `evict` is called with each one's key id before the tombstone goes, so
+    /// `evict` is called with each one's key id and version before the
+    /// tombstone goes (to evict entries older than that version), so
     /// that a stale entry it was guarding is never seen unguarded.
-    pub fn add_tombstone(&self, id: KeyId, version: i64, evict: impl FnMut(KeyId)) {
+    pub fn add_tombstone(&self, id: KeyId, version: i64, evict: impl FnMut(KeyId, i64)) {
         let mut left = self.lock_tombstone_queue();
         // Read under the lock, so that the queue stays in time order.
         let now = Instant::now();
@@ -245,7 +246,7 @@ impl Freshness {
         id: KeyId,
         version: i64,
         now: Instant,
-        mut evict: impl FnMut(KeyId),
+        mut evict: impl FnMut(KeyId, i64),
     ) {
         let mut next = Tombstones::clone(&self.tombstones.load());
         while let Some(&(left_at, old_id)) = left.front() {
@@ -254,12 +255,11 @@ impl Freshness {
             }
             left.pop_front();
             // Only the latest listing of a tombstone retires it.
-            if next
-                .get(&old_id)
-                .is_some_and(|(_, renewed_at)| *renewed_at == left_at)
-            {
-                evict(old_id);
-                next.remove(&old_id);
+            if let Some(&(guarded, renewed_at)) = next.get(&old_id) {
+                if renewed_at == left_at {
+                    evict(old_id, guarded);
+                    next.remove(&old_id);
+                }
             }
         }
         // After a burst, give back most of what the queue grew to.
@@ -277,7 +277,9 @@ impl Freshness {
     fn add_tombstone_at(&self, id: KeyId, version: i64, now: Instant) -> Vec<KeyId> {
         let mut left = self.lock_tombstone_queue();
         let mut evicted = Vec::new();
-        self.leave_tombstone(&mut left, id, version, now, |expired| evicted.push(expired));
+        self.leave_tombstone(&mut left, id, version, now, |expired, _| {
+            evicted.push(expired)
+        });
         evicted
     }
 }
@@ -331,10 +333,10 @@ mod tests {
     fn tombstones_supersede_older_versions_only() {
         let freshness = Freshness::new();
         let id = KeyId::generate();
-        freshness.add_tombstone(id, 5, |_| {});
+        freshness.add_tombstone(id, 5, |_, _| {});
         assert!(freshness.is_superseded(&id, 4));
         assert!(!freshness.is_superseded(&id, 5));
-        freshness.add_tombstone(id, 3, |_| {});
+        freshness.add_tombstone(id, 3, |_, _| {});
         assert!(
             freshness.is_superseded(&id, 4),
             "a tombstone never moves back"
@@ -374,11 +376,17 @@ mod tests {
         let later = start + TOMBSTONE_LIFETIME;
         let mut left = freshness.lock_tombstone_queue();
         let mut evicted = Vec::new();
-        freshness.leave_tombstone(&mut left, KeyId::generate(), 1, later, |expired| {
-            assert!(freshness.is_superseded(&expired, 3));
-            evicted.push(expired);
-        });
-        assert_eq!(evicted, vec![id]);
+        freshness.leave_tombstone(
+            &mut left,
+            KeyId::generate(),
+            1,
+            later,
+            |expired, guarded| {
+                assert!(freshness.is_superseded(&expired, 3));
+                evicted.push((expired, guarded));
+            },
+        );
+        assert_eq!(evicted, vec![(id, 4)]);
         assert!(!freshness.is_superseded(&id, 3));
     }
 

@@ -8,7 +8,7 @@ use chrono::{DateTime, Utc};
 use ipnet::IpNet;
 use uuid::Uuid;
 
-use crate::events::EventAction;
+use crate::events::{EventAction, StateChange};
 use crate::permission::Scope;
 use crate::token::{Environment, KeyId};
 
@@ -248,18 +248,18 @@ impl Key {
         }
     }
 
-    /// The key after a state-only event at `at`: disabled, enabled or
-    /// revoked, one version on, as the store writes it (a revocation also ends
-    /// a rotated-out secret's grace). `None` for any other action, whose changes
-    /// an event does not carry. Lets a cached copy follow such an event without
-    /// reading the row again.
-    pub fn after_state_change(&self, action: EventAction, at: DateTime<Utc>) -> Option<Key> {
+    /// The key after a state-only change: disabled, enabled or revoked at
+    /// `change.at`, one version on, as the store writes it (a revocation also
+    /// ends a rotated-out secret's grace). `None` for any other action, whose
+    /// changes an event does not carry. Lets a cached copy follow such an
+    /// event without reading the row again.
+    pub fn after_state_change(&self, change: &StateChange) -> Option<Key> {
         let mut next = self.clone();
-        match action {
-            EventAction::Disabled => next.disabled_at = Some(at),
+        match change.action {
+            EventAction::Disabled => next.disabled_at = Some(change.at),
             EventAction::Enabled => next.disabled_at = None,
             EventAction::Revoked => {
-                next.revoked_at = Some(at);
+                next.revoked_at = Some(change.at);
                 next.previous_secret_expires_at = None;
             }
             EventAction::Created
@@ -267,8 +267,8 @@ impl Key {
             | EventAction::Rotated
             | EventAction::Deleted => return None,
         }
-        next.version = self.version + 1;
-        next.updated_at = at;
+        next.version = self.version.checked_add(1)?;
+        next.updated_at = change.at;
         Some(next)
     }
 

@@ -113,7 +113,7 @@ fn accepted_by(evicted: &CachedKey, earlier: Option<&[AcceptedDigest]>) -> Vec<A
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cache::test_entries::entry;
+    use crate::cache::tests::entry;
 
     #[test]
     fn digests_go_only_to_the_slot_holding_their_hash() {

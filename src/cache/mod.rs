@@ -23,11 +23,9 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
-use chrono::{DateTime, Utc};
 use hmac::digest::KeyInit;
 use hmac::{Hmac, Mac};
 use moka::ops::compute::{CompResult, Op};
-use moka::policy::EvictionPolicy;
 use moka::sync::Cache;
 use moka::Expiry;
 use rand::rngs::OsRng;
@@ -35,7 +33,7 @@ use rand::RngCore;
 use sha2::Sha256;
 use subtle::ConstantTimeEq;
 
-use crate::events::EventAction;
+use crate::events::{EventAction, StateChange};
 use crate::hashing::SecretHash;
 use crate::key::Key;
 use crate::permission::EffectivePermissions;
@@ -157,31 +155,30 @@ impl CachedKey {
     /// The same entry with permissions recomputed under a new policy; the
     /// accepted digests carry over.
     fn with_policy(&self, policy: &Policy) -> CachedKey {
-        self.rebuilt(self.key.clone(), policy, true)
+        self.rebuilt(self.key.clone(), policy, PreviousSecret::Keep)
     }
 
-    /// The entry after a state-only event (see [`Key::after_state_change`]);
+    /// The entry after a state-only change (see [`Key::after_state_change`]);
     /// the accepted digests carry over, but for a revoked key's previous one.
-    fn after_state_change(
-        &self,
-        action: EventAction,
-        at: DateTime<Utc>,
-        policy: &Policy,
-    ) -> Option<CachedKey> {
-        let key = self.key.after_state_change(action, at)?;
-        Some(self.rebuilt(key, policy, action != EventAction::Revoked))
+    fn after_state_change(&self, change: &StateChange, policy: &Policy) -> Option<CachedKey> {
+        let key = self.key.after_state_change(change)?;
+        let previous = if change.action == EventAction::Revoked {
+            PreviousSecret::Drop
+        } else {
+            PreviousSecret::Keep
+        };
+        Some(self.rebuilt(key, policy, previous))
     }
 
     /// This entry's secrets and bookkeeping around `key`, with permissions
-    /// computed under `policy`; the previous secret is dropped unless kept.
-    fn rebuilt(&self, key: Key, policy: &Policy, keep_previous: bool) -> CachedKey {
-        let (previous_secret_hash, previous_digest) = if keep_previous {
-            (
+    /// computed under `policy`.
+    fn rebuilt(&self, key: Key, policy: &Policy, previous: PreviousSecret) -> CachedKey {
+        let (previous_secret_hash, previous_digest) = match previous {
+            PreviousSecret::Keep => (
                 self.previous_secret_hash.clone(),
                 self.previous_digest.clone(),
-            )
-        } else {
-            (None, OnceLock::new())
+            ),
+            PreviousSecret::Drop => (None, OnceLock::new()),
         };
         CachedKey {
             permissions: policy.catalog.effective(&key.scopes),
@@ -236,6 +233,12 @@ impl CachedKey {
     pub fn accept_previous(&self, digest: SecretDigest) {
         let _ = self.previous_digest.set(digest);
     }
+}
+
+/// Whether a rebuilt entry keeps the rotated-out secret (hash and digest).
+enum PreviousSecret {
+    Keep,
+    Drop,
 }
 
 /// Compares two digests in constant time: every byte's difference is folded
@@ -296,14 +299,8 @@ impl KeyCache {
         let mut digest_key = [0u8; 64];
         OsRng.fill_bytes(&mut digest_key);
         let keyed_mac = <Hmac<Sha256> as KeyInit>::new(&digest_key.into());
-        // Least recently used, not moka's default TinyLFU: a key enters only
-        // after argon2 accepted its secret, so entries arrive no faster than
-        // argon2 runs, and TinyLFU could refuse a newly verified key when the
-        // cache is full, making each of its requests pay argon2 again. LRU also
-        // skips the frequency sketch, which every read would otherwise update.
         let keys = Cache::builder()
             .max_capacity(settings.capacity)
-            .eviction_policy(EvictionPolicy::lru())
             .expire_after(LoadedLifetime { ttl: settings.ttl })
             .build();
         let unknown = Cache::builder()
@@ -405,25 +402,45 @@ impl KeyCache {
     /// Forgets a key (positive or negative entry); the secrets argon2
     /// accepted for it carry over to its reload if its hashes are unchanged.
     pub fn evict(&self, id: &KeyId) {
-        metrics::counter!("keygate_cache_evictions_total").increment(1);
         if let Some(evicted) = self.keys.remove(id) {
+            metrics::counter!("keygate_cache_evictions_total").increment(1);
             self.carried.remember(&evicted);
         }
         self.unknown.invalidate(id);
+    }
+
+    /// Evicts `id` only if its entry is older than `version` (see
+    /// [`KeyCache::evict`]): what a retiring tombstone guarded against.
+    pub fn evict_older_than(&self, id: &KeyId, version: i64) {
+        let outcome = self
+            .keys
+            .entry(*id)
+            .and_compute_with(|existing| match existing {
+                Some(cached) if cached.value().key.version < version => Op::Remove,
+                _ => Op::Nop,
+            });
+        if let CompResult::Removed(evicted) = outcome {
+            metrics::counter!("keygate_cache_evictions_total").increment(1);
+            self.carried.remember(evicted.value());
+        }
     }
 
     /// Follows a key event that brought key `id` to `version`: an entry at
     /// that version or later already holds the change and stays; one exactly
     /// one version behind takes a state-only change (disable, enable, revoke)
     /// in place, so that the next request needs no database read; any other
-    /// entry is evicted as by [`KeyCache::evict`]. Atomic with respect to
-    /// other writes of that key.
+    /// entry is evicted as by [`KeyCache::evict`].
+    ///
+    /// Serialized only with other computes of the key, not with a load's
+    /// insert or an eviction racing it. Either order is safe: the entry put
+    /// here is exactly the row at `version`, and the caller has left a
+    /// tombstone at `version` first, so an older entry landing afterwards is
+    /// never used.
     pub fn follow_event(
         &self,
         id: KeyId,
         version: i64,
-        action: Option<EventAction>,
-        at: DateTime<Utc>,
+        change: Option<StateChange>,
         policy: &Policy,
     ) {
         let outcome = self.keys.entry(id).and_compute_with(|existing| {
@@ -434,9 +451,9 @@ impl KeyCache {
             if cached.key.version >= version {
                 return Op::Nop;
             }
-            let followed = action
+            let followed = change
                 .filter(|_| cached.key.version.checked_add(1) == Some(version))
-                .and_then(|action| cached.after_state_change(action, at, policy));
+                .and_then(|change| cached.after_state_change(&change, policy));
             match followed {
                 Some(changed) => Op::Put(Arc::new(changed)),
                 None => Op::Remove,
@@ -487,184 +504,5 @@ impl KeyCache {
     }
 }
 
-/// Entries as a load would build them, for the cache's unit tests.
 #[cfg(test)]
-mod test_entries {
-    use std::collections::BTreeMap;
-
-    use chrono::Utc;
-
-    use super::CachedKey;
-    use crate::hashing::SecretHash;
-    use crate::key::{Key, KeyKind};
-    use crate::policy::{Policy, EMBEDDED_DEFAULT_POLICY};
-    use crate::store::keys::StoredKey;
-    use crate::token::{Environment, KeyId};
-
-    /// A PHC string: `<salt>$<hash>` after the parameters.
-    fn hash(salt_and_hash: &str) -> SecretHash {
-        SecretHash::from_stored(format!("$argon2id$v=19$m=8,t=1,p=1${salt_and_hash}"))
-    }
-
-    /// An entry for `id` at version 1 with these hashes (`<salt>$<hash>`).
-    pub fn entry(id: KeyId, current: &str, previous: Option<&str>) -> CachedKey {
-        let now = Utc::now();
-        let key = Key {
-            id,
-            organization_id: None,
-            kind: KeyKind::System,
-            environment: Environment::Live,
-            name: "cached".into(),
-            description: String::new(),
-            scopes: Vec::new(),
-            allowed_cidrs: Vec::new(),
-            expires_at: None,
-            metadata: BTreeMap::new(),
-            lock_scopes: false,
-            version: 1,
-            created_by: None,
-            created_at: now,
-            updated_at: now,
-            disabled_at: None,
-            revoked_at: None,
-            previous_secret_expires_at: None,
-            last_used_at: None,
-        };
-        let stored = StoredKey {
-            key,
-            secret_hash: hash(current),
-            previous_secret_hash: previous.map(hash),
-        };
-        let policy = Policy::parse(EMBEDDED_DEFAULT_POLICY).unwrap();
-        CachedKey::new(stored, &policy, 1)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn attempt_windows_refill_each_second() {
-        let start = Instant::now();
-        let mut window = AttemptWindow {
-            started: start,
-            attempts: 0,
-        };
-        assert!(window.try_take(2, start));
-        assert!(window.try_take(2, start));
-        assert!(!window.try_take(2, start + Duration::from_millis(500)));
-        assert!(window.try_take(2, start + Duration::from_millis(1000)));
-    }
-
-    #[test]
-    fn digests_match_only_when_every_byte_does() {
-        let accepted: SecretDigest = std::array::from_fn(|index| index as u8);
-        assert!(digests_match(&accepted, &accepted.clone()));
-        for index in 0..accepted.len() {
-            for flipped_bit in [0x01u8, 0x80] {
-                let mut presented = accepted;
-                presented[index] ^= flipped_bit;
-                assert!(!digests_match(&accepted, &presented), "byte {index}");
-            }
-        }
-    }
-
-    #[tokio::test]
-    async fn concurrent_misses_share_one_load_and_its_result_is_cached() {
-        let cache = KeyCache::new(CacheSettings::default());
-        let id = KeyId::generate();
-        let runs = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-        let release = Arc::new(tokio::sync::Semaphore::new(0));
-        let mut waiters = Vec::new();
-        for _ in 0..8 {
-            let cache = cache.clone();
-            let runs = runs.clone();
-            let release = release.clone();
-            waiters.push(tokio::spawn(async move {
-                let load = || async move {
-                    runs.fetch_add(1, Ordering::SeqCst);
-                    let _released = release.acquire().await;
-                    Ok(None)
-                };
-                cache.get_or_load(id, load).await
-            }));
-        }
-        while runs.load(Ordering::SeqCst) == 0 {
-            tokio::task::yield_now().await;
-        }
-        for _ in 0..20 {
-            tokio::task::yield_now().await;
-        }
-        release.add_permits(8);
-        for waiter in waiters {
-            assert!(matches!(waiter.await.unwrap(), Ok(None)));
-        }
-        assert_eq!(runs.load(Ordering::SeqCst), 1);
-        assert!(matches!(cache.get(&id), Some(None)));
-        assert!(cache.loads.is_idle());
-        cache.evict(&id);
-        assert!(cache.get(&id).is_none());
-    }
-
-    #[test]
-    fn digests_are_keyed_per_cache() {
-        let first = KeyCache::new(CacheSettings::default());
-        let second = KeyCache::new(CacheSettings::default());
-        assert_eq!(first.digest("secret"), first.digest("secret"));
-        assert_ne!(first.digest("secret"), first.digest("secreT"));
-        assert_ne!(first.digest("secret"), second.digest("secret"));
-    }
-
-    #[test]
-    fn state_changes_are_followed_in_place_one_version_on_and_anything_else_evicts() {
-        let policy = Policy::parse(crate::policy::EMBEDDED_DEFAULT_POLICY).unwrap();
-        let cache = KeyCache::new(CacheSettings::default());
-        let id = KeyId::generate();
-        let (current, previous) = ([1u8; 32], [2u8; 32]);
-        let at = Utc::now();
-        let cached = |cache: &KeyCache| cache.get(&id).flatten();
-        let mut rotated = test_entries::entry(id, "salt2$two", Some("salt1$one"));
-        rotated.key.previous_secret_expires_at = Some(at + chrono::Duration::hours(1));
-        rotated.accept_current(current);
-        rotated.accept_previous(previous);
-        cache.insert(rotated);
-
-        cache.follow_event(id, 2, Some(EventAction::Disabled), at, &policy);
-        let disabled = cached(&cache).expect("a disable is followed in place");
-        assert_eq!(disabled.key.version, 2);
-        assert_eq!(disabled.key.disabled_at, Some(at));
-        assert!(disabled.match_current(&current) && disabled.match_previous(&previous));
-
-        cache.follow_event(id, 3, Some(EventAction::Enabled), at, &policy);
-        let enabled = cached(&cache).expect("an enable is followed in place");
-        assert_eq!((enabled.key.version, enabled.key.disabled_at), (3, None));
-        assert!(enabled.previous_in_grace(at));
-
-        // A revocation also ends the rotated-out secret's grace.
-        cache.follow_event(id, 4, Some(EventAction::Revoked), at, &policy);
-        let revoked = cached(&cache).expect("a revocation is followed in place");
-        assert_eq!(revoked.key.version, 4);
-        assert_eq!(revoked.key.revoked_at, Some(at));
-        assert_eq!(revoked.key.previous_secret_expires_at, None);
-        assert!(revoked.previous_secret_hash.is_none());
-        assert!(!revoked.match_previous(&previous));
-        assert!(revoked.match_current(&current));
-
-        // The same event heard again (the origin followed it before its
-        // listener heard it): the entry already holds it and stays.
-        cache.follow_event(id, 4, Some(EventAction::Revoked), at, &policy);
-        assert!(cached(&cache).is_some_and(|again| Arc::ptr_eq(&again, &revoked)));
-
-        // A version skipped (the entry is older than the event's base): evicted.
-        cache.follow_event(id, 6, Some(EventAction::Disabled), at, &policy);
-        assert!(cache.get(&id).is_none());
-
-        // Changes an event does not carry, or no action known: evicted.
-        for action in [Some(EventAction::Updated), Some(EventAction::Rotated), None] {
-            cache.insert(test_entries::entry(id, "salt2$two", None));
-            cache.follow_event(id, 2, action, at, &policy);
-            assert!(cache.get(&id).is_none(), "{action:?}");
-        }
-    }
-}
+mod tests;

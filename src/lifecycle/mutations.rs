@@ -12,7 +12,7 @@ use sqlx::{Postgres, Transaction};
 use super::{KeyManager, KeyWithToken, Propagation, RequestedScopes};
 use crate::access::Caller;
 use crate::error::ServiceError;
-use crate::events::EventAction;
+use crate::events::{EventAction, StateChange};
 use crate::key::{
     check_expiry, check_metadata, Description, DisplayName, FieldError, Key, KeyState,
 };
@@ -174,7 +174,7 @@ impl KeyManager {
             )
             .await?;
         transaction.commit().await.map_err(StoreError::from)?;
-        self.authorizer.forget(key_id, key.version);
+        self.authorizer.follow_change(key_id, key.version, None);
         tracing::info!(key_id = %key.id, version = key.version, "key updated");
         Ok((key, self.propagate(sequence, wait).await))
     }
@@ -214,7 +214,7 @@ impl KeyManager {
             )
             .await?;
         transaction.commit().await.map_err(StoreError::from)?;
-        self.authorizer.forget(key_id, key.version);
+        self.authorizer.follow_change(key_id, key.version, None);
         tracing::info!(key_id = %key.id, grace_seconds = rotation.grace_period.num_seconds(), "key rotated");
         let propagation = self.propagate(sequence, wait).await;
         Ok((
@@ -263,8 +263,12 @@ impl KeyManager {
             )
             .await?;
         transaction.commit().await.map_err(StoreError::from)?;
+        let change = StateChange {
+            action,
+            at: key.updated_at,
+        };
         self.authorizer
-            .follow_change(key_id, key.version, Some(action), key.updated_at);
+            .follow_change(key_id, key.version, Some(change));
         tracing::info!(key_id = %key.id, disabled, "key state changed");
         Ok((key, self.propagate(sequence, wait).await))
     }
@@ -307,12 +311,12 @@ impl KeyManager {
             )
             .await?;
         transaction.commit().await.map_err(StoreError::from)?;
-        self.authorizer.follow_change(
-            key_id,
-            key.version,
-            Some(EventAction::Revoked),
-            key.updated_at,
-        );
+        let change = StateChange {
+            action: EventAction::Revoked,
+            at: key.updated_at,
+        };
+        self.authorizer
+            .follow_change(key_id, key.version, Some(change));
         tracing::info!(key_id = %key.id, "key revoked");
         Ok((key, self.propagate(sequence, wait).await))
     }
@@ -338,7 +342,7 @@ impl KeyManager {
             )
             .await?;
         transaction.commit().await.map_err(StoreError::from)?;
-        self.authorizer.forget(key_id, i64::MAX);
+        self.authorizer.follow_change(key_id, i64::MAX, None);
         tracing::info!(key_id = %current.id, "key deleted");
         Ok(self.propagate(sequence, wait).await)
     }

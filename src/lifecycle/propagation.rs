@@ -1,5 +1,5 @@
 //! Waiting, after a mutation commits, until every live replica has applied its
-//! event (evicted the key from its cache). A replica counts as live while its
+//! event (evicted the key from its cache, or followed the change in place). A replica counts as live while its
 //! heartbeat is younger than the lease; one whose lease ran out has stopped
 //! trusting its cache by itself, so it is safe not to wait for it.
 

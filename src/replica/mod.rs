@@ -1,8 +1,10 @@
 //! This replica's part in cross-replica invalidation:
 //!
-//! - a `LISTEN` on the key-event channel that evicts each named key (leaving a
-//!   tombstone) the moment its notification arrives, replaced when it falls
-//!   silent (it must hear at least this replica's own heartbeat);
+//! - a `LISTEN` on the key-event channel that applies each event to the cache
+//!   the moment its notification arrives (evicting the key, or following a
+//!   disable, enable or revocation in place, and leaving a tombstone),
+//!   replaced when it falls silent (it must hear at least this replica's own
+//!   heartbeat);
 //! - a row in `replicas` with the last event sequence applied, reported, for
 //!   each event a mutation waits on, to the replica that wrote it (see
 //!   `progress`), so that the mutation can wait until every live replica has
@@ -20,7 +22,7 @@ use sqlx::PgPool;
 use uuid::Uuid;
 
 use crate::authorizer::Authorizer;
-use crate::events::EventAction;
+use crate::events::{EventAction, StateChange};
 use crate::freshness::{now_millis, Freshness};
 use crate::store::events::{Waiter, NOTIFY_CHANNEL, PROGRESS_CHANNEL};
 use crate::token::KeyId;
@@ -135,7 +137,8 @@ struct KeyEventNotice {
     version: i64,
     written_at_millis: Option<i64>,
     waiter: Waiter,
-    /// `None` when absent or not known to this replica: the key is evicted.
+    /// `None` when absent or not known to this replica: a cached copy older
+    /// than the event is evicted.
     action: Option<EventAction>,
 }
 
@@ -221,18 +224,16 @@ async fn listen(
                         tracing::warn!("ignoring a malformed key event notification");
                         continue;
                     };
-                    let written_at = event
-                        .written_at_millis
-                        .and_then(chrono::DateTime::from_timestamp_millis);
-                    // The cached copy of a disable, enable or revocation
-                    // takes the writer's clock for its time: only the state
-                    // counts for decisions.
-                    authorizer.follow_change(
-                        &event.key_id,
-                        event.version,
-                        event.action,
-                        written_at.unwrap_or_else(chrono::Utc::now),
-                    );
+                    // A followed change takes the writer's clock for its
+                    // time: only the state counts for decisions.
+                    let change = event.action.map(|action| StateChange {
+                        action,
+                        at: event
+                            .written_at_millis
+                            .and_then(chrono::DateTime::from_timestamp_millis)
+                            .unwrap_or_else(chrono::Utc::now),
+                    });
+                    authorizer.follow_change(&event.key_id, event.version, change);
                     if let Some(written_at) = event.written_at_millis {
                         let lag_seconds = (now_millis() - written_at).max(0) as f64 / 1000.0;
                         metrics::histogram!("keygate_event_apply_lag_seconds").record(lag_seconds);

@@ -442,6 +442,36 @@ pub async fn revoke_through(
     revoked.into_inner().propagation.unwrap()
 }
 
+/// Disables (`disabled`) or re-enables `key` through `replica`, waiting for
+/// propagation if `wait`; returns the response's account of how far the
+/// change had spread.
+pub async fn set_disabled_through(
+    replica: &TestApp,
+    admin_token: &str,
+    key: &pb::Key,
+    disabled: bool,
+    wait: bool,
+) -> Option<pb::Propagation> {
+    let mut client = replica.client.clone();
+    let key_id = key.id.clone();
+    let wait_for_propagation = Some(wait);
+    if disabled {
+        let request = pb::DisableKeyRequest {
+            key_id,
+            wait_for_propagation,
+        };
+        let response = client.disable_key(authed(admin_token, request)).await;
+        response.unwrap().into_inner().propagation
+    } else {
+        let request = pb::EnableKeyRequest {
+            key_id,
+            wait_for_propagation,
+        };
+        let response = client.enable_key(authed(admin_token, request)).await;
+        response.unwrap().into_inner().propagation
+    }
+}
+
 /// Replaces `key`'s scopes through `replica`, waiting for every replica;
 /// returns the response's account of how far the change had spread.
 pub async fn set_scopes_through(

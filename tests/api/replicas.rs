@@ -9,9 +9,9 @@ use keygate::grpc::pb::{self, Environment, Reason};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 
 use crate::helpers::{
-    assert_complete, authed, authorize_on_all, revoke_through, rotate_through, set_scopes_through,
-    spawn_app, spawn_app_with, spawn_replica, test_settings, three_replicas, three_replicas_with,
-    warm_key, TestApp,
+    assert_complete, authed, authorize_on_all, revoke_through, rotate_through,
+    set_disabled_through, set_scopes_through, spawn_app, spawn_app_with, spawn_replica,
+    test_settings, three_replicas, three_replicas_with, warm_key, TestApp,
 };
 
 /// Test settings whose replicas heartbeat every `heartbeat_interval` and hold
@@ -66,25 +66,13 @@ async fn revoke_disable_delete_rotate_and_narrowing_reach_every_replica_at_once(
     );
 
     let (key, token) = warm_key(&all, &["customers:read"]).await;
-    let request = pb::DisableKeyRequest {
-        key_id: key.id.clone(),
-        wait_for_propagation: Some(true),
-    };
-    let disabled = client
-        .disable_key(authed(&admin, request))
-        .await
-        .unwrap()
-        .into_inner();
-    assert_complete(disabled.propagation, 3);
+    let disabled = set_disabled_through(&a, &admin, &key, true, true).await;
+    assert_complete(disabled, 3);
     assert_eq!(
         authorize_on_all(&all, &token, "GET", "/customers").await,
         vec![Reason::Disabled; 3]
     );
-    let request = pb::EnableKeyRequest {
-        key_id: key.id.clone(),
-        wait_for_propagation: Some(true),
-    };
-    client.enable_key(authed(&admin, request)).await.unwrap();
+    set_disabled_through(&a, &admin, &key, false, true).await;
     assert_eq!(
         authorize_on_all(&all, &token, "GET", "/customers").await,
         vec![Reason::Ok; 3]
@@ -140,18 +128,8 @@ async fn changes_through_any_replica_evict_everywhere_even_without_waiting(
     let all = [&a, &b, &c];
     let (key, token) = warm_key(&all, &["customers:read"]).await;
     // Through B, without waiting: the notification still reaches A and C within milliseconds.
-    let request = pb::DisableKeyRequest {
-        key_id: key.id.clone(),
-        wait_for_propagation: Some(false),
-    };
-    let disabled = b
-        .client
-        .clone()
-        .disable_key(authed(&a.admin_token, request))
-        .await
-        .unwrap()
-        .into_inner();
-    assert!(!disabled.propagation.unwrap().waited);
+    let disabled = set_disabled_through(&b, &a.admin_token, &key, true, false).await;
+    assert!(!disabled.unwrap().waited);
     let mut reasons = Vec::new();
     for _ in 0..200 {
         reasons = authorize_on_all(&all, &token, "GET", "/customers").await;

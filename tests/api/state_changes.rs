@@ -3,7 +3,7 @@
 //! needs no database read.
 
 use keygate::cache::{CacheSettings, CachedKey, KeyCache};
-use keygate::events::EventAction;
+use keygate::events::{EventAction, StateChange};
 use keygate::grpc::pb::{self, Reason};
 use keygate::key::Key;
 use keygate::store::keys::{find_key_by_id, set_disabled, set_revoked};
@@ -11,30 +11,9 @@ use keygate::token::KeyId;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 
 use crate::helpers::{
-    assert_complete, authed, authorize_on_all, revoke_through, rotate_through, spawn_app,
-    three_replicas, warm_key, TestApp,
+    assert_complete, authorize_on_all, revoke_through, rotate_through, set_disabled_through,
+    spawn_app, three_replicas, warm_key,
 };
-
-async fn set_disabled_through(replica: &TestApp, key: &pb::Key, disabled: bool) {
-    let mut client = replica.client.clone();
-    let admin = &replica.admin_token;
-    let propagation = if disabled {
-        let request = pb::DisableKeyRequest {
-            key_id: key.id.clone(),
-            wait_for_propagation: Some(true),
-        };
-        let response = client.disable_key(authed(admin, request)).await.unwrap();
-        response.into_inner().propagation
-    } else {
-        let request = pb::EnableKeyRequest {
-            key_id: key.id.clone(),
-            wait_for_propagation: Some(true),
-        };
-        let response = client.enable_key(authed(admin, request)).await.unwrap();
-        response.into_inner().propagation
-    };
-    assert_complete(propagation, 3);
-}
 
 #[sqlx::test(migrations = false)]
 async fn state_changes_are_decided_on_every_replica_without_reading_the_database(
@@ -50,9 +29,17 @@ async fn state_changes_are_decided_on_every_replica_without_reading_the_database
     // Through each replica in turn, so that each follows one change as its
     // origin and the others as listeners.
     assert_complete(Some(revoke_through(&a, &a.admin_token, &revoked).await), 3);
-    set_disabled_through(&b, &disabled, true).await;
-    set_disabled_through(&c, &reenabled, true).await;
-    set_disabled_through(&c, &reenabled, false).await;
+    let admin = &a.admin_token;
+    for (through, key, disabled) in [
+        (&b, &disabled, true),
+        (&c, &reenabled, true),
+        (&c, &reenabled, false),
+    ] {
+        assert_complete(
+            set_disabled_through(through, admin, key, disabled, true).await,
+            3,
+        );
+    }
 
     // With no database to read a key from, only what each cache followed can
     // answer (a reload would fail).
@@ -73,25 +60,36 @@ async fn state_changes_are_decided_on_every_replica_without_reading_the_database
     );
 }
 
-/// The fields of a key that a state change may touch, or must not.
+/// Every field of a key, and whether it holds a rotated-out secret.
 fn comparable(key: &Key, has_previous_secret: bool) -> String {
     format!(
-        "version {} disabled {:?} revoked {:?} updated {:?} grace {:?} previous {} \
-         scopes {:?} cidrs {:?} expires {:?} name {} metadata {:?}",
-        key.version,
-        key.disabled_at,
-        key.revoked_at,
-        key.updated_at,
-        key.previous_secret_expires_at,
-        has_previous_secret,
+        "id {} organization {:?} kind {:?} environment {:?} name {} description {} \
+         scopes {:?} cidrs {:?} expires {:?} metadata {:?} lock_scopes {} version {} \
+         created_by {:?} created {:?} updated {:?} disabled {:?} revoked {:?} grace {:?} \
+         last_used {:?} previous {}",
+        key.id,
+        key.organization_id,
+        key.kind,
+        key.environment,
+        key.name,
+        key.description,
         key.scopes
             .iter()
             .map(ToString::to_string)
             .collect::<Vec<_>>(),
         key.allowed_cidrs,
         key.expires_at,
-        key.name,
         key.metadata,
+        key.lock_scopes,
+        key.version,
+        key.created_by,
+        key.created_at,
+        key.updated_at,
+        key.disabled_at,
+        key.revoked_at,
+        key.previous_secret_expires_at,
+        key.last_used_at,
+        has_previous_secret,
     )
 }
 
@@ -127,13 +125,11 @@ async fn a_followed_state_change_matches_the_row_the_store_writes(
         }
         .unwrap();
         let written = find_key_by_id(pool, &id).await.unwrap().unwrap();
-        cache.follow_event(
-            id,
-            written.key.version,
-            Some(action),
-            written.key.updated_at,
-            &policy,
-        );
+        let change = StateChange {
+            action,
+            at: written.key.updated_at,
+        };
+        cache.follow_event(id, written.key.version, Some(change), &policy);
         let followed = cache.get(&id).flatten().expect("followed in place");
         assert_eq!(
             comparable(&followed.key, followed.previous_secret_hash.is_some()),

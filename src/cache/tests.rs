@@ -1,0 +1,188 @@
+//! The cache's unit tests, and entries as a load would build them.
+
+use std::collections::BTreeMap;
+
+use chrono::Utc;
+
+use super::*;
+use crate::key::KeyKind;
+use crate::policy::EMBEDDED_DEFAULT_POLICY;
+use crate::token::Environment;
+
+/// A PHC string: `<salt>$<hash>` after the parameters.
+fn hash(salt_and_hash: &str) -> SecretHash {
+    SecretHash::from_stored(format!("$argon2id$v=19$m=8,t=1,p=1${salt_and_hash}"))
+}
+
+/// An entry for `id` at version 1 with these hashes (`<salt>$<hash>`).
+pub(super) fn entry(id: KeyId, current: &str, previous: Option<&str>) -> CachedKey {
+    let now = Utc::now();
+    let key = Key {
+        id,
+        organization_id: None,
+        kind: KeyKind::System,
+        environment: Environment::Live,
+        name: "cached".into(),
+        description: String::new(),
+        scopes: Vec::new(),
+        allowed_cidrs: Vec::new(),
+        expires_at: None,
+        metadata: BTreeMap::new(),
+        lock_scopes: false,
+        version: 1,
+        created_by: None,
+        created_at: now,
+        updated_at: now,
+        disabled_at: None,
+        revoked_at: None,
+        previous_secret_expires_at: None,
+        last_used_at: None,
+    };
+    let stored = StoredKey {
+        key,
+        secret_hash: hash(current),
+        previous_secret_hash: previous.map(hash),
+    };
+    let policy = Policy::parse(EMBEDDED_DEFAULT_POLICY).unwrap();
+    CachedKey::new(stored, &policy, 1)
+}
+
+#[test]
+fn attempt_windows_refill_each_second() {
+    let start = Instant::now();
+    let mut window = AttemptWindow {
+        started: start,
+        attempts: 0,
+    };
+    assert!(window.try_take(2, start));
+    assert!(window.try_take(2, start));
+    assert!(!window.try_take(2, start + Duration::from_millis(500)));
+    assert!(window.try_take(2, start + Duration::from_millis(1000)));
+}
+
+#[test]
+fn digests_match_only_when_every_byte_does() {
+    let accepted: SecretDigest = std::array::from_fn(|index| index as u8);
+    assert!(digests_match(&accepted, &accepted.clone()));
+    for index in 0..accepted.len() {
+        for flipped_bit in [0x01u8, 0x80] {
+            let mut presented = accepted;
+            presented[index] ^= flipped_bit;
+            assert!(!digests_match(&accepted, &presented), "byte {index}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn concurrent_misses_share_one_load_and_its_result_is_cached() {
+    let cache = KeyCache::new(CacheSettings::default());
+    let id = KeyId::generate();
+    let runs = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let release = Arc::new(tokio::sync::Semaphore::new(0));
+    let mut waiters = Vec::new();
+    for _ in 0..8 {
+        let cache = cache.clone();
+        let runs = runs.clone();
+        let release = release.clone();
+        waiters.push(tokio::spawn(async move {
+            let load = || async move {
+                runs.fetch_add(1, Ordering::SeqCst);
+                let _released = release.acquire().await;
+                Ok(None)
+            };
+            cache.get_or_load(id, load).await
+        }));
+    }
+    while runs.load(Ordering::SeqCst) == 0 {
+        tokio::task::yield_now().await;
+    }
+    for _ in 0..20 {
+        tokio::task::yield_now().await;
+    }
+    release.add_permits(8);
+    for waiter in waiters {
+        assert!(matches!(waiter.await.unwrap(), Ok(None)));
+    }
+    assert_eq!(runs.load(Ordering::SeqCst), 1);
+    assert!(matches!(cache.get(&id), Some(None)));
+    assert!(cache.loads.is_idle());
+    cache.evict(&id);
+    assert!(cache.get(&id).is_none());
+}
+
+#[test]
+fn digests_are_keyed_per_cache() {
+    let first = KeyCache::new(CacheSettings::default());
+    let second = KeyCache::new(CacheSettings::default());
+    assert_eq!(first.digest("secret"), first.digest("secret"));
+    assert_ne!(first.digest("secret"), first.digest("secreT"));
+    assert_ne!(first.digest("secret"), second.digest("secret"));
+}
+
+#[test]
+fn state_changes_are_followed_in_place_one_version_on_and_anything_else_evicts() {
+    let policy = Policy::parse(EMBEDDED_DEFAULT_POLICY).unwrap();
+    let cache = KeyCache::new(CacheSettings::default());
+    let id = KeyId::generate();
+    let (current, previous) = ([1u8; 32], [2u8; 32]);
+    let at = Utc::now();
+    let change = |action| Some(StateChange { action, at });
+    let cached = |cache: &KeyCache| cache.get(&id).flatten();
+    let mut rotated = entry(id, "salt2$two", Some("salt1$one"));
+    rotated.key.previous_secret_expires_at = Some(at + chrono::Duration::hours(1));
+    rotated.accept_current(current);
+    rotated.accept_previous(previous);
+    cache.insert(rotated);
+
+    cache.follow_event(id, 2, change(EventAction::Disabled), &policy);
+    let disabled = cached(&cache).expect("a disable is followed in place");
+    assert_eq!(disabled.key.version, 2);
+    assert_eq!(disabled.key.disabled_at, Some(at));
+    assert!(disabled.match_current(&current) && disabled.match_previous(&previous));
+
+    cache.follow_event(id, 3, change(EventAction::Enabled), &policy);
+    let enabled = cached(&cache).expect("an enable is followed in place");
+    assert_eq!((enabled.key.version, enabled.key.disabled_at), (3, None));
+    assert!(enabled.previous_in_grace(at));
+
+    // A revocation also ends the rotated-out secret's grace.
+    cache.follow_event(id, 4, change(EventAction::Revoked), &policy);
+    let revoked = cached(&cache).expect("a revocation is followed in place");
+    assert_eq!(revoked.key.version, 4);
+    assert_eq!(revoked.key.revoked_at, Some(at));
+    assert_eq!(revoked.key.previous_secret_expires_at, None);
+    assert!(revoked.previous_secret_hash.is_none());
+    assert!(!revoked.match_previous(&previous));
+    assert!(revoked.match_current(&current));
+
+    // The same event heard again (the origin followed it before its listener
+    // heard it), or an older one: the entry already holds it and stays.
+    for version in [4, 3] {
+        cache.follow_event(id, version, change(EventAction::Revoked), &policy);
+        assert!(cached(&cache).is_some_and(|again| Arc::ptr_eq(&again, &revoked)));
+    }
+
+    // A tombstone retiring at the entry's own version leaves it; one newer
+    // than the entry evicts it.
+    cache.evict_older_than(&id, 4);
+    assert!(cached(&cache).is_some());
+    cache.evict_older_than(&id, 5);
+    assert!(cache.get(&id).is_none());
+
+    // A version skipped (the entry is older than the event's base): evicted.
+    cache.insert(entry(id, "salt2$two", None));
+    cache.follow_event(id, 3, change(EventAction::Disabled), &policy);
+    assert!(cache.get(&id).is_none());
+
+    // Changes an event does not carry, a deletion, or no action known: evicted.
+    for (version, followed) in [
+        (2, change(EventAction::Updated)),
+        (2, change(EventAction::Rotated)),
+        (i64::MAX, change(EventAction::Deleted)),
+        (2, None),
+    ] {
+        cache.insert(entry(id, "salt2$two", None));
+        cache.follow_event(id, version, followed, &policy);
+        assert!(cache.get(&id).is_none(), "{followed:?}");
+    }
+}
