@@ -70,23 +70,57 @@ pub struct ReplicaProgress {
 const PROGRESS_FEED_CAPACITY: usize = 1024;
 
 /// Progress reports as they arrive; `None` is a report without details
-/// (waiters read the replicas table again).
-pub struct ProgressFeed(tokio::sync::broadcast::Sender<Option<ReplicaProgress>>);
+/// (waiters read the replicas table again). This replica's own progress on
+/// the events it waits for goes here directly, not through the database.
+pub struct ProgressFeed {
+    reports: tokio::sync::broadcast::Sender<Option<ReplicaProgress>>,
+    own: Mutex<Option<ReplicaProgress>>,
+}
 
 impl Default for ProgressFeed {
     fn default() -> Self {
-        ProgressFeed(tokio::sync::broadcast::channel(PROGRESS_FEED_CAPACITY).0)
+        ProgressFeed {
+            reports: tokio::sync::broadcast::channel(PROGRESS_FEED_CAPACITY).0,
+            own: Mutex::new(None),
+        }
     }
 }
 
 impl ProgressFeed {
     pub fn publish(&self, report: Option<ReplicaProgress>) {
         // An error only means that nobody is waiting.
-        let _ = self.0.send(report);
+        let _ = self.reports.send(report);
+    }
+
+    /// Records this replica's own progress, for waiters to read (see
+    /// [`ProgressFeed::own`]) without telling them.
+    pub fn record_own(&self, progress: ReplicaProgress) {
+        let mut own = self
+            .own
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if own.is_none_or(|known| known.applied < progress.applied) {
+            *own = Some(progress);
+        }
+    }
+
+    /// Records this replica's own progress and tells the waiters.
+    pub fn publish_own(&self, progress: ReplicaProgress) {
+        self.record_own(progress);
+        self.publish(Some(progress));
+    }
+
+    /// This replica's own progress as last recorded, if any: a waiter that
+    /// subscribed after it was published reads it here.
+    pub fn own(&self) -> Option<ReplicaProgress> {
+        *self
+            .own
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<Option<ReplicaProgress>> {
-        self.0.subscribe()
+        self.reports.subscribe()
     }
 }
 
@@ -365,6 +399,33 @@ mod tests {
         assert!(!freshness.is_superseded(&renewed, 2));
         assert!(!freshness.is_superseded(&kept, 1));
         assert!(freshness.is_superseded(&other, 2));
+    }
+
+    #[test]
+    fn own_progress_stays_readable_for_later_waiters_and_never_goes_back() {
+        let feed = ProgressFeed::default();
+        assert_eq!(feed.own(), None);
+        let replica = uuid::Uuid::new_v4();
+        let mut earlier = feed.subscribe();
+        feed.publish_own(ReplicaProgress {
+            replica,
+            applied: 5,
+        });
+        assert_eq!(
+            earlier.try_recv().unwrap().map(|heard| heard.applied),
+            Some(5)
+        );
+        feed.publish_own(ReplicaProgress {
+            replica,
+            applied: 3,
+        });
+        assert_eq!(
+            feed.own(),
+            Some(ReplicaProgress {
+                replica,
+                applied: 5
+            })
+        );
     }
 
     #[test]

@@ -171,11 +171,20 @@ impl KeyManager {
         }
         let deadline = Instant::now() + self.propagation_timeout;
         // Subscribed before the first read, so no report made meanwhile is missed.
-        let mut reports = self.authorizer.freshness().replica_progress.subscribe();
+        let feed = &self.authorizer.freshness().replica_progress;
+        let mut reports = feed.subscribe();
         let mut tally = Tally::new(sequence);
         loop {
             match live_replicas(&self.pool, sequence, self.lease).await {
-                Ok(replicas) => tally.read(replicas),
+                Ok(replicas) => {
+                    tally.read(replicas);
+                    // This replica's own progress is known here (its own
+                    // events are not reported through the table), and may
+                    // have been published before the subscription.
+                    if let Some(own) = feed.own() {
+                        tally.report(own);
+                    }
+                }
                 Err(error) => {
                     tracing::warn!(%error, sequence, "cannot read replica progress");
                     if Instant::now() >= deadline {

@@ -23,7 +23,7 @@ use uuid::Uuid;
 
 use crate::authorizer::Authorizer;
 use crate::events::{EventAction, StateChange};
-use crate::freshness::{now_millis, Freshness};
+use crate::freshness::{now_millis, Freshness, ReplicaProgress};
 use crate::store::events::{Waiter, NOTIFY_CHANNEL, PROGRESS_CHANNEL};
 use crate::token::KeyId;
 
@@ -188,6 +188,10 @@ async fn listen(
         match connected {
             Ok((mut listener, caught_up)) => {
                 replica.applied.fetch_max(caught_up, Ordering::SeqCst);
+                freshness.replica_progress.record_own(ReplicaProgress {
+                    replica: replica.id,
+                    applied: replica.applied_sequence(),
+                });
                 // Whoever waited meanwhile is unknown: tell everyone.
                 pending.applied_for(Waiter::Unnamed);
                 freshness.set_listener_connected(true);
@@ -239,7 +243,18 @@ async fn listen(
                         metrics::histogram!("keygate_event_apply_lag_seconds").record(lag_seconds);
                     }
                     replica.applied.fetch_max(event.sequence, Ordering::SeqCst);
-                    pending.applied_for(event.waiter);
+                    let own = ReplicaProgress {
+                        replica: replica.id,
+                        applied: replica.applied_sequence(),
+                    };
+                    if event.waiter == Waiter::Origin(replica.id) {
+                        // Its own mutation waits: told in process, while the
+                        // table hears it with the next heartbeat.
+                        freshness.replica_progress.publish_own(own);
+                    } else {
+                        freshness.replica_progress.record_own(own);
+                        pending.applied_for(event.waiter);
+                    }
                 }
                 // The next listener catches up in a new epoch; this one's
                 // connection goes back to its own pool in the background.

@@ -6,7 +6,8 @@
 //! heartbeat records it in the table within a second). A report goes to the
 //! origins of the events applied since the last one, each on that replica's
 //! own channel, so a replica hears only the reports its own waits need: with n
-//! replicas an awaited event costs n notifications, not n². Events without an
+//! replicas an awaited event costs n - 1 notifications, not n² (the origin
+//! learns of its own application in process). Events without an
 //! origin (written by a replica from before origins) and a catch-up after
 //! reconnecting are reported on the shared channel, which every replica also
 //! listens on.

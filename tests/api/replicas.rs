@@ -455,6 +455,20 @@ async fn progress_reports_reach_only_the_replica_that_waits(
         reported_at_least(&mut heard_by_a, revoked_through_a),
         everyone
     );
+    // A learned of its own application in process: only B and C wrote theirs
+    // to the table (A's row waits for its heartbeat).
+    let recorded: Vec<(uuid::Uuid, i64)> =
+        sqlx::query_as("SELECT id, last_applied_seq FROM replicas")
+            .fetch_all(&a.pool)
+            .await
+            .unwrap();
+    for (replica, applied) in recorded {
+        assert_eq!(
+            applied >= revoked_through_a,
+            replica != a.replica.id,
+            "replica {replica} recorded {applied}"
+        );
+    }
     // Each replica hears its own heartbeat, and nothing from the others.
     for heard_elsewhere in [&mut heard_by_b, &mut heard_by_c] {
         assert!(
