@@ -231,13 +231,14 @@ impl Authorizer {
         Ok(Err(Reason::Unverifiable))
     }
 
-    /// Whether `entry` is still what the cache holds for its key, not superseded
-    /// by a change, and confirmed in the current trusted epoch.
-    fn still_current(&self, entry: &Arc<CachedKey>) -> bool {
-        let id = entry.key.id;
-        entry.validated_in(self.freshness.trusted_epoch())
-            && !self.freshness.is_superseded(&id, entry.key.version)
-            && self.cache.holds(entry)
+    /// Whether `entry` is still good to decide on after a wait: not superseded
+    /// by a change, built under the catalog in force, and confirmed in the
+    /// current trusted epoch. Not whether the cache still holds it: a full
+    /// cache may drop an entry the moment it is inserted (moka's admission),
+    /// which says nothing about the key, and asking would send the request
+    /// to argon2 again.
+    fn still_current(&self, entry: &CachedKey) -> bool {
+        self.is_confirmed(entry)
     }
 
     fn match_cached(

@@ -70,18 +70,19 @@ pub struct ReplicaProgress {
 const PROGRESS_FEED_CAPACITY: usize = 1024;
 
 /// Progress reports as they arrive; `None` is a report without details
-/// (waiters read the replicas table again). This replica's own progress on
-/// the events it waits for goes here directly, not through the database.
+/// (waiters read the replicas table again). This replica's own progress goes
+/// here directly, not through the database: its own waits read it in process.
 pub struct ProgressFeed {
     reports: tokio::sync::broadcast::Sender<Option<ReplicaProgress>>,
-    own: Mutex<Option<ReplicaProgress>>,
+    /// The last event sequence this replica has applied (0: none yet).
+    own_applied: AtomicI64,
 }
 
 impl Default for ProgressFeed {
     fn default() -> Self {
         ProgressFeed {
             reports: tokio::sync::broadcast::channel(PROGRESS_FEED_CAPACITY).0,
-            own: Mutex::new(None),
+            own_applied: AtomicI64::new(0),
         }
     }
 }
@@ -92,31 +93,22 @@ impl ProgressFeed {
         let _ = self.reports.send(report);
     }
 
-    /// Records this replica's own progress, for waiters to read (see
-    /// [`ProgressFeed::own`]) without telling them.
-    pub fn record_own(&self, progress: ReplicaProgress) {
-        let mut own = self
-            .own
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        if own.is_none_or(|known| known.applied < progress.applied) {
-            *own = Some(progress);
-        }
+    /// Records that this replica has applied every event up to `applied`,
+    /// for its waits to read (see [`ProgressFeed::own_applied`]).
+    pub fn record_own(&self, applied: i64) {
+        self.own_applied.fetch_max(applied, Ordering::SeqCst);
     }
 
-    /// Records this replica's own progress and tells the waiters.
+    /// Records this replica's own progress and tells its waits.
     pub fn publish_own(&self, progress: ReplicaProgress) {
-        self.record_own(progress);
+        self.record_own(progress.applied);
         self.publish(Some(progress));
     }
 
-    /// This replica's own progress as last recorded, if any: a waiter that
-    /// subscribed after it was published reads it here.
-    pub fn own(&self) -> Option<ReplicaProgress> {
-        *self
-            .own
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    /// The last event sequence this replica has applied, as recorded: a wait
+    /// that subscribed after it was published reads it here.
+    pub fn own_applied(&self) -> i64 {
+        self.own_applied.load(Ordering::SeqCst)
     }
 
     pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<Option<ReplicaProgress>> {
@@ -402,30 +394,23 @@ mod tests {
     }
 
     #[test]
-    fn own_progress_stays_readable_for_later_waiters_and_never_goes_back() {
+    fn own_progress_is_told_only_when_published_and_never_goes_back() {
         let feed = ProgressFeed::default();
-        assert_eq!(feed.own(), None);
+        assert_eq!(feed.own_applied(), 0);
+        let mut waiting = feed.subscribe();
+        feed.record_own(4);
+        assert!(waiting.try_recv().is_err(), "recording tells nobody");
         let replica = uuid::Uuid::new_v4();
-        let mut earlier = feed.subscribe();
         feed.publish_own(ReplicaProgress {
             replica,
             applied: 5,
         });
         assert_eq!(
-            earlier.try_recv().unwrap().map(|heard| heard.applied),
+            waiting.try_recv().unwrap().map(|heard| heard.applied),
             Some(5)
         );
-        feed.publish_own(ReplicaProgress {
-            replica,
-            applied: 3,
-        });
-        assert_eq!(
-            feed.own(),
-            Some(ReplicaProgress {
-                replica,
-                applied: 5
-            })
-        );
+        feed.record_own(3);
+        assert_eq!(feed.own_applied(), 5);
     }
 
     #[test]

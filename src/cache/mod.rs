@@ -392,13 +392,6 @@ impl KeyCache {
         self.put(entry.key.id, Some(Arc::new(entry)));
     }
 
-    /// Whether the cache currently holds exactly this entry for its key.
-    pub fn holds(&self, entry: &Arc<CachedKey>) -> bool {
-        self.keys
-            .get(&entry.key.id)
-            .is_some_and(|held| Arc::ptr_eq(&held, entry))
-    }
-
     /// Forgets a key (positive or negative entry); the secrets argon2
     /// accepted for it carry over to its reload if its hashes are unchanged.
     pub fn evict(&self, id: &KeyId) {

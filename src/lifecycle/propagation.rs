@@ -1,7 +1,8 @@
 //! Waiting, after a mutation commits, until every live replica has applied its
-//! event (evicted the key from its cache, or followed the change in place). A replica counts as live while its
-//! heartbeat is younger than the lease; one whose lease ran out has stopped
-//! trusting its cache by itself, so it is safe not to wait for it.
+//! event (evicted the key from its cache, or followed the change in place).
+//! A replica counts as live while its heartbeat is younger than the lease; one
+//! whose lease ran out has stopped trusting its cache by itself, so it is safe
+//! not to wait for it.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -94,9 +95,11 @@ impl Tally {
         }
     }
 
-    /// Takes in a fresh read of the table: pending are the live replicas that
-    /// have not applied the event yet.
-    fn read(&mut self, replicas: Vec<ReplicaRow>) {
+    /// Takes in a fresh read of the table, and this replica's own progress
+    /// (its own events are not reported through the table, and it may have
+    /// been published before the wait subscribed): pending are the live
+    /// replicas that have not applied the event yet.
+    fn read(&mut self, replicas: Vec<ReplicaRow>, own: Option<ReplicaProgress>) {
         self.pending.clear();
         for replica in replicas {
             if replica.applied {
@@ -105,6 +108,9 @@ impl Tally {
                 self.ever_pending.insert(replica.id, replica.name.clone());
                 self.pending.insert(replica.id, replica.name);
             }
+        }
+        if let Some(own) = own {
+            self.report(own);
         }
     }
 
@@ -177,13 +183,11 @@ impl KeyManager {
         loop {
             match live_replicas(&self.pool, sequence, self.lease).await {
                 Ok(replicas) => {
-                    tally.read(replicas);
-                    // This replica's own progress is known here (its own
-                    // events are not reported through the table), and may
-                    // have been published before the subscription.
-                    if let Some(own) = feed.own() {
-                        tally.report(own);
-                    }
+                    let own = self.origin.map(|replica| ReplicaProgress {
+                        replica,
+                        applied: feed.own_applied(),
+                    });
+                    tally.read(replicas, own);
                 }
                 Err(error) => {
                     tracing::warn!(%error, sequence, "cannot read replica progress");
@@ -230,11 +234,10 @@ mod tests {
     fn reports_confirm_pending_replicas_without_another_read() {
         let (a, b, c) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
         let mut tally = Tally::new(10);
-        tally.read(vec![
-            row(a, "a", true),
-            row(b, "b", false),
-            row(c, "c", false),
-        ]);
+        tally.read(
+            vec![row(a, "a", true), row(b, "b", false), row(c, "c", false)],
+            None,
+        );
         tally.report(ReplicaProgress {
             replica: b,
             applied: 9,
@@ -260,11 +263,32 @@ mod tests {
     }
 
     #[test]
+    fn the_waiting_replica_counts_itself_from_its_own_progress() {
+        let (own, other) = (Uuid::new_v4(), Uuid::new_v4());
+        let mut tally = Tally::new(10);
+        // Its row lags (the heartbeat has not written it yet).
+        let rows = || vec![row(own, "own", false), row(other, "other", true)];
+        let behind = ReplicaProgress {
+            replica: own,
+            applied: 9,
+        };
+        tally.read(rows(), Some(behind));
+        assert_eq!(tally.pending.len(), 1);
+        let caught_up = ReplicaProgress {
+            replica: own,
+            applied: 10,
+        };
+        tally.read(rows(), Some(caught_up));
+        assert!(tally.pending.is_empty());
+        assert_eq!(tally.outcome().confirmed_names, ["other", "own"]);
+    }
+
+    #[test]
     fn a_pending_replica_that_leaves_the_live_set_is_named_lease_expired() {
         let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
         let mut tally = Tally::new(10);
-        tally.read(vec![row(a, "a", false), row(b, "b", false)]);
-        tally.read(vec![row(a, "a", true)]);
+        tally.read(vec![row(a, "a", false), row(b, "b", false)], None);
+        tally.read(vec![row(a, "a", true)], None);
         let outcome = tally.outcome();
         assert_eq!(outcome.confirmed_names, ["a"]);
         assert!(outcome.unconfirmed.is_empty());
@@ -276,7 +300,7 @@ mod tests {
         let (sender, mut reports) = broadcast::channel(1024);
         let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
         let mut tally = Tally::new(10);
-        tally.read(vec![row(a, "a", false), row(b, "b", false)]);
+        tally.read(vec![row(a, "a", false), row(b, "b", false)], None);
         // A steady stream of reports that settle nothing (an older event).
         let stream = tokio::spawn(async move {
             for _ in 0..400 {
@@ -303,7 +327,7 @@ mod tests {
         assert!(tally.outcome().complete());
         // A report without details asks for a read.
         let mut other = Tally::new(10);
-        other.read(vec![row(a, "a", false)]);
+        other.read(vec![row(a, "a", false)], None);
         let mut detailless = sender.subscribe();
         let _ = sender.send(None);
         assert!(!count_reports(&mut detailless, &mut other, far).await);
@@ -313,7 +337,7 @@ mod tests {
     fn replicas_still_pending_at_the_end_are_unconfirmed() {
         let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
         let mut tally = Tally::new(10);
-        tally.read(vec![row(a, "a", true), row(b, "b", false)]);
+        tally.read(vec![row(a, "a", true), row(b, "b", false)], None);
         let outcome = tally.outcome();
         assert_eq!(outcome.confirmed(), 1);
         assert_eq!(outcome.unconfirmed, ["b"]);

@@ -6,9 +6,10 @@
 //!   replaced when it falls silent (it must hear at least this replica's own
 //!   heartbeat);
 //! - a row in `replicas` with the last event sequence applied, reported, for
-//!   each event a mutation waits on, to the replica that wrote it (see
+//!   each event another replica's mutation waits on, to that replica (see
 //!   `progress`), so that the mutation can wait until every live replica has
-//!   applied it;
+//!   applied it (a replica's own mutations learn of its progress in process,
+//!   and its row follows with the heartbeat);
 //! - a heartbeat on that row, which is a lease: a replica that cannot renew it
 //!   in time stops trusting its cache (see `freshness`), so a waiting mutation
 //!   may count a replica whose lease ran out as safe.
@@ -188,10 +189,9 @@ async fn listen(
         match connected {
             Ok((mut listener, caught_up)) => {
                 replica.applied.fetch_max(caught_up, Ordering::SeqCst);
-                freshness.replica_progress.record_own(ReplicaProgress {
-                    replica: replica.id,
-                    applied: replica.applied_sequence(),
-                });
+                freshness
+                    .replica_progress
+                    .record_own(replica.applied_sequence());
                 // Whoever waited meanwhile is unknown: tell everyone.
                 pending.applied_for(Waiter::Unnamed);
                 freshness.set_listener_connected(true);
@@ -243,16 +243,17 @@ async fn listen(
                         metrics::histogram!("keygate_event_apply_lag_seconds").record(lag_seconds);
                     }
                     replica.applied.fetch_max(event.sequence, Ordering::SeqCst);
-                    let own = ReplicaProgress {
-                        replica: replica.id,
-                        applied: replica.applied_sequence(),
-                    };
+                    let applied = replica.applied_sequence();
                     if event.waiter == Waiter::Origin(replica.id) {
                         // Its own mutation waits: told in process, while the
                         // table hears it with the next heartbeat.
+                        let own = ReplicaProgress {
+                            replica: replica.id,
+                            applied,
+                        };
                         freshness.replica_progress.publish_own(own);
                     } else {
-                        freshness.replica_progress.record_own(own);
+                        freshness.replica_progress.record_own(applied);
                         pending.applied_for(event.waiter);
                     }
                 }

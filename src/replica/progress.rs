@@ -121,8 +121,8 @@ enum ReportError {
 const FIRST_RETRY_DELAY: Duration = Duration::from_millis(100);
 
 /// Reports on a connection of its own (one per replica, beside the pool):
-/// reports follow every event on every replica, and a pooled connection would
-/// add sqlx's pings to each. A report that fails is tried once more on a new
+/// reports follow every awaited event on every replica but its origin, and a
+/// pooled connection would add sqlx's pings to each. A report that fails is tried once more on a new
 /// connection (the old one may have died since the last event); if that fails
 /// too, it is tried again after a pause, and the heartbeat carries the sequence
 /// to the table meanwhile.

@@ -356,8 +356,8 @@ async fn progress_reports_survive_the_loss_of_their_connection(
     _pool: PgPoolOptions,
     db: PgConnectOptions,
 ) {
-    // Heartbeats too rare to carry a report within the wait: only the
-    // replicas' own reports can complete it.
+    // Heartbeats too rare to carry a report within the wait: only the other
+    // replica's report can complete it (the origin counts itself in process).
     let mut settings = with_heartbeat(&db, Duration::from_secs(60), Duration::from_secs(180));
     settings.replication.propagation_timeout = Duration::from_secs(3);
     let a = spawn_app_with(settings.clone()).await;
@@ -365,10 +365,12 @@ async fn progress_reports_survive_the_loss_of_their_connection(
     let all = [&a, &b];
     let (first_key, _) = warm_key(&all, &["customers:read"]).await;
     let second_key = cold_key(&a).await;
+    let third_key = cold_key(&a).await;
     let first = revoke_through(&a, &a.admin_token, &first_key).await;
     assert!(first.complete, "{first:?}");
 
-    // Kill both replicas' reporting connections (waiting until they are gone).
+    // Kill both replicas' reporting connections (waiting until they are gone;
+    // each opened one for its catch-up report at start).
     let killed: Vec<bool> = sqlx::query_scalar(
         "SELECT pg_terminate_backend(pid, 5000) FROM pg_stat_activity \
          WHERE datname = current_database() AND query LIKE 'WITH reported AS%'",
@@ -378,9 +380,12 @@ async fn progress_reports_survive_the_loss_of_their_connection(
     .unwrap();
     assert_eq!(killed, vec![true, true]);
 
-    let second = revoke_through(&a, &a.admin_token, &second_key).await;
-    assert!(second.complete, "{second:?}");
-    assert_eq!(second.confirmed_replicas, 2);
+    // Through each replica in turn, so that each one's reporter must reconnect.
+    for (through, key) in [(&b, &second_key), (&a, &third_key)] {
+        let revoked = revoke_through(through, &a.admin_token, key).await;
+        assert!(revoked.complete, "{revoked:?}");
+        assert_eq!(revoked.confirmed_replicas, 2);
+    }
 }
 
 /// Waits (at most 10 s) until every replica has applied the latest event.
