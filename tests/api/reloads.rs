@@ -1,13 +1,14 @@
 //! A key reloaded after a change keeps the digests of the secrets argon2
 //! accepted against its unchanged hashes: a change to a key in use costs each
-//! replica a row read, not an argon2 verification.
+//! replica a row read, not an argon2 verification. And keys that do not fit
+//! in a full cache are reloaded and verified again, but answered.
 
-use keygate::grpc::pb::{self, Reason};
+use keygate::grpc::pb::{self, Environment, Reason};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 
 use crate::helpers::{
     assert_complete, authorize_on_all, decisions_on_all, revoke_through, rotate_through,
-    set_scopes_through, three_replicas, warm_key, TestApp,
+    set_scopes_through, spawn_app_with, test_settings, three_replicas, warm_key, TestApp,
 };
 
 /// Argon2 runs so far on each replica.
@@ -100,4 +101,27 @@ async fn a_key_reloaded_after_a_change_keeps_the_secrets_argon2_accepted(
         authorize_on_all(&all, &token, "GET", "/payments").await,
         vec![Reason::InvalidSecret; 3]
     );
+}
+
+#[sqlx::test(migrations = false)]
+async fn keys_beyond_a_full_cache_are_still_answered(_pool: PgPoolOptions, db: PgConnectOptions) {
+    let mut settings = test_settings(db);
+    // Room for one key: the four compete for it (moka turns newcomers away
+    // or evicts), so requests load and verify again, but are answered.
+    settings.cache.capacity = 1;
+    let app = spawn_app_with(settings).await;
+    let org = app.create_organization("Acme").await;
+    let mut tokens = Vec::new();
+    for _ in 0..4 {
+        let (_, token) = app
+            .org_key(&org, Environment::Live, &["customers:read"])
+            .await;
+        tokens.push(token);
+    }
+    for _ in 0..5 {
+        for token in &tokens {
+            let decision = app.authorize(token, "GET", "/customers", "").await;
+            assert_eq!(decision.reason(), Reason::Ok);
+        }
+    }
 }
