@@ -2,12 +2,13 @@
 //!
 //! Three Keygate replicas (the real binary, pinned to CPU 0) share one database;
 //! steady Authorize load runs against all three from this process (CPU 1).
-//! 1,000 keys are revoked one by one through replica A; for each, the time
-//! from RevokeKey returning until every replica denies the key is measured,
-//! once with RevokeKey's default wait for propagation and once without it
-//! (pure notification latency). Revocations run only in every other
-//! one-second window of the load, and each revoking window's requests/s is
-//! compared with the quiet windows beside it.
+//! Keys are revoked one by one through replica A, 500 in each pass; for each,
+//! the time from RevokeKey returning until every replica denies the key is
+//! measured: back to back with RevokeKey's default wait for propagation, back
+//! to back without it (pure notification latency), and with the default wait
+//! at a steady 20 a second. Revocations run only in every other one-second
+//! window of the load, and each revoking window's requests/s is compared with
+//! the quiet windows beside it.
 //!
 //! Only loopback addresses are used; every loop is bounded in count and time.
 
@@ -34,10 +35,40 @@ use prost::Message;
 
 const LOAD_KEYS: usize = 1_000;
 const REVOKED_PER_MODE: usize = 500;
+
+/// One pass of `REVOKED_PER_MODE` revocations.
+struct Mode {
+    label: &'static str,
+    /// Whether RevokeKey waits for propagation (its default) or not.
+    wait: bool,
+    /// Back to back when `None`; else one revocation started per interval.
+    pace: Option<Duration>,
+}
+
+/// The passes, in order: back to back (with the default wait, then without
+/// it, where the probes poll until every replica denies), then the default
+/// wait again at a steady 20 revocations a second.
+const MODES: [Mode; 3] = [
+    Mode {
+        label: "with RevokeKey's default wait",
+        wait: true,
+        pace: None,
+    },
+    Mode {
+        label: "without waiting (probes poll)",
+        wait: false,
+        pace: None,
+    },
+    Mode {
+        label: "with the default wait, 20 a second",
+        wait: true,
+        pace: Some(Duration::from_millis(50)),
+    },
+];
 /// Length of each quiet or revoking window of background load.
 const WINDOW: Duration = Duration::from_secs(1);
 /// Most windows (quiet and revoking together) before the bench stops pausing.
-const MAX_WINDOWS: usize = 120;
+const MAX_WINDOWS: usize = 160;
 /// Longest any single RevokeKey or probe call may take before the bench fails.
 const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -119,17 +150,11 @@ impl Window {
         self.revoked_after - self.revoked_before
     }
 
-    /// Which revocations ran in the window: the first `REVOKED_PER_MODE` wait
-    /// for propagation, the rest do not; `None` when it held some of both.
-    fn waiting(&self) -> Option<bool> {
+    /// Which pass of [`MODES`] ran in the window; `None` when it held two.
+    fn mode(&self) -> Option<usize> {
         // The revocation in flight at the end is number `revoked_after`.
-        if self.revoked_after < REVOKED_PER_MODE {
-            Some(true)
-        } else if self.revoked_before >= REVOKED_PER_MODE {
-            Some(false)
-        } else {
-            None
-        }
+        let first = self.revoked_before / REVOKED_PER_MODE;
+        (self.revoked_after / REVOKED_PER_MODE == first).then_some(first)
     }
 }
 
@@ -185,8 +210,8 @@ fn sorted_by(windows: &[Window], revoking: bool, figure: impl Fn(&Window) -> f64
 }
 
 /// Each revoking window's load over the mean of the quiet windows just before
-/// and after it, with which revocations ran in it (see [`Window::waiting`]).
-fn load_ratios(windows: &[Window]) -> Vec<(f64, Option<bool>)> {
+/// and after it, with the pass that ran in it (see [`Window::mode`]).
+fn load_ratios(windows: &[Window]) -> Vec<(f64, Option<usize>)> {
     let mut ratios = Vec::new();
     for (position, window) in windows.iter().enumerate() {
         if !window.revoking {
@@ -206,7 +231,7 @@ fn load_ratios(windows: &[Window]) -> Vec<(f64, Option<bool>)> {
             .collect();
         if !quiet.is_empty() {
             let quiet_mean = quiet.iter().sum::<f64>() / quiet.len() as f64;
-            ratios.push((window.requests_per_second / quiet_mean, window.waiting()));
+            ratios.push((window.requests_per_second / quiet_mean, window.mode()));
         }
     }
     ratios
@@ -214,12 +239,12 @@ fn load_ratios(windows: &[Window]) -> Vec<(f64, Option<bool>)> {
 
 /// Median and range of the ratios that `include` keeps, or `None` if none.
 fn ratio_summary(
-    ratios: &[(f64, Option<bool>)],
-    include: impl Fn(Option<bool>) -> bool,
+    ratios: &[(f64, Option<usize>)],
+    include: impl Fn(Option<usize>) -> bool,
 ) -> Option<String> {
     let mut kept: Vec<f64> = ratios
         .iter()
-        .filter(|(_, waiting)| include(*waiting))
+        .filter(|(_, mode)| include(*mode))
         .map(|(ratio, _)| *ratio)
         .collect();
     if kept.is_empty() {
@@ -250,13 +275,10 @@ fn report_load_impact(windows: &[Window]) {
         percentile(&sorted_by(windows, true, |window| window.requests_per_second), 0.5),
         percentile(&sorted_by(windows, false, |window| window.requests_per_second), 0.5),
     );
-    for (label, waiting) in [
-        ("revoking with RevokeKey's default wait", true),
-        ("revoking without waiting (probes poll)", false),
-    ] {
-        let summary = ratio_summary(&ratios, |mode| mode == Some(waiting))
+    for (index, mode) in MODES.iter().enumerate() {
+        let summary = ratio_summary(&ratios, |ran| ran == Some(index))
             .unwrap_or_else(|| "no window".to_owned());
-        println!("  {label:<40} {summary}");
+        println!("  revoking {:<36} {summary}", mode.label);
     }
     println!(
         "  median revocations per revoking window: {:.0}",
@@ -284,7 +306,7 @@ async fn bench() {
     let database = servers::BenchDatabase::create().await;
     let load_tokens = database.seed_keys(LOAD_KEYS, HashingParams::FASTEST).await;
     let victims = database
-        .seed_keys(REVOKED_PER_MODE * 2, HashingParams::FASTEST)
+        .seed_keys(REVOKED_PER_MODE * MODES.len(), HashingParams::FASTEST)
         .await;
     let admin = bootstrap(&database.url).await;
     let replicas = vec![
@@ -413,17 +435,23 @@ async fn revoke_all(
         .await
         .unwrap();
     let during_started = Instant::now();
-    for (mode, wait) in [
-        ("with RevokeKey's default wait", true),
-        ("without waiting (notification only)", false),
-    ] {
-        let offset = if wait { 0 } else { REVOKED_PER_MODE };
+    for (pass, mode) in MODES.iter().enumerate() {
+        let offset = pass * REVOKED_PER_MODE;
+        let wait = mode.wait;
         let mut latencies = Vec::with_capacity(REVOKED_PER_MODE);
         let mut rpc_times = Vec::with_capacity(REVOKED_PER_MODE);
+        let mut next_start = Instant::now();
         for index in offset..offset + REVOKED_PER_MODE {
             // Bounded: the bench sets the flag for good once out of windows.
             while !flags.revoking.load(Ordering::SeqCst) {
                 tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+            if let Some(pace) = mode.pace {
+                // A quiet window in between restarts the pace.
+                let now = Instant::now();
+                next_start = next_start.max(now);
+                tokio::time::sleep_until(next_start.into()).await;
+                next_start += pace;
             }
             flags.in_flight.store(true, Ordering::SeqCst);
             let key_id = Token::parse(&victims[index], &TokenPrefix::default())
@@ -482,7 +510,8 @@ async fn revoke_all(
         latencies.sort_by(f64::total_cmp);
         rpc_times.sort_by(f64::total_cmp);
         println!(
-            "{REVOKED_PER_MODE} revocations {mode}: RevokeKey returned -> all 3 replicas deny: p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms (RevokeKey itself: p50 {:.2} ms, p99 {:.2} ms)",
+            "{REVOKED_PER_MODE} revocations {}: RevokeKey returned -> all 3 replicas deny: p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms (RevokeKey itself: p50 {:.2} ms, p99 {:.2} ms)",
+            mode.label,
             percentile(&latencies, 0.5),
             percentile(&latencies, 0.99),
             latencies[latencies.len() - 1],
