@@ -8,7 +8,8 @@
 //! to back without it (pure notification latency), and with the default wait
 //! at a steady 20 a second. Revocations run only in every other one-second
 //! window of the load, and each revoking window's requests/s is compared with
-//! the quiet windows beside it.
+//! the quiet windows beside it; a last control pass revokes nothing in its
+//! "revoking" windows, to show what the comparison reads with no difference.
 //!
 //! Only loopback addresses are used; every loop is bounded in count and time.
 
@@ -39,6 +40,9 @@ const REVOKED_PER_MODE: usize = 500;
 /// One pass of `REVOKED_PER_MODE` revocations.
 struct Mode {
     label: &'static str,
+    /// `false` for the control pass, which revokes nothing: its windows show
+    /// how far revoking and quiet windows differ when nothing else does.
+    revoke: bool,
     /// Whether RevokeKey waits for propagation (its default) or not.
     wait: bool,
     /// Back to back when `None`; else one revocation started per interval.
@@ -47,28 +51,37 @@ struct Mode {
 
 /// The passes, in order: back to back (with the default wait, then without
 /// it, where the probes poll until every replica denies), then the default
-/// wait again at a steady 20 revocations a second.
-const MODES: [Mode; 3] = [
+/// wait again at a steady 20 revocations a second, then the control.
+const MODES: [Mode; 4] = [
     Mode {
         label: "with RevokeKey's default wait",
+        revoke: true,
         wait: true,
         pace: None,
     },
     Mode {
         label: "without waiting (probes poll)",
+        revoke: true,
         wait: false,
         pace: None,
     },
     Mode {
         label: "with the default wait, 20 a second",
+        revoke: true,
         wait: true,
+        pace: Some(Duration::from_millis(50)),
+    },
+    Mode {
+        label: "nothing (control)",
+        revoke: false,
+        wait: false,
         pace: Some(Duration::from_millis(50)),
     },
 ];
 /// Length of each quiet or revoking window of background load.
 const WINDOW: Duration = Duration::from_secs(1);
 /// Most windows (quiet and revoking together) before the bench stops pausing.
-const MAX_WINDOWS: usize = 160;
+const MAX_WINDOWS: usize = 200;
 /// Longest any single RevokeKey or probe call may take before the bench fails.
 const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -150,6 +163,11 @@ impl Window {
         self.revoked_after - self.revoked_before
     }
 
+    /// Whether keys were revoked in the window (in one pass, not the control).
+    fn revoked_keys(&self) -> bool {
+        self.revoking && self.mode().is_some_and(|pass| MODES[pass].revoke)
+    }
+
     /// Which pass of [`MODES`] ran in the window; `None` when it held two.
     fn mode(&self) -> Option<usize> {
         // The revocation in flight at the end is number `revoked_after`.
@@ -198,11 +216,18 @@ impl CpuReading {
     }
 }
 
-/// A figure of the revoking (or the quiet) windows, sorted.
+/// A figure of the windows that revoked keys (or of the quiet windows),
+/// sorted; the control pass's windows are neither.
 fn sorted_by(windows: &[Window], revoking: bool, figure: impl Fn(&Window) -> f64) -> Vec<f64> {
     let mut values: Vec<f64> = windows
         .iter()
-        .filter(|window| window.revoking == revoking)
+        .filter(|window| {
+            if revoking {
+                window.revoked_keys()
+            } else {
+                !window.revoking
+            }
+        })
         .map(figure)
         .collect();
     values.sort_by(f64::total_cmp);
@@ -265,7 +290,8 @@ fn ratio_summary(
 /// revocation, and where the CPU went.
 fn report_load_impact(windows: &[Window]) {
     let ratios = load_ratios(windows);
-    let Some(overall) = ratio_summary(&ratios, |_| true) else {
+    let revoked_keys = |ran: Option<usize>| ran.is_some_and(|pass| MODES[pass].revoke);
+    let Some(overall) = ratio_summary(&ratios, revoked_keys) else {
         println!("background Authorize load: no complete revoking window to compare");
         return;
     };
@@ -342,7 +368,7 @@ async fn bench() {
     // Quiet and revoking windows alternate, and each revoking window is
     // compared with the quiet windows beside it: this shared machine drifts
     // between seconds by more than the effect measured.
-    let revoking = Arc::new(AtomicBool::new(false));
+    let (revoking, revoking_changes) = tokio::sync::watch::channel(false);
     let in_flight = Arc::new(AtomicBool::new(false));
     let revoked = Arc::new(AtomicUsize::new(0));
     // The revocation driver runs as a task of this runtime, beside the load
@@ -350,12 +376,12 @@ async fn bench() {
     // scheduler time slices, which stretched its latency figures many times).
     let driver = {
         let addresses = addresses.clone();
-        let revoking = revoking.clone();
+        let mut revoking = revoking_changes.clone();
         let in_flight = in_flight.clone();
         let revoked = revoked.clone();
         tokio::spawn(async move {
             let flags = DriverFlags {
-                revoking: &revoking,
+                revoking: &mut revoking,
                 in_flight: &in_flight,
                 revoked: &revoked,
             };
@@ -372,7 +398,7 @@ async fn bench() {
             break;
         }
         let revoke_now = window % 2 == 1;
-        revoking.store(revoke_now, Ordering::SeqCst);
+        revoking.send_replace(revoke_now);
         // A quiet window starts only once the last revocation (with its
         // probes) is done, so none spills into it.
         if !revoke_now {
@@ -398,7 +424,7 @@ async fn bench() {
         }
     }
     // Out of windows: let the driver finish regardless.
-    revoking.store(true, Ordering::SeqCst);
+    revoking.send_replace(true);
     let revoking_took = driver.await.unwrap();
     report_load_impact(&windows);
     println!(
@@ -412,15 +438,14 @@ async fn bench() {
 /// How the bench steers the revocation driver: revoke only while `revoking`
 /// is set; `in_flight` says a revocation (with its probes) is under way;
 /// `revoked` counts the revocations done.
-#[derive(Clone, Copy)]
 struct DriverFlags<'a> {
-    revoking: &'a AtomicBool,
+    revoking: &'a mut tokio::sync::watch::Receiver<bool>,
     in_flight: &'a AtomicBool,
     revoked: &'a AtomicUsize,
 }
 
-/// Revokes every victim through replica A, half with RevokeKey's default wait
-/// and half without, printing the propagation figures; returns the time taken.
+/// Revokes every victim through replica A, pass by pass (see [`MODES`]),
+/// printing the propagation figures; returns the time taken.
 async fn revoke_all(
     addresses: &[std::net::SocketAddr],
     victims: &[String],
@@ -443,15 +468,20 @@ async fn revoke_all(
         let mut next_start = Instant::now();
         for index in offset..offset + REVOKED_PER_MODE {
             // Bounded: the bench sets the flag for good once out of windows.
-            while !flags.revoking.load(Ordering::SeqCst) {
-                tokio::time::sleep(Duration::from_millis(1)).await;
-            }
+            // Idle until told, not polling: a task waking every millisecond
+            // would keep this runtime awake in quiet windows only, and so
+            // make them faster than the revoking ones for no other reason.
+            flags.revoking.wait_for(|revoking| *revoking).await.unwrap();
             if let Some(pace) = mode.pace {
                 // A quiet window in between restarts the pace.
                 let now = Instant::now();
                 next_start = next_start.max(now);
                 tokio::time::sleep_until(next_start.into()).await;
                 next_start += pace;
+            }
+            if !mode.revoke {
+                flags.revoked.fetch_add(1, Ordering::SeqCst);
+                continue;
             }
             flags.in_flight.store(true, Ordering::SeqCst);
             let key_id = Token::parse(&victims[index], &TokenPrefix::default())
@@ -506,6 +536,9 @@ async fn revoke_all(
             flags.in_flight.store(false, Ordering::SeqCst);
             flags.revoked.fetch_add(1, Ordering::SeqCst);
             latencies.push(returned.elapsed().as_secs_f64() * 1000.0);
+        }
+        if latencies.is_empty() {
+            continue;
         }
         latencies.sort_by(f64::total_cmp);
         rpc_times.sort_by(f64::total_cmp);
