@@ -81,16 +81,14 @@ pub struct EventFilter {
 
 /// Inserts the event and notifies every replica, inside the caller's transaction:
 /// the notification is delivered only if, and when, the transaction commits.
-/// Event sequence numbers are taken under a transaction-scoped advisory lock, so
-/// they grow in commit order and "applied up to N" means all events up to N.
+/// Event sequence numbers are taken under a transaction-scoped advisory lock
+/// (in the same statement), so they grow in commit order and "applied up to
+/// N" means all events up to N.
 #[tracing::instrument(name = "keygate.store.insert_event", level = "debug", skip_all)]
 pub async fn insert_event(
     connection: &mut PgConnection,
     event: NewEvent<'_>,
 ) -> Result<i64, StoreError> {
-    sqlx::query("SELECT pg_advisory_xact_lock(hashtext('keygate.key_events'))")
-        .execute(&mut *connection)
-        .await?;
     // The payload after the sequence, which the database assigns.
     let payload_tail = format!(
         "{} {} {} {} {}",
@@ -101,9 +99,13 @@ pub async fn insert_event(
         event.action.as_str()
     );
     let sequence: i64 = sqlx::query_scalar(
-        "WITH event AS (INSERT INTO key_events \
+        // The lock is taken as the materialized `locked` is scanned, before
+        // the insert's row, and so its sequence number, exists.
+        "WITH locked AS MATERIALIZED \
+         (SELECT pg_advisory_xact_lock(hashtext('keygate.key_events'))), \
+         event AS (INSERT INTO key_events \
          (key_id, organization_id, environment, actor_key_id, action, changes) \
-         VALUES ($1, $2, $3, $4, $5, $6) RETURNING seq) \
+         SELECT $1, $2, $3, $4, $5, $6 FROM locked RETURNING seq) \
          SELECT seq, pg_notify($7, seq::text || ' ' || $8) FROM event",
     )
     .bind(event.key_id.as_uuid())

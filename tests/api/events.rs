@@ -2,7 +2,7 @@ use keygate::grpc::pb::{self, Environment};
 use prost_types::{Duration, FieldMask};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 
-use crate::helpers::{authed, secret_of, spawn_app};
+use crate::helpers::{authed, secret_of, set_disabled_through, spawn_app};
 
 #[sqlx::test(migrations = false)]
 async fn every_mutation_is_recorded_newest_first_without_secrets(
@@ -141,5 +141,48 @@ async fn every_mutation_is_recorded_newest_first_without_secrets(
     assert_eq!(
         changes("created")["scopes"],
         serde_json::json!(["customers:read"])
+    );
+}
+
+#[sqlx::test(migrations = false)]
+async fn concurrent_changes_are_numbered_in_commit_order(
+    _pool: PgPoolOptions,
+    db: PgConnectOptions,
+) {
+    let app = spawn_app(db).await;
+    let org = app.create_organization("Acme").await;
+    let mut keys = Vec::new();
+    for _ in 0..24 {
+        let (key, _) = app
+            .org_key(&org, Environment::Live, &["customers:read"])
+            .await;
+        keys.push(key);
+    }
+    let mut listener = sqlx::postgres::PgListener::connect_with(&app.pool)
+        .await
+        .unwrap();
+    listener
+        .listen(keygate::store::events::NOTIFY_CHANNEL)
+        .await
+        .unwrap();
+
+    let changes = keys
+        .iter()
+        .map(|key| set_disabled_through(&app, &app.admin_token, key, true, false));
+    futures_util::future::join_all(changes).await;
+    let mut sequences: Vec<i64> = Vec::new();
+    while sequences.len() < keys.len() {
+        let wait = std::time::Duration::from_secs(10);
+        let notification = tokio::time::timeout(wait, listener.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        let sequence = notification.payload().split(' ').next().unwrap();
+        sequences.push(sequence.parse().unwrap());
+    }
+    // Notifications arrive in commit order, so the numbers must grow in it.
+    assert!(
+        sequences.windows(2).all(|pair| pair[0] < pair[1]),
+        "{sequences:?}"
     );
 }
