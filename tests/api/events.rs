@@ -150,14 +150,12 @@ async fn concurrent_changes_are_numbered_in_commit_order(
     db: PgConnectOptions,
 ) {
     let app = spawn_app(db).await;
-    let org = app.create_organization("Acme").await;
-    let mut keys = Vec::new();
-    for _ in 0..24 {
-        let (key, _) = app
-            .org_key(&org, Environment::Live, &["customers:read"])
-            .await;
-        keys.push(key);
-    }
+    let keys: Vec<pb::Key> = app
+        .customer_readers(24)
+        .await
+        .into_iter()
+        .map(|(key, _)| key)
+        .collect();
     let mut listener = sqlx::postgres::PgListener::connect_with(&app.pool)
         .await
         .unwrap();

@@ -335,6 +335,19 @@ impl TestApp {
         self.create_key(key_request(organization_id, environment, scopes))
             .await
     }
+
+    /// `count` live keys holding `customers:read`, in a new organization.
+    pub async fn customer_readers(&self, count: usize) -> Vec<(pb::Key, String)> {
+        let org = self.create_organization("Acme").await;
+        let mut keys = Vec::with_capacity(count);
+        for _ in 0..count {
+            keys.push(
+                self.org_key(&org, Environment::Live, &["customers:read"])
+                    .await,
+            );
+        }
+        keys
+    }
 }
 
 pub fn key_request(

@@ -3,7 +3,7 @@
 //! replica a row read, not an argon2 verification. And keys that do not fit
 //! in a full cache are reloaded and verified again, but answered.
 
-use keygate::grpc::pb::{self, Environment, Reason};
+use keygate::grpc::pb::{self, Reason};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 
 use crate::helpers::{
@@ -110,16 +110,9 @@ async fn keys_beyond_a_full_cache_are_still_answered(_pool: PgPoolOptions, db: P
     // or evicts), so requests load and verify again, but are answered.
     settings.cache.capacity = 1;
     let app = spawn_app_with(settings).await;
-    let org = app.create_organization("Acme").await;
-    let mut tokens = Vec::new();
-    for _ in 0..4 {
-        let (_, token) = app
-            .org_key(&org, Environment::Live, &["customers:read"])
-            .await;
-        tokens.push(token);
-    }
+    let keys = app.customer_readers(4).await;
     for _ in 0..5 {
-        for token in &tokens {
+        for (_, token) in &keys {
             let decision = app.authorize(token, "GET", "/customers", "").await;
             assert_eq!(decision.reason(), Reason::Ok);
         }
