@@ -216,19 +216,29 @@ impl CpuReading {
     }
 }
 
-/// A figure of the windows that revoked keys (or of the quiet windows),
-/// sorted; the control pass's windows are neither.
+/// A figure of the windows that revoked keys (or of the quiet windows beside
+/// them), sorted; the control pass's windows are neither.
 fn sorted_by(windows: &[Window], revoking: bool, figure: impl Fn(&Window) -> f64) -> Vec<f64> {
+    let beside_revoked_keys = |position: usize| {
+        let before = position
+            .checked_sub(1)
+            .and_then(|before| windows.get(before));
+        before
+            .into_iter()
+            .chain(windows.get(position + 1))
+            .any(Window::revoked_keys)
+    };
     let mut values: Vec<f64> = windows
         .iter()
-        .filter(|window| {
+        .enumerate()
+        .filter(|(position, window)| {
             if revoking {
                 window.revoked_keys()
             } else {
-                !window.revoking
+                !window.revoking && beside_revoked_keys(*position)
             }
         })
-        .map(figure)
+        .map(|(_, window)| figure(window))
         .collect();
     values.sort_by(f64::total_cmp);
     values
@@ -403,7 +413,8 @@ async fn bench() {
         // probes) is done, so none spills into it.
         if !revoke_now {
             let settling = Instant::now();
-            while in_flight.load(Ordering::SeqCst) && settling.elapsed() < CALL_TIMEOUT {
+            // One revocation takes at most its call, 2 s of probing and a probe.
+            while in_flight.load(Ordering::SeqCst) && settling.elapsed() < CALL_TIMEOUT * 3 {
                 tokio::time::sleep(Duration::from_millis(1)).await;
             }
         }
@@ -471,19 +482,30 @@ async fn revoke_all(
             // Idle until told, not polling: a task waking every millisecond
             // would keep this runtime awake in quiet windows only, and so
             // make them faster than the revoking ones for no other reason.
-            flags.revoking.wait_for(|revoking| *revoking).await.unwrap();
+            loop {
+                flags.revoking.wait_for(|revoking| *revoking).await.unwrap();
+                if mode.pace.is_some() {
+                    // A quiet window in between restarts the pace.
+                    next_start = next_start.max(Instant::now());
+                    tokio::time::sleep_until(next_start.into()).await;
+                }
+                // In flight before the flag is read again, so that a quiet
+                // window begun meanwhile waits for this revocation, or this
+                // revocation for the next revoking window.
+                flags.in_flight.store(true, Ordering::SeqCst);
+                if *flags.revoking.borrow() {
+                    break;
+                }
+                flags.in_flight.store(false, Ordering::SeqCst);
+            }
             if let Some(pace) = mode.pace {
-                // A quiet window in between restarts the pace.
-                let now = Instant::now();
-                next_start = next_start.max(now);
-                tokio::time::sleep_until(next_start.into()).await;
                 next_start += pace;
             }
             if !mode.revoke {
+                flags.in_flight.store(false, Ordering::SeqCst);
                 flags.revoked.fetch_add(1, Ordering::SeqCst);
                 continue;
             }
-            flags.in_flight.store(true, Ordering::SeqCst);
             let key_id = Token::parse(&victims[index], &TokenPrefix::default())
                 .unwrap()
                 .key_id()

@@ -18,7 +18,7 @@ use sqlx::PgPool;
 use crate::cache::{CachedKey, KeyCache, SecretDigest};
 use crate::decision::{AuthorizeRequest, Decision, KeyIdentity, Reason, SecretSlot, Target};
 use crate::events::StateChange;
-use crate::freshness::{Freshness, StalePolicy, VERSION_CHECK_TIMEOUT};
+use crate::freshness::{Freshness, StalePolicy, TOMBSTONE_LIFETIME, VERSION_CHECK_TIMEOUT};
 use crate::hashing::{HashingError, SecretHasher};
 use crate::policy::Policy;
 use crate::store::keys::{find_key_by_id, find_key_version};
@@ -210,6 +210,7 @@ impl Authorizer {
                 Ok(None) => return Ok(Err(Reason::UnknownKey)),
                 Err(reason) => return Ok(Err(reason)),
             };
+            let confirmed_at = Instant::now();
             if entry.key.environment != token.environment() {
                 return Ok(Err(Reason::InvalidSecret));
             }
@@ -224,21 +225,22 @@ impl Authorizer {
             };
             // The wait for argon2 may have outlived the entry (a change landed
             // meanwhile): decide only on an entry that is still the current one.
-            if self.still_current(&entry) {
+            if self.still_current(&entry, confirmed_at) {
                 return Ok(Ok(KeyIdentity { entry, secret }));
             }
         }
         Ok(Err(Reason::Unverifiable))
     }
 
-    /// Whether `entry` is still good to decide on after a wait: not superseded
-    /// by a change, built under the catalog in force, and confirmed in the
-    /// current trusted epoch. Not whether the cache still holds it: a full
-    /// cache may drop an entry the moment it is inserted (moka's admission),
-    /// which says nothing about the key, and asking would send the request
-    /// to argon2 again.
-    fn still_current(&self, entry: &CachedKey) -> bool {
-        self.is_confirmed(entry)
+    /// Whether `entry`, confirmed at `confirmed_at`, is still good to decide
+    /// on after a wait: not superseded by a change, built under the catalog in
+    /// force, confirmed in the current trusted epoch, and confirmed recently
+    /// enough that any change since would still have its tombstone. Not
+    /// whether the cache still holds it: a full cache may drop an entry the
+    /// moment it is inserted (moka's admission), which says nothing about the
+    /// key, and asking would send the request to argon2 again.
+    fn still_current(&self, entry: &CachedKey, confirmed_at: Instant) -> bool {
+        confirmed_at.elapsed() < TOMBSTONE_LIFETIME / 2 && self.is_confirmed(entry)
     }
 
     fn match_cached(

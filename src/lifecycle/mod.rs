@@ -205,7 +205,11 @@ impl KeyManager {
             return Err(ServiceError::Unauthenticated("caller_no_longer_active"));
         }
         if state.version != caller.key().version {
-            // Changed meanwhile (its scopes may be narrower now): reload and retry.
+            // Changed meanwhile (its scopes may be narrower now): reload and
+            // retry. The tombstone also stops requests already past the cache
+            // (waiting for argon2) from deciding on the old entry; the eviction
+            // covers a cached version the database no longer has.
+            self.authorizer.follow_change(&id, state.version, None);
             self.authorizer.evict(&id);
             return Err(ServiceError::Unverifiable);
         }

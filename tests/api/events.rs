@@ -2,7 +2,7 @@ use keygate::grpc::pb::{self, Environment};
 use prost_types::{Duration, FieldMask};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 
-use crate::helpers::{authed, secret_of, set_disabled_through, spawn_app};
+use crate::helpers::{authed, secret_of, set_disabled_through, spawn_app, TestApp};
 
 #[sqlx::test(migrations = false)]
 async fn every_mutation_is_recorded_newest_first_without_secrets(
@@ -183,4 +183,55 @@ async fn concurrent_changes_are_numbered_in_commit_order(
         sequences.windows(2).all(|pair| pair[0] < pair[1]),
         "{sequences:?}"
     );
+}
+
+/// The number the sequence last handed out (events take theirs from it).
+async fn last_event_number(app: &TestApp) -> Option<i64> {
+    sqlx::query_scalar("SELECT pg_sequence_last_value(pg_get_serial_sequence('key_events', 'seq'))")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap()
+}
+
+#[sqlx::test(migrations = false)]
+async fn an_event_is_numbered_only_under_the_events_lock(
+    _pool: PgPoolOptions,
+    db: PgConnectOptions,
+) {
+    let app = spawn_app(db).await;
+    let (key, _) = app.customer_readers(1).await.remove(0);
+    let mut holder = app.pool.acquire().await.unwrap();
+    sqlx::query("SELECT pg_advisory_lock(hashtext('keygate.key_events'))")
+        .execute(&mut *holder)
+        .await
+        .unwrap();
+    let before = last_event_number(&app).await;
+
+    let change = set_disabled_through(&app, &app.admin_token, &key, true, false);
+    let check = async {
+        let mut waiting = false;
+        for _ in 0..100 {
+            waiting = sqlx::query_scalar(
+                "SELECT count(*) > 0 FROM pg_stat_activity WHERE datname = current_database() \
+                 AND wait_event_type = 'Lock' AND wait_event = 'advisory'",
+            )
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+            if waiting {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        let while_waiting = last_event_number(&app).await;
+        sqlx::query("SELECT pg_advisory_unlock(hashtext('keygate.key_events'))")
+            .execute(&mut *holder)
+            .await
+            .unwrap();
+        (waiting, while_waiting)
+    };
+    let (_, (waiting, while_waiting)) = tokio::join!(change, check);
+    assert!(waiting, "the change never waited for the lock");
+    assert_eq!(while_waiting, before, "a number was taken before the lock");
+    assert!(last_event_number(&app).await > before);
 }

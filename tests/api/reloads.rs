@@ -111,10 +111,18 @@ async fn keys_beyond_a_full_cache_are_still_answered(_pool: PgPoolOptions, db: P
     settings.cache.capacity = 1;
     let app = spawn_app_with(settings).await;
     let keys = app.customer_readers(4).await;
+    let verified_before = app.authorizer.hasher().verifications();
+    let mut requests = 0;
     for _ in 0..5 {
         for (_, token) in &keys {
             let decision = app.authorize(token, "GET", "/customers", "").await;
             assert_eq!(decision.reason(), Reason::Ok);
+            requests += 1;
         }
     }
+    let verified = app.authorizer.hasher().verifications() - verified_before;
+    assert!(
+        verified <= requests,
+        "{verified} argon2 runs for {requests} requests"
+    );
 }
