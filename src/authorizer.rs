@@ -138,15 +138,15 @@ impl Authorizer {
     /// Follows a change of key `id` to `version` (`i64::MAX`: deleted),
     /// leaving a tombstone so that a load that read an older row cannot bring
     /// it back: a cached entry one version behind takes a disable, enable or
-    /// revocation in place (no reload needed), one already at `version` stays,
-    /// and any other is evicted, as is every entry when `change` is `None`.
+    /// revocation in place (no reload needed), one at `version` or later
+    /// stays, and any other is evicted (with `change` `None`, every entry
+    /// older than `version`).
     pub fn follow_change(&self, id: &KeyId, version: i64, change: Option<StateChange>) {
         self.freshness
             .add_tombstone(*id, version, |expired, guarded| {
                 self.cache.evict_older_than(&expired, guarded)
             });
-        let policy = self.policy.load();
-        self.cache.follow_event(*id, version, change, &policy);
+        self.cache.follow_event(*id, version, change);
     }
 
     /// Checks the token and its secret; says nothing yet about the key's state.
@@ -210,13 +210,13 @@ impl Authorizer {
                 Ok(None) => return Ok(Err(Reason::UnknownKey)),
                 Err(reason) => return Ok(Err(reason)),
             };
-            let confirmed_at = Instant::now();
             if entry.key.environment != token.environment() {
                 return Ok(Err(Reason::InvalidSecret));
             }
             if let Some(secret) = self.match_cached(&entry, &digest, now) {
                 return Ok(Ok(KeyIdentity { entry, secret }));
             }
+            let confirmed_at = Instant::now();
             // Boxed: the argon2 path's future is large and rarely needed.
             let slot =
                 Box::pin(self.verify_with_argon2(&entry, token.secret(), digest, now)).await?;
@@ -304,9 +304,7 @@ impl Authorizer {
     /// against the clock here, not the request's start time: a retry after
     /// argon2 or a load may come seconds later, after the lease ran out.
     fn is_confirmed(&self, entry: &CachedKey) -> bool {
-        let epoch = self.freshness.trusted_epoch();
-        epoch != 0
-            && entry.validated_epoch.load(Ordering::SeqCst) == epoch
+        entry.validated_in(self.freshness.trusted_epoch())
             && !self
                 .freshness
                 .is_superseded(&entry.key.id, entry.key.version)

@@ -74,7 +74,8 @@ const PROGRESS_FEED_CAPACITY: usize = 1024;
 /// here directly, not through the database: its own waits read it in process.
 pub struct ProgressFeed {
     reports: tokio::sync::broadcast::Sender<Option<ReplicaProgress>>,
-    /// The last event sequence this replica has applied (0: none yet).
+    /// The last event sequence this replica has applied to its cache (0:
+    /// none yet); the one record of it.
     own_applied: AtomicI64,
 }
 
@@ -99,14 +100,22 @@ impl ProgressFeed {
         self.own_applied.fetch_max(applied, Ordering::SeqCst);
     }
 
-    /// Records this replica's own progress and tells its waits.
-    pub fn publish_own(&self, progress: ReplicaProgress) {
-        self.record_own(progress.applied);
-        self.publish(Some(progress));
+    /// Tells this replica's waits (it is `replica`) how far it has applied
+    /// events, as recorded.
+    pub fn publish_own(&self, replica: uuid::Uuid) {
+        self.publish(Some(self.own_progress(replica)));
     }
 
-    /// The last event sequence this replica has applied, as recorded: a wait
-    /// that subscribed after it was published reads it here.
+    /// This replica's (it is `replica`) progress as recorded: a wait that
+    /// subscribed after it was published reads it here.
+    pub fn own_progress(&self, replica: uuid::Uuid) -> ReplicaProgress {
+        ReplicaProgress {
+            replica,
+            applied: self.own_applied(),
+        }
+    }
+
+    /// The last event sequence this replica has applied, as recorded.
     pub fn own_applied(&self) -> i64 {
         self.own_applied.load(Ordering::SeqCst)
     }
@@ -401,10 +410,8 @@ mod tests {
         feed.record_own(4);
         assert!(waiting.try_recv().is_err(), "recording tells nobody");
         let replica = uuid::Uuid::new_v4();
-        feed.publish_own(ReplicaProgress {
-            replica,
-            applied: 5,
-        });
+        feed.record_own(5);
+        feed.publish_own(replica);
         assert_eq!(
             waiting.try_recv().unwrap().map(|heard| heard.applied),
             Some(5)

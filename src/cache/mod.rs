@@ -33,7 +33,7 @@ use rand::RngCore;
 use sha2::Sha256;
 use subtle::ConstantTimeEq;
 
-use crate::events::{EventAction, StateChange};
+use crate::events::StateChange;
 use crate::hashing::SecretHash;
 use crate::key::Key;
 use crate::permission::EffectivePermissions;
@@ -155,33 +155,32 @@ impl CachedKey {
     /// The same entry with permissions recomputed under a new policy; the
     /// accepted digests carry over.
     fn with_policy(&self, policy: &Policy) -> CachedKey {
-        self.rebuilt(self.key.clone(), policy, PreviousSecret::Keep)
+        let permissions = policy.catalog.effective(&self.key.scopes);
+        self.rebuilt(self.key.clone(), permissions)
     }
 
     /// The entry after a state-only change (see [`Key::after_state_change`]);
-    /// the accepted digests carry over, but for a revoked key's previous one.
-    fn after_state_change(&self, change: &StateChange, policy: &Policy) -> Option<CachedKey> {
+    /// the scopes, and so the permissions, are unchanged.
+    fn after_state_change(&self, change: &StateChange) -> Option<CachedKey> {
         let key = self.key.after_state_change(change)?;
-        let previous = if change.action == EventAction::Revoked {
-            PreviousSecret::Drop
-        } else {
-            PreviousSecret::Keep
-        };
-        Some(self.rebuilt(key, policy, previous))
+        Some(self.rebuilt(key, self.permissions.clone()))
     }
 
-    /// This entry's secrets and bookkeeping around `key`, with permissions
-    /// computed under `policy`.
-    fn rebuilt(&self, key: Key, policy: &Policy, previous: PreviousSecret) -> CachedKey {
-        let (previous_secret_hash, previous_digest) = match previous {
-            PreviousSecret::Keep => (
+    /// This entry's secrets and bookkeeping around `key` and its
+    /// `permissions`. The accepted digests carry over; the rotated-out secret
+    /// only while `key` still has its grace deadline (a revocation ends it).
+    fn rebuilt(&self, key: Key, permissions: EffectivePermissions) -> CachedKey {
+        let keeps_previous = key.previous_secret_expires_at.is_some();
+        let (previous_secret_hash, previous_digest) = if keeps_previous {
+            (
                 self.previous_secret_hash.clone(),
                 self.previous_digest.clone(),
-            ),
-            PreviousSecret::Drop => (None, OnceLock::new()),
+            )
+        } else {
+            (None, OnceLock::new())
         };
         CachedKey {
-            permissions: policy.catalog.effective(&key.scopes),
+            permissions,
             key,
             key_id_text: self.key_id_text,
             organization_id_text: self.organization_id_text,
@@ -233,12 +232,6 @@ impl CachedKey {
     pub fn accept_previous(&self, digest: SecretDigest) {
         let _ = self.previous_digest.set(digest);
     }
-}
-
-/// Whether a rebuilt entry keeps the rotated-out secret (hash and digest).
-enum PreviousSecret {
-    Keep,
-    Drop,
 }
 
 /// Compares two digests in constant time: every byte's difference is folded
@@ -396,10 +389,16 @@ impl KeyCache {
     /// accepted for it carry over to its reload if its hashes are unchanged.
     pub fn evict(&self, id: &KeyId) {
         if let Some(evicted) = self.keys.remove(id) {
-            metrics::counter!("keygate_cache_evictions_total").increment(1);
-            self.carried.remember(&evicted);
+            self.evicted(&evicted);
         }
         self.unknown.invalidate(id);
+    }
+
+    /// Counts an entry that left the cache and remembers what argon2
+    /// accepted for it.
+    fn evicted(&self, entry: &CachedKey) {
+        metrics::counter!("keygate_cache_evictions_total").increment(1);
+        self.carried.remember(entry);
     }
 
     /// Evicts `id` only if its entry is older than `version` (see
@@ -413,8 +412,7 @@ impl KeyCache {
                 _ => Op::Nop,
             });
         if let CompResult::Removed(evicted) = outcome {
-            metrics::counter!("keygate_cache_evictions_total").increment(1);
-            self.carried.remember(evicted.value());
+            self.evicted(evicted.value());
         }
     }
 
@@ -429,13 +427,7 @@ impl KeyCache {
     /// here is exactly the row at `version`, and the caller has left a
     /// tombstone at `version` first, so an older entry landing afterwards is
     /// never used.
-    pub fn follow_event(
-        &self,
-        id: KeyId,
-        version: i64,
-        change: Option<StateChange>,
-        policy: &Policy,
-    ) {
+    pub fn follow_event(&self, id: KeyId, version: i64, change: Option<StateChange>) {
         let outcome = self.keys.entry(id).and_compute_with(|existing| {
             let Some(cached) = existing else {
                 return Op::Nop;
@@ -445,8 +437,8 @@ impl KeyCache {
                 return Op::Nop;
             }
             let followed = change
-                .filter(|_| cached.key.version.checked_add(1) == Some(version))
-                .and_then(|change| cached.after_state_change(&change, policy));
+                .and_then(|change| cached.after_state_change(&change))
+                .filter(|changed| changed.key.version == version);
             match followed {
                 Some(changed) => Op::Put(Arc::new(changed)),
                 None => Op::Remove,
@@ -456,10 +448,7 @@ impl KeyCache {
             CompResult::ReplacedWith(_) => {
                 metrics::counter!("keygate_cache_changes_followed_total").increment(1);
             }
-            CompResult::Removed(evicted) => {
-                metrics::counter!("keygate_cache_evictions_total").increment(1);
-                self.carried.remember(evicted.value());
-            }
+            CompResult::Removed(evicted) => self.evicted(evicted.value()),
             CompResult::StillNone(_) | CompResult::Unchanged(_) | CompResult::Inserted(_) => {}
         }
         self.unknown.invalidate(&id);

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use chrono::Utc;
 
 use super::*;
+use crate::events::EventAction;
 use crate::key::KeyKind;
 use crate::policy::EMBEDDED_DEFAULT_POLICY;
 use crate::token::Environment;
@@ -121,7 +122,6 @@ fn digests_are_keyed_per_cache() {
 
 #[test]
 fn state_changes_are_followed_in_place_one_version_on_and_anything_else_evicts() {
-    let policy = Policy::parse(EMBEDDED_DEFAULT_POLICY).unwrap();
     let cache = KeyCache::new(CacheSettings::default());
     let id = KeyId::generate();
     let (current, previous) = ([1u8; 32], [2u8; 32]);
@@ -134,19 +134,19 @@ fn state_changes_are_followed_in_place_one_version_on_and_anything_else_evicts()
     rotated.accept_previous(previous);
     cache.insert(rotated);
 
-    cache.follow_event(id, 2, change(EventAction::Disabled), &policy);
+    cache.follow_event(id, 2, change(EventAction::Disabled));
     let disabled = cached(&cache).expect("a disable is followed in place");
     assert_eq!(disabled.key.version, 2);
     assert_eq!(disabled.key.disabled_at, Some(at));
     assert!(disabled.match_current(&current) && disabled.match_previous(&previous));
 
-    cache.follow_event(id, 3, change(EventAction::Enabled), &policy);
+    cache.follow_event(id, 3, change(EventAction::Enabled));
     let enabled = cached(&cache).expect("an enable is followed in place");
     assert_eq!((enabled.key.version, enabled.key.disabled_at), (3, None));
     assert!(enabled.previous_in_grace(at));
 
     // A revocation also ends the rotated-out secret's grace.
-    cache.follow_event(id, 4, change(EventAction::Revoked), &policy);
+    cache.follow_event(id, 4, change(EventAction::Revoked));
     let revoked = cached(&cache).expect("a revocation is followed in place");
     assert_eq!(revoked.key.version, 4);
     assert_eq!(revoked.key.revoked_at, Some(at));
@@ -158,7 +158,7 @@ fn state_changes_are_followed_in_place_one_version_on_and_anything_else_evicts()
     // The same event heard again (the origin followed it before its listener
     // heard it), or an older one: the entry already holds it and stays.
     for version in [4, 3] {
-        cache.follow_event(id, version, change(EventAction::Revoked), &policy);
+        cache.follow_event(id, version, change(EventAction::Revoked));
         assert!(cached(&cache).is_some_and(|again| Arc::ptr_eq(&again, &revoked)));
     }
 
@@ -171,7 +171,7 @@ fn state_changes_are_followed_in_place_one_version_on_and_anything_else_evicts()
 
     // A version skipped (the entry is older than the event's base): evicted.
     cache.insert(entry(id, "salt2$two", None));
-    cache.follow_event(id, 3, change(EventAction::Disabled), &policy);
+    cache.follow_event(id, 3, change(EventAction::Disabled));
     assert!(cache.get(&id).is_none());
 
     // Changes an event does not carry, a deletion, or no action known: evicted.
@@ -182,7 +182,7 @@ fn state_changes_are_followed_in_place_one_version_on_and_anything_else_evicts()
         (2, None),
     ] {
         cache.insert(entry(id, "salt2$two", None));
-        cache.follow_event(id, version, followed, &policy);
+        cache.follow_event(id, version, followed);
         assert!(cache.get(&id).is_none(), "{followed:?}");
     }
 }

@@ -95,11 +95,9 @@ impl Tally {
         }
     }
 
-    /// Takes in a fresh read of the table, and this replica's own progress
-    /// (its own events are not reported through the table, and it may have
-    /// been published before the wait subscribed): pending are the live
-    /// replicas that have not applied the event yet.
-    fn read(&mut self, replicas: Vec<ReplicaRow>, own: Option<ReplicaProgress>) {
+    /// Takes in a fresh read of the table: pending are the live replicas that
+    /// have not applied the event yet.
+    fn read(&mut self, replicas: Vec<ReplicaRow>) {
         self.pending.clear();
         for replica in replicas {
             if replica.applied {
@@ -108,9 +106,6 @@ impl Tally {
                 self.ever_pending.insert(replica.id, replica.name.clone());
                 self.pending.insert(replica.id, replica.name);
             }
-        }
-        if let Some(own) = own {
-            self.report(own);
         }
     }
 
@@ -183,11 +178,13 @@ impl KeyManager {
         loop {
             match live_replicas(&self.pool, sequence, self.lease).await {
                 Ok(replicas) => {
-                    let own = self.origin.map(|replica| ReplicaProgress {
-                        replica,
-                        applied: feed.own_applied(),
-                    });
-                    tally.read(replicas, own);
+                    tally.read(replicas);
+                    // This replica's own progress is not reported through
+                    // the table, and may have been published before the
+                    // subscription.
+                    if let Some(own) = self.origin {
+                        tally.report(feed.own_progress(own));
+                    }
                 }
                 Err(error) => {
                     tracing::warn!(%error, sequence, "cannot read replica progress");
@@ -234,10 +231,11 @@ mod tests {
     fn reports_confirm_pending_replicas_without_another_read() {
         let (a, b, c) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
         let mut tally = Tally::new(10);
-        tally.read(
-            vec![row(a, "a", true), row(b, "b", false), row(c, "c", false)],
-            None,
-        );
+        tally.read(vec![
+            row(a, "a", true),
+            row(b, "b", false),
+            row(c, "c", false),
+        ]);
         tally.report(ReplicaProgress {
             replica: b,
             applied: 9,
@@ -272,13 +270,15 @@ mod tests {
             replica: own,
             applied: 9,
         };
-        tally.read(rows(), Some(behind));
+        tally.read(rows());
+        tally.report(behind);
         assert_eq!(tally.pending.len(), 1);
         let caught_up = ReplicaProgress {
             replica: own,
             applied: 10,
         };
-        tally.read(rows(), Some(caught_up));
+        tally.read(rows());
+        tally.report(caught_up);
         assert!(tally.pending.is_empty());
         assert_eq!(tally.outcome().confirmed_names, ["other", "own"]);
     }
@@ -287,8 +287,8 @@ mod tests {
     fn a_pending_replica_that_leaves_the_live_set_is_named_lease_expired() {
         let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
         let mut tally = Tally::new(10);
-        tally.read(vec![row(a, "a", false), row(b, "b", false)], None);
-        tally.read(vec![row(a, "a", true)], None);
+        tally.read(vec![row(a, "a", false), row(b, "b", false)]);
+        tally.read(vec![row(a, "a", true)]);
         let outcome = tally.outcome();
         assert_eq!(outcome.confirmed_names, ["a"]);
         assert!(outcome.unconfirmed.is_empty());
@@ -300,7 +300,7 @@ mod tests {
         let (sender, mut reports) = broadcast::channel(1024);
         let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
         let mut tally = Tally::new(10);
-        tally.read(vec![row(a, "a", false), row(b, "b", false)], None);
+        tally.read(vec![row(a, "a", false), row(b, "b", false)]);
         // A steady stream of reports that settle nothing (an older event).
         let stream = tokio::spawn(async move {
             for _ in 0..400 {
@@ -327,7 +327,7 @@ mod tests {
         assert!(tally.outcome().complete());
         // A report without details asks for a read.
         let mut other = Tally::new(10);
-        other.read(vec![row(a, "a", false)], None);
+        other.read(vec![row(a, "a", false)]);
         let mut detailless = sender.subscribe();
         let _ = sender.send(None);
         assert!(!count_reports(&mut detailless, &mut other, far).await);
@@ -337,7 +337,7 @@ mod tests {
     fn replicas_still_pending_at_the_end_are_unconfirmed() {
         let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
         let mut tally = Tally::new(10);
-        tally.read(vec![row(a, "a", true), row(b, "b", false)], None);
+        tally.read(vec![row(a, "a", true), row(b, "b", false)]);
         let outcome = tally.outcome();
         assert_eq!(outcome.confirmed(), 1);
         assert_eq!(outcome.unconfirmed, ["b"]);

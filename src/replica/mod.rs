@@ -14,7 +14,6 @@
 //!   in time stops trusting its cache (see `freshness`), so a waiting mutation
 //!   may count a replica whose lease ran out as safe.
 
-use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -24,7 +23,7 @@ use uuid::Uuid;
 
 use crate::authorizer::Authorizer;
 use crate::events::{EventAction, StateChange};
-use crate::freshness::{now_millis, Freshness, ReplicaProgress};
+use crate::freshness::{now_millis, Freshness};
 use crate::store::events::{Waiter, NOTIFY_CHANNEL, PROGRESS_CHANNEL};
 use crate::token::KeyId;
 
@@ -55,7 +54,6 @@ impl Default for LeaseSettings {
 pub struct Replica {
     pub id: Uuid,
     pub name: String,
-    applied: Arc<AtomicI64>,
     tasks: Arc<Vec<tokio::task::JoinHandle<()>>>,
     freshness: Arc<Freshness>,
 }
@@ -73,7 +71,7 @@ impl Replica {
 
     /// The last event sequence this replica has applied to its cache.
     pub fn applied_sequence(&self) -> i64 {
-        self.applied.load(Ordering::SeqCst)
+        self.freshness.replica_progress.own_applied()
     }
 }
 
@@ -88,7 +86,6 @@ pub async fn start(
     let mut replica = Replica {
         id: Uuid::new_v4(),
         name,
-        applied: Arc::new(AtomicI64::new(0)),
         tasks: Arc::new(Vec::new()),
         freshness: freshness.clone(),
     };
@@ -161,6 +158,39 @@ fn parse_payload(payload: &str) -> Option<KeyEventNotice> {
     })
 }
 
+/// Applies a key event to the cache, records it as applied, and tells whoever
+/// waits for it: this replica's own mutation in process, any other through
+/// the reporter.
+fn apply_event(
+    authorizer: &Authorizer,
+    replica: &Replica,
+    pending: &PendingReports,
+    event: &KeyEventNotice,
+) {
+    // A followed change takes the writer's clock for its time: only the
+    // state counts for decisions.
+    let change = event.action.map(|action| StateChange {
+        action,
+        at: event
+            .written_at_millis
+            .and_then(chrono::DateTime::from_timestamp_millis)
+            .unwrap_or_else(chrono::Utc::now),
+    });
+    authorizer.follow_change(&event.key_id, event.version, change);
+    if let Some(written_at) = event.written_at_millis {
+        let lag_seconds = (now_millis() - written_at).max(0) as f64 / 1000.0;
+        metrics::histogram!("keygate_event_apply_lag_seconds").record(lag_seconds);
+    }
+    let progress = &authorizer.freshness().replica_progress;
+    progress.record_own(event.sequence);
+    if event.waiter == Waiter::Origin(replica.id) {
+        // The table hears it with the next heartbeat.
+        progress.publish_own(replica.id);
+    } else {
+        pending.applied_for(event.waiter);
+    }
+}
+
 /// A listener that has not heard even its own heartbeat for this many heartbeat
 /// intervals is taken for lost (its connection may have died without a word,
 /// as behind a firewall that drops it), and replaced.
@@ -188,10 +218,7 @@ async fn listen(
             });
         match connected {
             Ok((mut listener, caught_up)) => {
-                replica.applied.fetch_max(caught_up, Ordering::SeqCst);
-                freshness
-                    .replica_progress
-                    .record_own(replica.applied_sequence());
+                freshness.replica_progress.record_own(caught_up);
                 // Whoever waited meanwhile is unknown: tell everyone.
                 pending.applied_for(Waiter::Unnamed);
                 freshness.set_listener_connected(true);
@@ -228,34 +255,7 @@ async fn listen(
                         tracing::warn!("ignoring a malformed key event notification");
                         continue;
                     };
-                    // A followed change takes the writer's clock for its
-                    // time: only the state counts for decisions.
-                    let change = event.action.map(|action| StateChange {
-                        action,
-                        at: event
-                            .written_at_millis
-                            .and_then(chrono::DateTime::from_timestamp_millis)
-                            .unwrap_or_else(chrono::Utc::now),
-                    });
-                    authorizer.follow_change(&event.key_id, event.version, change);
-                    if let Some(written_at) = event.written_at_millis {
-                        let lag_seconds = (now_millis() - written_at).max(0) as f64 / 1000.0;
-                        metrics::histogram!("keygate_event_apply_lag_seconds").record(lag_seconds);
-                    }
-                    replica.applied.fetch_max(event.sequence, Ordering::SeqCst);
-                    let applied = replica.applied_sequence();
-                    if event.waiter == Waiter::Origin(replica.id) {
-                        // Its own mutation waits: told in process, while the
-                        // table hears it with the next heartbeat.
-                        let own = ReplicaProgress {
-                            replica: replica.id,
-                            applied,
-                        };
-                        freshness.replica_progress.publish_own(own);
-                    } else {
-                        freshness.replica_progress.record_own(applied);
-                        pending.applied_for(event.waiter);
-                    }
+                    apply_event(&authorizer, &replica, &pending, &event);
                 }
                 // The next listener catches up in a new epoch; this one's
                 // connection goes back to its own pool in the background.

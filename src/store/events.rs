@@ -59,14 +59,16 @@ impl Waiter {
             None => Waiter::Unnamed,
         }
     }
+}
 
-    /// The notification's waiter field. `*` for a waiter not named: a reader
-    /// from before the action field reads it as not named too (not a uuid).
-    fn payload_field(self) -> String {
+/// The notification's waiter field. `*` for a waiter not named: a reader from
+/// before the action field reads it as not named too (not a uuid).
+impl std::fmt::Display for Waiter {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Waiter::Origin(origin) => origin.to_string(),
-            Waiter::Unnamed => "*".to_owned(),
-            Waiter::Nobody => "-".to_owned(),
+            Waiter::Origin(origin) => write!(formatter, "{origin}"),
+            Waiter::Unnamed => formatter.write_str("*"),
+            Waiter::Nobody => formatter.write_str("-"),
         }
     }
 }
@@ -95,7 +97,7 @@ pub async fn insert_event(
         event.key_id.as_uuid(),
         event.key_version,
         Utc::now().timestamp_millis(),
-        event.waiter.payload_field(),
+        event.waiter,
         event.action.as_str()
     );
     let sequence: i64 = sqlx::query_scalar(
@@ -205,7 +207,7 @@ mod tests {
             Waiter::Unnamed,
             Waiter::Nobody,
         ] {
-            let field = waiter.payload_field();
+            let field = waiter.to_string();
             let read = Waiter::parse(Some(&field));
             assert_eq!(read, waiter, "field {field:?}");
         }
