@@ -49,6 +49,11 @@ struct Mode {
     pace: Option<Duration>,
 }
 
+/// Whether the pass that ran (if one did) revoked keys, unlike the control.
+fn revokes(pass: Option<usize>) -> bool {
+    pass.is_some_and(|pass| MODES[pass].revoke)
+}
+
 /// The passes, in order: back to back (with the default wait, then without
 /// it, where the probes poll until every replica denies), then the default
 /// wait again at a steady 20 revocations a second, then the control.
@@ -165,7 +170,7 @@ impl Window {
 
     /// Whether keys were revoked in the window (in one pass, not the control).
     fn revoked_keys(&self) -> bool {
-        self.revoking && self.mode().is_some_and(|pass| MODES[pass].revoke)
+        self.revoking && revokes(self.mode())
     }
 
     /// Which pass of [`MODES`] ran in the window; `None` when it held two.
@@ -300,8 +305,7 @@ fn ratio_summary(
 /// revocation, and where the CPU went.
 fn report_load_impact(windows: &[Window]) {
     let ratios = load_ratios(windows);
-    let revoked_keys = |ran: Option<usize>| ran.is_some_and(|pass| MODES[pass].revoke);
-    let Some(overall) = ratio_summary(&ratios, revoked_keys) else {
+    let Some(overall) = ratio_summary(&ratios, revokes) else {
         println!("background Authorize load: no complete revoking window to compare");
         return;
     };
@@ -378,7 +382,7 @@ async fn bench() {
     // Quiet and revoking windows alternate, and each revoking window is
     // compared with the quiet windows beside it: this shared machine drifts
     // between seconds by more than the effect measured.
-    let (revoking, revoking_changes) = tokio::sync::watch::channel(false);
+    let (revoking, mut driver_turn) = tokio::sync::watch::channel(false);
     let in_flight = Arc::new(AtomicBool::new(false));
     let revoked = Arc::new(AtomicUsize::new(0));
     // The revocation driver runs as a task of this runtime, beside the load
@@ -386,12 +390,11 @@ async fn bench() {
     // scheduler time slices, which stretched its latency figures many times).
     let driver = {
         let addresses = addresses.clone();
-        let mut revoking = revoking_changes.clone();
         let in_flight = in_flight.clone();
         let revoked = revoked.clone();
         tokio::spawn(async move {
             let flags = DriverFlags {
-                revoking: &mut revoking,
+                revoking: &mut driver_turn,
                 in_flight: &in_flight,
                 revoked: &revoked,
             };
@@ -473,7 +476,6 @@ async fn revoke_all(
     let during_started = Instant::now();
     for (pass, mode) in MODES.iter().enumerate() {
         let offset = pass * REVOKED_PER_MODE;
-        let wait = mode.wait;
         let mut latencies = Vec::with_capacity(REVOKED_PER_MODE);
         let mut rpc_times = Vec::with_capacity(REVOKED_PER_MODE);
         let mut next_start = Instant::now();
@@ -512,7 +514,7 @@ async fn revoke_all(
                 .to_string();
             let mut request = tonic::Request::new(pb::RevokeKeyRequest {
                 key_id,
-                wait_for_propagation: Some(wait),
+                wait_for_propagation: Some(mode.wait),
             });
             request
                 .metadata_mut()
@@ -525,7 +527,7 @@ async fn revoke_all(
                 .into_inner();
             let returned = Instant::now();
             rpc_times.push(returned.duration_since(sent).as_secs_f64() * 1000.0);
-            if wait {
+            if mode.wait {
                 assert!(response.propagation.unwrap().complete);
             }
             let mut pending: Vec<usize> = (0..addresses.len()).collect();
@@ -559,7 +561,7 @@ async fn revoke_all(
             flags.revoked.fetch_add(1, Ordering::SeqCst);
             latencies.push(returned.elapsed().as_secs_f64() * 1000.0);
         }
-        if latencies.is_empty() {
+        if !mode.revoke {
             continue;
         }
         latencies.sort_by(f64::total_cmp);

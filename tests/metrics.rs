@@ -11,7 +11,7 @@ use keygate::grpc::pb::{self, Environment};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use helpers::{authed, spawn_app_with, test_settings};
+use helpers::{authed, set_disabled_through, spawn_app_with, test_settings};
 
 async fn scrape(address: std::net::SocketAddr) -> String {
     let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
@@ -63,15 +63,7 @@ async fn metrics_count_decisions_cache_argon2_rpcs_and_the_listener(
                 .allowed
         );
     }
-    let request = pb::DisableKeyRequest {
-        key_id: key.id.clone(),
-        wait_for_propagation: Some(true),
-    };
-    app.client
-        .clone()
-        .disable_key(authed(&app.admin_token, request))
-        .await
-        .unwrap();
+    set_disabled_through(&app, &app.admin_token, &key, true, true).await;
     // The disable is taken in place by the cached key; a deletion evicts it.
     let evictions_before = sample(&scrape(metrics).await, "keygate_cache_evictions_total");
     let request = pb::DeleteKeyRequest {

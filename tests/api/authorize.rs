@@ -6,7 +6,7 @@ use prost_types::{Duration, Timestamp};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use tonic::Code;
 
-use crate::helpers::{authed, key_request, spawn_app, spawn_app_with, test_settings};
+use crate::helpers::{authed, key_request, spawn_app, spawn_app_with, test_settings, token_for};
 
 fn soon(milliseconds: i64) -> Timestamp {
     let time = chrono::Utc::now() + chrono::Duration::milliseconds(milliseconds);
@@ -72,22 +72,12 @@ async fn every_reason_code_with_its_http_status(_pool: PgPoolOptions, db: PgConn
         Reason::MalformedKey,
         401,
     );
-    let stranger = keygate::token::Token::issue(
-        &keygate::token::TokenPrefix::default(),
-        keygate::token::Environment::Live,
-        &keygate::token::KeyId::generate(),
-    );
-    let stranger = secrecy::ExposeSecret::expose_secret(&stranger.token).to_owned();
+    let stranger = token_for(&keygate::token::KeyId::generate());
     let unknown = app.authorize(&stranger, "GET", "/customers", "").await;
     check(&unknown, Reason::UnknownKey, 401);
     assert!(unknown.key_id.is_empty());
     // Same key id, someone else's secret, valid checksum.
-    let forged = keygate::token::Token::issue(
-        &keygate::token::TokenPrefix::default(),
-        keygate::token::Environment::Live,
-        &keygate::token::KeyId::parse(&key.id).unwrap(),
-    );
-    let forged = secrecy::ExposeSecret::expose_secret(&forged.token).to_owned();
+    let forged = token_for(&keygate::token::KeyId::parse(&key.id).unwrap());
     let wrong = app.authorize(&forged, "GET", "/customers", "").await;
     check(&wrong, Reason::InvalidSecret, 401);
     assert!(
@@ -420,13 +410,8 @@ async fn warm_keys_are_decided_without_the_database(_pool: PgPoolOptions, db: Pg
         "a warm key needs no argon2"
     );
     // A cold key needs the database, and says so.
-    let stranger = keygate::token::Token::issue(
-        &keygate::token::TokenPrefix::default(),
-        keygate::token::Environment::Live,
-        &keygate::token::KeyId::generate(),
-    );
     let request = pb::AuthorizeRequest {
-        token: secrecy::ExposeSecret::expose_secret(&stranger.token).to_owned(),
+        token: token_for(&keygate::token::KeyId::generate()),
         method: "GET".into(),
         path: "/customers".into(),
         ..Default::default()
@@ -448,16 +433,7 @@ async fn bad_secrets_are_rate_limited_per_key(_pool: PgPoolOptions, db: PgConnec
         .org_key(&org, Environment::Live, &["customers:read"])
         .await;
     let key_id = keygate::token::KeyId::parse(&key.id).unwrap();
-    let forged_tokens: Vec<String> = (0..60)
-        .map(|_| {
-            let forged = keygate::token::Token::issue(
-                &keygate::token::TokenPrefix::default(),
-                keygate::token::Environment::Live,
-                &key_id,
-            );
-            secrecy::ExposeSecret::expose_secret(&forged.token).to_owned()
-        })
-        .collect();
+    let forged_tokens: Vec<String> = (0..60).map(|_| token_for(&key_id)).collect();
     let before = app.authorizer.hasher().verifications();
     let started = std::time::Instant::now();
     let attempts = forged_tokens

@@ -391,6 +391,17 @@ pub async fn decisions_on_all(
 
 /// The secret part of a token (what is hashed): the 43 characters before the
 /// checksum. A leak check looks for this, not the whole token.
+/// A well-formed live token (valid checksum) for `key_id` with a new secret:
+/// someone else's secret for that key, or a key id nobody issued.
+pub fn token_for(key_id: &keygate::token::KeyId) -> String {
+    let issued = keygate::token::Token::issue(
+        &keygate::token::TokenPrefix::default(),
+        keygate::token::Environment::Live,
+        key_id,
+    );
+    secrecy::ExposeSecret::expose_secret(&issued.token).to_owned()
+}
+
 pub fn secret_of(token: &str) -> &str {
     use keygate::token::{CHECKSUM_LEN, SECRET_LEN};
     let end = token.len() - CHECKSUM_LEN;

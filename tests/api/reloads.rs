@@ -8,7 +8,8 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 
 use crate::helpers::{
     assert_complete, authorize_on_all, decisions_on_all, revoke_through, rotate_through,
-    set_scopes_through, spawn_app_with, test_settings, three_replicas, warm_key, TestApp,
+    set_scopes_through, spawn_app_with, test_settings, three_replicas, token_for, warm_key,
+    TestApp,
 };
 
 /// Argon2 runs so far on each replica.
@@ -48,12 +49,7 @@ async fn a_key_reloaded_after_a_change_keeps_the_secrets_argon2_accepted(
     );
 
     // Someone else's secret for the same key is still checked, and refused.
-    let issued = keygate::token::Token::issue(
-        &keygate::token::TokenPrefix::default(),
-        keygate::token::Environment::Live,
-        &keygate::token::KeyId::parse(&key.id).unwrap(),
-    );
-    let forged = secrecy::ExposeSecret::expose_secret(&issued.token).to_owned();
+    let forged = token_for(&keygate::token::KeyId::parse(&key.id).unwrap());
     assert_eq!(
         b.authorize(&forged, "GET", "/payments", "").await.reason(),
         Reason::InvalidSecret

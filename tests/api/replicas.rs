@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use keygate::config::Settings;
 use keygate::freshness::StalePolicy;
-use keygate::grpc::pb::{self, Environment, Reason};
+use keygate::grpc::pb::{self, Reason};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 
 use crate::helpers::{
@@ -31,11 +31,7 @@ fn with_heartbeat(
 
 /// A key in an organization of its own, created through `replica` and warmed nowhere.
 async fn cold_key(replica: &TestApp) -> pb::Key {
-    let org = replica.create_organization("Globex").await;
-    let (key, _) = replica
-        .org_key(&org, Environment::Live, &["customers:read"])
-        .await;
-    key
+    replica.customer_readers(1).await.remove(0).0
 }
 
 #[sqlx::test(migrations = false)]
@@ -50,16 +46,7 @@ async fn revoke_disable_delete_rotate_and_narrowing_reach_every_replica_at_once(
 
     // Revoke waits for propagation by default.
     let (key, token) = warm_key(&all, &["customers:read"]).await;
-    let request = pb::RevokeKeyRequest {
-        key_id: key.id.clone(),
-        ..Default::default()
-    };
-    let revoked = client
-        .revoke_key(authed(&admin, request))
-        .await
-        .unwrap()
-        .into_inner();
-    assert_complete(revoked.propagation, 3);
+    assert_complete(Some(revoke_through(&a, &admin, &key).await), 3);
     assert_eq!(
         authorize_on_all(&all, &token, "GET", "/customers").await,
         vec![Reason::Revoked; 3]
@@ -154,15 +141,7 @@ async fn a_stale_fill_landing_after_the_eviction_is_never_used(
         .await
         .unwrap()
         .unwrap();
-    let request = pb::RevokeKeyRequest {
-        key_id: key.id.clone(),
-        ..Default::default()
-    };
-    a.client
-        .clone()
-        .revoke_key(authed(&a.admin_token, request))
-        .await
-        .unwrap();
+    revoke_through(&a, &a.admin_token, &key).await;
     // ...and lands in B's cache after B evicted the key, in B's current epoch.
     let policy = b.authorizer.policy();
     let epoch = b.authorizer.freshness().trusted_epoch();
@@ -199,18 +178,7 @@ async fn a_replica_that_loses_its_listener_never_authorizes_a_key_revoked_meanwh
         "expected three listeners, found {}",
         killed.len()
     );
-    let request = pb::RevokeKeyRequest {
-        key_id: key.id.clone(),
-        ..Default::default()
-    };
-    let revoked = a
-        .client
-        .clone()
-        .revoke_key(authed(&a.admin_token, request))
-        .await
-        .unwrap()
-        .into_inner();
-    assert!(revoked.propagation.unwrap().waited);
+    assert!(revoke_through(&a, &a.admin_token, &key).await.waited);
     assert_eq!(
         authorize_on_all(&all, &token, "GET", "/customers").await,
         vec![Reason::Revoked; 3]

@@ -100,17 +100,5 @@ async fn grace_periods_outside_zero_to_thirty_days_are_refused(
         assert_status(result, Code::InvalidArgument, "grace_period");
     }
     assert_eq!(app.row_counts().await, before);
-    let request = pb::RotateKeyRequest {
-        key_id: key.id.clone(),
-        grace_period: Some(Duration {
-            seconds: 30 * 86_400,
-            nanos: 0,
-        }),
-        ..Default::default()
-    };
-    app.client
-        .clone()
-        .rotate_key(authed(&app.admin_token, request))
-        .await
-        .unwrap();
+    rotate(&app, &key.id, 30 * 86_400).await;
 }
