@@ -10,6 +10,7 @@ mod propagation;
 pub use mutations::{KeyUpdate, Rotation};
 pub use organizations::BootstrapError;
 pub use propagation::Propagation;
+use propagation::Recorded;
 
 use std::collections::BTreeMap;
 
@@ -32,7 +33,10 @@ use crate::key::{
 use crate::paging::{into_page, parse_page_size, parse_page_token};
 use crate::permission::Scope;
 use crate::store::events::{insert_event, list_events, EventFilter, NewEvent, Waiter};
-use crate::store::keys::{find_key_by_id, insert_key, list_keys, KeyFilter, NewKey};
+use crate::store::keys::{
+    find_key_by_id, insert_key, list_keys, lock_key_state, KeyFilter, KeyState as StoredKeyState,
+    NewKey,
+};
 use crate::store::StoreError;
 use crate::token::{Environment, KeyId, Token, TokenPrefix};
 
@@ -106,8 +110,8 @@ impl KeyManager {
     }
 
     /// Writes the audit event for a change to `key`, inside the change's
-    /// transaction, and returns its sequence number. `awaited`: the caller
-    /// will wait for every replica to apply it.
+    /// transaction. `awaited`: the caller will wait for every replica to apply
+    /// it, starting from what the returned [`Recorded`] holds.
     async fn record(
         &self,
         transaction: &mut sqlx::Transaction<'_, sqlx::Postgres>,
@@ -116,7 +120,7 @@ impl KeyManager {
         action: EventAction,
         changes: serde_json::Value,
         awaited: bool,
-    ) -> Result<i64, StoreError> {
+    ) -> Result<Recorded, StoreError> {
         // A deletion marks the key as gone for good.
         let key_version = if action == EventAction::Deleted {
             i64::MAX
@@ -138,7 +142,10 @@ impl KeyManager {
             changes,
             waiter,
         };
-        insert_event(transaction, event).await
+        // Subscribed before the event exists, so no report of it is missed.
+        let reports = awaited.then(|| self.authorizer.freshness().replica_progress.subscribe());
+        let inserted = insert_event(transaction, event, awaited.then_some(self.lease)).await?;
+        Ok(Recorded::new(inserted, reports))
     }
 
     /// How long mutations wait for replicas, and the replicas' lease.
@@ -194,8 +201,18 @@ impl KeyManager {
         transaction: &mut sqlx::Transaction<'static, sqlx::Postgres>,
         caller: &Caller,
     ) -> Result<(), ServiceError> {
+        let state = lock_key_state(&mut **transaction, &caller.key().id).await?;
+        self.check_caller_state(caller, state)
+    }
+
+    /// Checks the calling key's state as read (and share-locked) inside the
+    /// mutation's transaction.
+    fn check_caller_state(
+        &self,
+        caller: &Caller,
+        state: Option<StoredKeyState>,
+    ) -> Result<(), ServiceError> {
         let id = caller.key().id;
-        let state = crate::store::keys::lock_key_state(&mut **transaction, &id).await?;
         let Some(state) = state else {
             return Err(ServiceError::Unauthenticated("unknown_key"));
         };

@@ -18,7 +18,8 @@ use crate::key::{
 };
 use crate::permission::Scope;
 use crate::store::keys::{
-    delete_key, lock_key_by_id, rotate_secret, set_disabled, set_revoked, update_fields, KeyFields,
+    delete_key, lock_key_for_change, rotate_secret, set_disabled, set_revoked, update_fields,
+    KeyFields,
 };
 use crate::store::StoreError;
 use crate::token::{KeyId, Token};
@@ -59,18 +60,20 @@ impl Rotation {
 type Tx = Transaction<'static, Postgres>;
 
 impl KeyManager {
-    /// Opens a transaction and locks a key the caller may see.
+    /// Opens a transaction, locks a key the caller may see and confirms the
+    /// caller (see `confirm_caller`), both in one statement.
     async fn begin_on_key(
         &self,
         caller: &Caller,
         key_id: &KeyId,
     ) -> Result<(Tx, Key), ServiceError> {
         let mut transaction = self.pool.begin().await.map_err(StoreError::from)?;
-        let target = match lock_key_by_id(&mut *transaction, key_id).await? {
+        let locked = lock_key_for_change(&mut *transaction, key_id, &caller.key().id).await?;
+        let target = match locked.target {
             Some(stored) if caller.can_see(&stored.key) => stored.key,
             _ => return Err(ServiceError::NotFound("key")),
         };
-        self.confirm_caller(&mut transaction, caller).await?;
+        self.check_caller_state(caller, locked.actor)?;
         Ok((transaction, target))
     }
 
@@ -163,7 +166,7 @@ impl KeyManager {
             metadata,
         };
         let key = update_fields(&mut *transaction, key_id, &fields).await?;
-        let sequence = self
+        let recorded = self
             .record(
                 &mut transaction,
                 &key,
@@ -176,7 +179,7 @@ impl KeyManager {
         transaction.commit().await.map_err(StoreError::from)?;
         self.authorizer.follow_change(key_id, key.version, None);
         tracing::info!(key_id = %key.id, version = key.version, "key updated");
-        Ok((key, self.propagate(sequence, wait).await))
+        Ok((key, self.propagate(recorded).await))
     }
 
     pub async fn rotate_key(
@@ -203,7 +206,7 @@ impl KeyManager {
             "grace_period_seconds": rotation.grace_period.num_seconds(),
             "previous_secret_expire_time": previous_valid_until,
         });
-        let sequence = self
+        let recorded = self
             .record(
                 &mut transaction,
                 &key,
@@ -216,7 +219,7 @@ impl KeyManager {
         transaction.commit().await.map_err(StoreError::from)?;
         self.authorizer.follow_change(key_id, key.version, None);
         tracing::info!(key_id = %key.id, grace_seconds = rotation.grace_period.num_seconds(), "key rotated");
-        let propagation = self.propagate(sequence, wait).await;
+        let propagation = self.propagate(recorded).await;
         Ok((
             KeyWithToken {
                 key,
@@ -252,7 +255,7 @@ impl KeyManager {
         } else {
             EventAction::Enabled
         };
-        let sequence = self
+        let recorded = self
             .record(
                 &mut transaction,
                 &key,
@@ -270,7 +273,7 @@ impl KeyManager {
         self.authorizer
             .follow_change(key_id, key.version, Some(change));
         tracing::info!(key_id = %key.id, disabled, "key state changed");
-        Ok((key, self.propagate(sequence, wait).await))
+        Ok((key, self.propagate(recorded).await))
     }
 
     /// Revokes a key for good; a no-op when already revoked.
@@ -294,13 +297,13 @@ impl KeyManager {
             .await
             .map_err(StoreError::from)?;
             let propagation = match revoked_at {
-                Some(sequence) => self.propagate(sequence, wait).await,
+                Some(sequence) => self.propagate_earlier(sequence, wait).await,
                 None => Propagation::default(),
             };
             return Ok((current, propagation));
         }
         let key = set_revoked(&mut *transaction, key_id).await?;
-        let sequence = self
+        let recorded = self
             .record(
                 &mut transaction,
                 &key,
@@ -318,7 +321,7 @@ impl KeyManager {
         self.authorizer
             .follow_change(key_id, key.version, Some(change));
         tracing::info!(key_id = %key.id, "key revoked");
-        Ok((key, self.propagate(sequence, wait).await))
+        Ok((key, self.propagate(recorded).await))
     }
 
     /// Removes a key; its events stay in the audit log.
@@ -331,7 +334,7 @@ impl KeyManager {
         caller.require("api_keys:delete")?;
         let (mut transaction, current) = self.begin_on_key(caller, key_id).await?;
         delete_key(&mut *transaction, key_id).await?;
-        let sequence = self
+        let recorded = self
             .record(
                 &mut transaction,
                 &current,
@@ -344,7 +347,7 @@ impl KeyManager {
         transaction.commit().await.map_err(StoreError::from)?;
         self.authorizer.follow_change(key_id, i64::MAX, None);
         tracing::info!(key_id = %current.id, "key deleted");
-        Ok(self.propagate(sequence, wait).await)
+        Ok(self.propagate(recorded).await)
     }
 }
 

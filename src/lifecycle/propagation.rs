@@ -13,6 +13,7 @@ use uuid::Uuid;
 
 use super::KeyManager;
 use crate::freshness::ReplicaProgress;
+use crate::store::events::InsertedEvent;
 use crate::store::StoreError;
 
 /// How far a mutation's event had spread when the RPC returned.
@@ -50,6 +51,40 @@ struct ReplicaRow {
     id: Uuid,
     name: String,
     applied: bool,
+}
+
+/// A mutation's event as written, with what a wait for it starts from.
+pub(super) struct Recorded {
+    pub sequence: i64,
+    /// Present when the mutation waits for every replica to apply the event.
+    waiting: Option<Waiting>,
+}
+
+struct Waiting {
+    /// Subscribed before the event was written.
+    reports: Reports,
+    /// The live replicas as the event was written: none has applied it yet.
+    live: Vec<ReplicaRow>,
+}
+
+type Reports = broadcast::Receiver<Option<ReplicaProgress>>;
+
+impl Recorded {
+    pub(super) fn new(inserted: InsertedEvent, reports: Option<Reports>) -> Recorded {
+        let live = inserted
+            .live_replicas
+            .into_iter()
+            .map(|replica| ReplicaRow {
+                id: replica.id,
+                name: replica.name,
+                applied: false,
+            });
+        let live: Vec<ReplicaRow> = live.collect();
+        Recorded {
+            sequence: inserted.sequence,
+            waiting: reports.map(|reports| Waiting { reports, live }),
+        }
+    }
 }
 
 async fn live_replicas(
@@ -142,11 +177,7 @@ impl Tally {
 /// Counts reports until every pending replica has confirmed (true), or until
 /// the table must be read again (false): at `until` however many reports come
 /// meanwhile, or at once on a report without details or when reports were missed.
-async fn count_reports(
-    reports: &mut broadcast::Receiver<Option<ReplicaProgress>>,
-    tally: &mut Tally,
-    until: Instant,
-) -> bool {
+async fn count_reports(reports: &mut Reports, tally: &mut Tally, until: Instant) -> bool {
     let until = tokio::time::Instant::from_std(until);
     loop {
         match tokio::time::timeout_at(until, reports.recv()).await {
@@ -162,21 +193,48 @@ async fn count_reports(
 }
 
 impl KeyManager {
-    /// Waits (when asked) until every live replica has applied event `sequence`,
-    /// at most the configured timeout. Never fails the already committed change.
-    /// The replicas table is read once, then replicas' reports are counted as
-    /// they arrive; it is read again only when reports do not settle it.
-    pub(super) async fn propagate(&self, sequence: i64, wait: bool) -> Propagation {
+    /// Waits, when the mutation asked to, until every live replica has applied
+    /// its event, at most the configured timeout. Never fails the already
+    /// committed change.
+    pub(super) async fn propagate(&self, recorded: Recorded) -> Propagation {
+        match recorded.waiting {
+            Some(waiting) => {
+                self.wait_for_replicas(recorded.sequence, waiting.reports, Some(waiting.live))
+                    .await
+            }
+            None => Propagation::default(),
+        }
+    }
+
+    /// Waits (when asked) until every live replica has applied an event
+    /// written earlier, event `sequence`.
+    pub(super) async fn propagate_earlier(&self, sequence: i64, wait: bool) -> Propagation {
         if !wait {
             return Propagation::default();
         }
-        let deadline = Instant::now() + self.propagation_timeout;
         // Subscribed before the first read, so no report made meanwhile is missed.
+        let reports = self.authorizer.freshness().replica_progress.subscribe();
+        self.wait_for_replicas(sequence, reports, None).await
+    }
+
+    /// Starts from the live replicas as `first_read` shows them, or else as
+    /// read from the table; then replicas' reports are counted as they
+    /// arrive, and the table is read again only when reports do not settle it.
+    async fn wait_for_replicas(
+        &self,
+        sequence: i64,
+        mut reports: Reports,
+        mut first_read: Option<Vec<ReplicaRow>>,
+    ) -> Propagation {
+        let deadline = Instant::now() + self.propagation_timeout;
         let feed = &self.authorizer.freshness().replica_progress;
-        let mut reports = feed.subscribe();
         let mut tally = Tally::new(sequence);
         loop {
-            match live_replicas(&self.pool, sequence, self.lease).await {
+            let read = match first_read.take() {
+                Some(replicas) => Ok(replicas),
+                None => live_replicas(&self.pool, sequence, self.lease).await,
+            };
+            match read {
                 Ok(replicas) => {
                     tally.read(replicas);
                     // This replica's own progress is not reported through

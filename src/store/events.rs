@@ -1,6 +1,8 @@
 //! The `key_events` table: the audit log, written in the same transaction as
 //! the change it records.
 
+use std::time::Duration;
+
 use chrono::{DateTime, Utc};
 use sqlx::postgres::PgRow;
 use sqlx::{PgConnection, PgExecutor, Row};
@@ -81,16 +83,33 @@ pub struct EventFilter {
     pub environment: Option<Environment>,
 }
 
+/// A replica alive (by its heartbeat) when an event was written.
+pub struct LiveReplica {
+    pub id: Uuid,
+    pub name: String,
+}
+
+/// An event as written.
+pub struct InsertedEvent {
+    pub sequence: i64,
+    /// The replicas whose heartbeat was within the lease asked for, as the
+    /// event was written (none of them can have applied it yet).
+    pub live_replicas: Vec<LiveReplica>,
+}
+
 /// Inserts the event and notifies every replica, inside the caller's transaction:
 /// the notification is delivered only if, and when, the transaction commits.
 /// Event sequence numbers are taken under a transaction-scoped advisory lock
 /// (in the same statement), so they grow in commit order and "applied up to
-/// N" means all events up to N.
+/// N" means all events up to N. With `live_within`, the same statement also
+/// reads which replicas have a heartbeat that recent: a writer that waits for
+/// them needs no read of its own.
 #[tracing::instrument(name = "keygate.store.insert_event", level = "debug", skip_all)]
 pub async fn insert_event(
     connection: &mut PgConnection,
     event: NewEvent<'_>,
-) -> Result<i64, StoreError> {
+    live_within: Option<Duration>,
+) -> Result<InsertedEvent, StoreError> {
     // The payload after the sequence, which the database assigns.
     let payload_tail = format!(
         "{} {} {} {} {}",
@@ -100,15 +119,20 @@ pub async fn insert_event(
         event.waiter,
         event.action.as_str()
     );
-    let sequence: i64 = sqlx::query_scalar(
+    let row = sqlx::query(
         // The lock is taken as the materialized `locked` is scanned, before
-        // the insert's row, and so its sequence number, exists.
+        // the insert's row, and so its sequence number, exists. The time is
+        // the statement's: the transaction's own began earlier.
         "WITH locked AS MATERIALIZED \
          (SELECT pg_advisory_xact_lock(hashtext('keygate.key_events'))), \
          event AS (INSERT INTO key_events \
          (key_id, organization_id, environment, actor_key_id, action, changes) \
-         SELECT $1, $2, $3, $4, $5, $6 FROM locked RETURNING seq) \
-         SELECT seq, pg_notify($7, seq::text || ' ' || $8) FROM event",
+         SELECT $1, $2, $3, $4, $5, $6 FROM locked RETURNING seq), \
+         live AS (SELECT id, name FROM replicas WHERE $9::float8 IS NOT NULL \
+         AND heartbeat_at > statement_timestamp() - make_interval(secs => $9)) \
+         SELECT seq, pg_notify($7, seq::text || ' ' || $8), \
+         ARRAY(SELECT id FROM live ORDER BY id) AS live_ids, \
+         ARRAY(SELECT name FROM live ORDER BY id) AS live_names FROM event",
     )
     .bind(event.key_id.as_uuid())
     .bind(event.organization_id)
@@ -118,9 +142,19 @@ pub async fn insert_event(
     .bind(event.changes)
     .bind(NOTIFY_CHANNEL)
     .bind(payload_tail)
+    .bind(live_within.map(|lease| lease.as_secs_f64()))
     .fetch_one(&mut *connection)
     .await?;
-    Ok(sequence)
+    let live_ids: Vec<Uuid> = row.try_get("live_ids")?;
+    let live_names: Vec<String> = row.try_get("live_names")?;
+    Ok(InsertedEvent {
+        sequence: row.try_get("seq")?,
+        live_replicas: live_ids
+            .into_iter()
+            .zip(live_names)
+            .map(|(id, name)| LiveReplica { id, name })
+            .collect(),
+    })
 }
 
 fn event_from_row(row: &PgRow) -> Result<KeyEvent, StoreError> {

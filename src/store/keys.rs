@@ -149,15 +149,7 @@ pub async fn find_key_by_id(
     executor: impl PgExecutor<'_>,
     id: &KeyId,
 ) -> Result<Option<StoredKey>, StoreError> {
-    select_key(executor, id, "").await
-}
-
-async fn select_key(
-    executor: impl PgExecutor<'_>,
-    id: &KeyId,
-    locking: &str,
-) -> Result<Option<StoredKey>, StoreError> {
-    let sql = format!("SELECT {KEY_COLUMNS} FROM api_keys WHERE id = $1 {locking}");
+    let sql = format!("SELECT {KEY_COLUMNS} FROM api_keys WHERE id = $1");
     let row = sqlx::query(&sql)
         .bind(id.as_uuid())
         .fetch_optional(executor)
@@ -187,37 +179,78 @@ pub struct KeyState {
     pub expires_at: Option<DateTime<Utc>>,
 }
 
+/// The columns of a key's state, as `KeyState` reads them.
+const STATE_COLUMNS: &str = "version, revoked_at IS NOT NULL AS revoked, \
+    disabled_at IS NOT NULL AS disabled, expires_at";
+
+fn state_from_row(row: &PgRow, prefix: &str) -> Result<Option<KeyState>, StoreError> {
+    let column = |name: &str| format!("{prefix}{name}");
+    let Some(version) = row.try_get::<Option<i64>, _>(column("version").as_str())? else {
+        return Ok(None);
+    };
+    Ok(Some(KeyState {
+        version,
+        revoked: row.try_get(column("revoked").as_str())?,
+        disabled: row.try_get(column("disabled").as_str())?,
+        expires_at: row.try_get(column("expires_at").as_str())?,
+    }))
+}
+
 /// The state of a key, share-locked for the rest of the transaction.
 #[tracing::instrument(name = "keygate.store.lock_key_state", level = "debug", skip_all)]
 pub async fn lock_key_state(
     executor: impl PgExecutor<'_>,
     id: &KeyId,
 ) -> Result<Option<KeyState>, StoreError> {
-    let row = sqlx::query(
-        "SELECT version, revoked_at IS NOT NULL AS revoked, disabled_at IS NOT NULL AS disabled, \
-         expires_at FROM api_keys WHERE id = $1 FOR SHARE",
-    )
-    .bind(id.as_uuid())
-    .fetch_optional(executor)
-    .await?;
-    row.map(|row| {
-        Ok(KeyState {
-            version: row.try_get("version")?,
-            revoked: row.try_get("revoked")?,
-            disabled: row.try_get("disabled")?,
-            expires_at: row.try_get("expires_at")?,
-        })
-    })
-    .transpose()
+    let sql = format!("SELECT {STATE_COLUMNS} FROM api_keys WHERE id = $1 FOR SHARE");
+    let row = sqlx::query(&sql)
+        .bind(id.as_uuid())
+        .fetch_optional(executor)
+        .await?;
+    match row {
+        Some(row) => state_from_row(&row, ""),
+        None => Ok(None),
+    }
 }
 
-/// Loads and row-locks a key inside a transaction, so mutations of one key serialize.
-#[tracing::instrument(name = "keygate.store.lock_key_by_id", level = "debug", skip_all)]
-pub async fn lock_key_by_id(
+/// A key locked for a change, and the state of the key changing it; `None`
+/// for either that does not exist.
+pub struct LockedForChange {
+    pub target: Option<StoredKey>,
+    pub actor: Option<KeyState>,
+}
+
+/// Loads and row-locks a key inside a transaction, so mutations of one key
+/// serialize, and share-locks the acting key's row to read its state, in one
+/// round trip. The target is locked first, then the actor.
+#[tracing::instrument(name = "keygate.store.lock_key_for_change", level = "debug", skip_all)]
+pub async fn lock_key_for_change(
     executor: impl PgExecutor<'_>,
-    id: &KeyId,
-) -> Result<Option<StoredKey>, StoreError> {
-    select_key(executor, id, "FOR UPDATE").await
+    target: &KeyId,
+    actor: &KeyId,
+) -> Result<LockedForChange, StoreError> {
+    // One row whatever exists: each side is NULL when its key is missing.
+    let sql = format!(
+        "SELECT target.*, actor.version AS actor_version, actor.revoked AS actor_revoked, \
+         actor.disabled AS actor_disabled, actor.expires_at AS actor_expires_at \
+         FROM (SELECT) AS one \
+         LEFT JOIN LATERAL (SELECT {KEY_COLUMNS} FROM api_keys WHERE id = $1 FOR UPDATE) \
+         AS target ON true \
+         LEFT JOIN LATERAL (SELECT {STATE_COLUMNS} FROM api_keys WHERE id = $2 FOR SHARE) \
+         AS actor ON true"
+    );
+    let row = sqlx::query(&sql)
+        .bind(target.as_uuid())
+        .bind(actor.as_uuid())
+        .fetch_one(executor)
+        .await?;
+    let target_exists = row.try_get::<Option<Uuid>, _>("id")?.is_some();
+    Ok(LockedForChange {
+        target: target_exists
+            .then(|| stored_key_from_row(&row))
+            .transpose()?,
+        actor: state_from_row(&row, "actor_")?,
+    })
 }
 
 /// One page of keys, newest first, strictly older than `before_seq`; also returns

@@ -706,6 +706,90 @@ async fn a_caller_revoked_behind_the_caches_back_cannot_complete_a_change(
     assert_eq!(app.row_counts().await, before);
 }
 
+/// A change's transaction reads the caller with the key it changes: a caller
+/// revoked, or changed, behind the cache's back cannot complete it.
+#[sqlx::test(migrations = false)]
+async fn a_caller_changed_behind_the_caches_back_cannot_change_a_key(
+    _pool: PgPoolOptions,
+    db: PgConnectOptions,
+) {
+    let app = spawn_app(db).await;
+    let org = app.create_organization("Acme").await;
+    let (target, _) = app
+        .org_key(&org, Environment::Live, &["customers:read"])
+        .await;
+    for (change, code, message) in [
+        ("version = version + 1", Code::Unavailable, ""),
+        ("revoked_at = now()", Code::Unauthenticated, "bearer token"),
+    ] {
+        let (caller, token) = app.org_key(&org, Environment::Live, MANAGER).await;
+        let disable = || pb::DisableKeyRequest {
+            key_id: target.id.clone(),
+            ..Default::default()
+        };
+        // Warm the caller's cache entry, then change its row without an event.
+        app.client
+            .clone()
+            .get_key(authed(
+                &token,
+                pb::GetKeyRequest {
+                    key_id: caller.id.clone(),
+                },
+            ))
+            .await
+            .unwrap();
+        sqlx::query(&format!("UPDATE api_keys SET {change} WHERE id = $1"))
+            .bind(keygate::token::KeyId::parse(&caller.id).unwrap().as_uuid())
+            .execute(&app.pool)
+            .await
+            .unwrap();
+        let (counts, versions) = (app.row_counts().await, app.version_sum().await);
+        let refused = app
+            .client
+            .clone()
+            .disable_key(authed(&token, disable()))
+            .await;
+        assert_status(refused, code, message);
+        assert_eq!(app.row_counts().await, counts, "after {change}");
+        assert_eq!(app.version_sum().await, versions, "after {change}");
+        if code == Code::Unavailable {
+            // Reloaded on the next call, the changed caller may act again.
+            app.client
+                .clone()
+                .disable_key(authed(&token, disable()))
+                .await
+                .unwrap();
+        }
+    }
+}
+
+/// A key may revoke itself: the key changed and the caller are one row.
+#[sqlx::test(migrations = false)]
+async fn a_key_may_revoke_itself(_pool: PgPoolOptions, db: PgConnectOptions) {
+    let app = spawn_app(db).await;
+    let org = app.create_organization("Acme").await;
+    let (caller, token) = app.org_key(&org, Environment::Live, MANAGER).await;
+    let request = pb::RevokeKeyRequest {
+        key_id: caller.id.clone(),
+        ..Default::default()
+    };
+    let revoked = app
+        .client
+        .clone()
+        .revoke_key(authed(&token, request))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(revoked.key.unwrap().state(), pb::KeyState::Revoked);
+    assert!(revoked.propagation.unwrap().complete);
+    let refused = app
+        .client
+        .clone()
+        .list_keys(authed(&token, pb::ListKeysRequest::default()))
+        .await;
+    assert_status(refused, Code::Unauthenticated, "bearer token");
+}
+
 #[sqlx::test(migrations = false)]
 async fn revoking_again_still_reports_propagation(_pool: PgPoolOptions, db: PgConnectOptions) {
     let app = spawn_app(db).await;
