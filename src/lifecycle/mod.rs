@@ -10,7 +10,7 @@ mod propagation;
 pub use mutations::{KeyUpdate, Rotation};
 pub use organizations::BootstrapError;
 pub use propagation::Propagation;
-use propagation::Recorded;
+use propagation::{Recorded, Reports};
 
 use std::collections::BTreeMap;
 
@@ -109,23 +109,24 @@ impl KeyManager {
         self
     }
 
-    /// Writes the audit event for a change to `key`, inside the change's
-    /// transaction. `awaited`: the caller will wait for every replica to apply
-    /// it, starting from what the returned [`Recorded`] holds.
-    async fn record(
+    /// The audit event for a change to `key`, whose version after the change
+    /// is `version_after` (a deletion marks the key as gone for good instead),
+    /// and, when the caller will wait for every replica to apply it
+    /// (`awaited`), the wait's subscription to replicas' reports: taken before
+    /// the event exists, so that no report of it is missed.
+    fn new_event<'a>(
         &self,
-        transaction: &mut sqlx::Transaction<'_, sqlx::Postgres>,
-        key: &Key,
-        actor: Option<&Caller>,
+        key: &'a Key,
+        version_after: i64,
+        actor: Option<&'a Caller>,
         action: EventAction,
         changes: serde_json::Value,
         awaited: bool,
-    ) -> Result<Recorded, StoreError> {
-        // A deletion marks the key as gone for good.
+    ) -> (NewEvent<'a>, Option<Reports>) {
         let key_version = if action == EventAction::Deleted {
             i64::MAX
         } else {
-            key.version
+            version_after
         };
         let waiter = match (awaited, self.origin) {
             (false, _) => Waiter::Nobody,
@@ -141,11 +142,31 @@ impl KeyManager {
             action,
             changes,
             waiter,
+            live_within: awaited.then_some(self.lease),
         };
-        // Subscribed before the event exists, so no report of it is missed.
         let reports = awaited.then(|| self.authorizer.freshness().replica_progress.subscribe());
-        let inserted = insert_event(transaction, event, awaited.then_some(self.lease)).await?;
-        Ok(Recorded::new(inserted, reports))
+        (event, reports)
+    }
+
+    /// Writes the audit event of a key's creation, inside its transaction;
+    /// nobody waits for replicas to apply it.
+    async fn record_creation(
+        &self,
+        transaction: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+        key: &Key,
+        actor: Option<&Caller>,
+        changes: serde_json::Value,
+    ) -> Result<(), StoreError> {
+        let (event, _) = self.new_event(
+            key,
+            key.version,
+            actor,
+            EventAction::Created,
+            changes,
+            false,
+        );
+        insert_event(transaction, event).await?;
+        Ok(())
     }
 
     /// How long mutations wait for replicas, and the replicas' lease.
@@ -306,15 +327,8 @@ impl KeyManager {
             Err(other) => return Err(other.into()),
         };
         let changes = creation_changes(&key);
-        self.record(
-            &mut transaction,
-            &key,
-            Some(caller),
-            EventAction::Created,
-            changes,
-            false,
-        )
-        .await?;
+        self.record_creation(&mut transaction, &key, Some(caller), changes)
+            .await?;
         transaction.commit().await.map_err(StoreError::from)?;
         self.authorizer.evict(&key.id);
         tracing::info!(key_id = %key.id, actor_key_id = %caller.key().id, "key created");

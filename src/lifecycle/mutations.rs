@@ -1,6 +1,6 @@
-//! Changes to existing keys. Each locks the key's row, checks the caller and the
-//! key's state, writes the change with a version bump, and records its event, all
-//! in one transaction.
+//! Changes to existing keys. Each locks the key's row and reads the caller's
+//! (one statement), checks both, then writes the change with a version bump
+//! and records its event (one statement), all in one transaction.
 
 use std::collections::BTreeMap;
 
@@ -9,7 +9,7 @@ use ipnet::IpNet;
 use serde_json::{json, Map, Value};
 use sqlx::{Postgres, Transaction};
 
-use super::{KeyManager, KeyWithToken, Propagation, RequestedScopes};
+use super::{KeyManager, KeyWithToken, Propagation, Recorded, RequestedScopes};
 use crate::access::Caller;
 use crate::error::ServiceError;
 use crate::events::{EventAction, StateChange};
@@ -165,18 +165,17 @@ impl KeyManager {
             expires_at,
             metadata,
         };
-        let key = update_fields(&mut *transaction, key_id, &fields).await?;
-        let recorded = self
-            .record(
-                &mut transaction,
-                &key,
-                Some(caller),
-                EventAction::Updated,
-                Value::Object(changes),
-                wait,
-            )
-            .await?;
+        let (event, reports) = self.new_event(
+            &current,
+            current.version + 1,
+            Some(caller),
+            EventAction::Updated,
+            Value::Object(changes),
+            wait,
+        );
+        let (key, inserted) = update_fields(&mut transaction, key_id, &fields, event).await?;
         transaction.commit().await.map_err(StoreError::from)?;
+        let recorded = Recorded::new(inserted, reports);
         self.authorizer.follow_change(key_id, key.version, None);
         tracing::info!(key_id = %key.id, version = key.version, "key updated");
         Ok((key, self.propagate(recorded).await))
@@ -201,22 +200,28 @@ impl KeyManager {
         caller.check_may_reissue(&current)?;
         let previous_valid_until =
             (rotation.grace_period > Duration::zero()).then(|| Utc::now() + rotation.grace_period);
-        let key = rotate_secret(&mut *transaction, key_id, &new_hash, previous_valid_until).await?;
         let changes = json!({
             "grace_period_seconds": rotation.grace_period.num_seconds(),
             "previous_secret_expire_time": previous_valid_until,
         });
-        let recorded = self
-            .record(
-                &mut transaction,
-                &key,
-                Some(caller),
-                EventAction::Rotated,
-                changes,
-                wait,
-            )
-            .await?;
+        let (event, reports) = self.new_event(
+            &current,
+            current.version + 1,
+            Some(caller),
+            EventAction::Rotated,
+            changes,
+            wait,
+        );
+        let (key, inserted) = rotate_secret(
+            &mut transaction,
+            key_id,
+            &new_hash,
+            previous_valid_until,
+            event,
+        )
+        .await?;
         transaction.commit().await.map_err(StoreError::from)?;
+        let recorded = Recorded::new(inserted, reports);
         self.authorizer.follow_change(key_id, key.version, None);
         tracing::info!(key_id = %key.id, grace_seconds = rotation.grace_period.num_seconds(), "key rotated");
         let propagation = self.propagate(recorded).await;
@@ -249,23 +254,22 @@ impl KeyManager {
         if current.disabled_at.is_some() == disabled {
             return Ok((current, Propagation::default()));
         }
-        let key = set_disabled(&mut *transaction, key_id, disabled).await?;
         let action = if disabled {
             EventAction::Disabled
         } else {
             EventAction::Enabled
         };
-        let recorded = self
-            .record(
-                &mut transaction,
-                &key,
-                Some(caller),
-                action,
-                json!({}),
-                wait,
-            )
-            .await?;
+        let (event, reports) = self.new_event(
+            &current,
+            current.version + 1,
+            Some(caller),
+            action,
+            json!({}),
+            wait,
+        );
+        let (key, inserted) = set_disabled(&mut transaction, key_id, disabled, event).await?;
         transaction.commit().await.map_err(StoreError::from)?;
+        let recorded = Recorded::new(inserted, reports);
         let change = StateChange {
             action,
             at: key.updated_at,
@@ -302,18 +306,17 @@ impl KeyManager {
             };
             return Ok((current, propagation));
         }
-        let key = set_revoked(&mut *transaction, key_id).await?;
-        let recorded = self
-            .record(
-                &mut transaction,
-                &key,
-                Some(caller),
-                EventAction::Revoked,
-                json!({}),
-                wait,
-            )
-            .await?;
+        let (event, reports) = self.new_event(
+            &current,
+            current.version + 1,
+            Some(caller),
+            EventAction::Revoked,
+            json!({}),
+            wait,
+        );
+        let (key, inserted) = set_revoked(&mut transaction, key_id, event).await?;
         transaction.commit().await.map_err(StoreError::from)?;
+        let recorded = Recorded::new(inserted, reports);
         let change = StateChange {
             action: EventAction::Revoked,
             at: key.updated_at,
@@ -333,18 +336,17 @@ impl KeyManager {
     ) -> Result<Propagation, ServiceError> {
         caller.require("api_keys:delete")?;
         let (mut transaction, current) = self.begin_on_key(caller, key_id).await?;
-        delete_key(&mut *transaction, key_id).await?;
-        let recorded = self
-            .record(
-                &mut transaction,
-                &current,
-                Some(caller),
-                EventAction::Deleted,
-                json!({}),
-                wait,
-            )
-            .await?;
+        let (event, reports) = self.new_event(
+            &current,
+            i64::MAX,
+            Some(caller),
+            EventAction::Deleted,
+            json!({}),
+            wait,
+        );
+        let inserted = delete_key(&mut transaction, key_id, event).await?;
         transaction.commit().await.map_err(StoreError::from)?;
+        let recorded = Recorded::new(inserted, reports);
         self.authorizer.follow_change(key_id, i64::MAX, None);
         tracing::info!(key_id = %current.id, "key deleted");
         Ok(self.propagate(recorded).await)

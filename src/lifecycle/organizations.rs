@@ -6,7 +6,6 @@ use uuid::Uuid;
 use super::{creation_changes, KeyManager, KeyWithToken, Page};
 use crate::access::Caller;
 use crate::error::ServiceError;
-use crate::events::EventAction;
 use crate::key::{DisplayName, KeyKind};
 use crate::paging::{into_page, parse_page_size, parse_page_token};
 use crate::permission::Scope;
@@ -115,16 +114,9 @@ impl KeyManager {
             .map_err(ServiceError::from)?;
         let mut changes = creation_changes(&key);
         changes["bootstrap"] = json!(true);
-        self.record(
-            &mut transaction,
-            &key,
-            None,
-            EventAction::Created,
-            changes,
-            false,
-        )
-        .await
-        .map_err(ServiceError::from)?;
+        self.record_creation(&mut transaction, &key, None, changes)
+            .await
+            .map_err(ServiceError::from)?;
         transaction
             .commit()
             .await

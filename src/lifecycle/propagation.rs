@@ -67,7 +67,8 @@ struct Waiting {
     live: Vec<ReplicaRow>,
 }
 
-type Reports = broadcast::Receiver<Option<ReplicaProgress>>;
+/// Replicas' reports of their progress, as a wait receives them.
+pub(super) type Reports = broadcast::Receiver<Option<ReplicaProgress>>;
 
 impl Recorded {
     pub(super) fn new(inserted: InsertedEvent, reports: Option<Reports>) -> Recorded {

@@ -4,8 +4,9 @@
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use sqlx::postgres::PgRow;
-use sqlx::{PgConnection, PgExecutor, Row};
+use sqlx::postgres::{PgArguments, PgRow};
+use sqlx::query::Query;
+use sqlx::{PgConnection, PgExecutor, Postgres, Row};
 use uuid::Uuid;
 
 use super::StoreError;
@@ -37,6 +38,9 @@ pub struct NewEvent<'a> {
     pub changes: serde_json::Value,
     /// Who waits for every replica to apply the event: only they are told.
     pub waiter: Waiter,
+    /// For a writer that waits: a replica whose heartbeat is this recent
+    /// counts as live, and the statement returns the live replicas.
+    pub live_within: Option<Duration>,
 }
 
 /// Who waits for replicas to apply an event, and so is told when they have:
@@ -97,19 +101,47 @@ pub struct InsertedEvent {
     pub live_replicas: Vec<LiveReplica>,
 }
 
-/// Inserts the event and notifies every replica, inside the caller's transaction:
-/// the notification is delivered only if, and when, the transaction commits.
-/// Event sequence numbers are taken under a transaction-scoped advisory lock
-/// (in the same statement), so they grow in commit order and "applied up to
-/// N" means all events up to N. With `live_within`, the same statement also
-/// reads which replicas have a heartbeat that recent: a writer that waits for
-/// them needs no read of its own.
-#[tracing::instrument(name = "keygate.store.insert_event", level = "debug", skip_all)]
-pub async fn insert_event(
-    connection: &mut PgConnection,
+/// The parts of a statement that records an event: common table expressions
+/// (`locked`, `event`, `live`) to follow `WITH`, and the columns that notify
+/// and return it, to select `FROM event`. Parameters are numbered from
+/// `first`, in the order [`bind_event`] binds them.
+///
+/// Event sequence numbers are taken under a transaction-scoped advisory lock:
+/// it is taken as the materialized `locked` is scanned, before the insert's
+/// row, and so its sequence number, exists. So sequence numbers grow in
+/// commit order, and "applied up to N" means all events up to N. The
+/// notification is delivered only if, and when, the transaction commits. The
+/// live replicas are read at the statement's time (the transaction's began
+/// earlier); none of them can have applied the event yet.
+pub(super) fn event_sql(first: usize) -> (String, String) {
+    let parameter = |offset: usize| format!("${}", first + offset);
+    let values: Vec<String> = (0..6).map(parameter).collect();
+    let lease = parameter(8);
+    let ctes = format!(
+        "locked AS MATERIALIZED \
+         (SELECT pg_advisory_xact_lock(hashtext('keygate.key_events'))), \
+         event AS (INSERT INTO key_events \
+         (key_id, organization_id, environment, actor_key_id, action, changes) \
+         SELECT {} FROM locked RETURNING seq), \
+         live AS (SELECT id, name FROM replicas WHERE {lease}::float8 IS NOT NULL \
+         AND heartbeat_at > statement_timestamp() - make_interval(secs => {lease}))",
+        values.join(", ")
+    );
+    let columns = format!(
+        "event.seq AS event_seq, pg_notify({}, event.seq::text || ' ' || {}), \
+         ARRAY(SELECT id FROM live ORDER BY id) AS live_ids, \
+         ARRAY(SELECT name FROM live ORDER BY id) AS live_names",
+        parameter(6),
+        parameter(7)
+    );
+    (ctes, columns)
+}
+
+/// Binds an event's parameters, as [`event_sql`] numbers them.
+pub(super) fn bind_event<'q>(
+    query: Query<'q, Postgres, PgArguments>,
     event: NewEvent<'_>,
-    live_within: Option<Duration>,
-) -> Result<InsertedEvent, StoreError> {
+) -> Query<'q, Postgres, PgArguments> {
     // The payload after the sequence, which the database assigns.
     let payload_tail = format!(
         "{} {} {} {} {}",
@@ -119,42 +151,46 @@ pub async fn insert_event(
         event.waiter,
         event.action.as_str()
     );
-    let row = sqlx::query(
-        // The lock is taken as the materialized `locked` is scanned, before
-        // the insert's row, and so its sequence number, exists. The time is
-        // the statement's: the transaction's own began earlier.
-        "WITH locked AS MATERIALIZED \
-         (SELECT pg_advisory_xact_lock(hashtext('keygate.key_events'))), \
-         event AS (INSERT INTO key_events \
-         (key_id, organization_id, environment, actor_key_id, action, changes) \
-         SELECT $1, $2, $3, $4, $5, $6 FROM locked RETURNING seq), \
-         live AS (SELECT id, name FROM replicas WHERE $9::float8 IS NOT NULL \
-         AND heartbeat_at > statement_timestamp() - make_interval(secs => $9)) \
-         SELECT seq, pg_notify($7, seq::text || ' ' || $8), \
-         ARRAY(SELECT id FROM live ORDER BY id) AS live_ids, \
-         ARRAY(SELECT name FROM live ORDER BY id) AS live_names FROM event",
-    )
-    .bind(event.key_id.as_uuid())
-    .bind(event.organization_id)
-    .bind(event.environment.as_str())
-    .bind(event.actor_key_id.map(|id| id.as_uuid()))
-    .bind(event.action.as_str())
-    .bind(event.changes)
-    .bind(NOTIFY_CHANNEL)
-    .bind(payload_tail)
-    .bind(live_within.map(|lease| lease.as_secs_f64()))
-    .fetch_one(&mut *connection)
-    .await?;
+    query
+        .bind(event.key_id.as_uuid())
+        .bind(event.organization_id)
+        .bind(event.environment.as_str())
+        .bind(event.actor_key_id.map(|id| id.as_uuid()))
+        .bind(event.action.as_str())
+        .bind(event.changes)
+        .bind(NOTIFY_CHANNEL)
+        .bind(payload_tail)
+        .bind(event.live_within.map(|lease| lease.as_secs_f64()))
+}
+
+/// Reads what [`event_sql`]'s columns return.
+pub(super) fn inserted_from_row(row: &PgRow) -> Result<InsertedEvent, StoreError> {
     let live_ids: Vec<Uuid> = row.try_get("live_ids")?;
     let live_names: Vec<String> = row.try_get("live_names")?;
     Ok(InsertedEvent {
-        sequence: row.try_get("seq")?,
+        sequence: row.try_get("event_seq")?,
         live_replicas: live_ids
             .into_iter()
             .zip(live_names)
             .map(|(id, name)| LiveReplica { id, name })
             .collect(),
     })
+}
+
+/// Inserts the event and notifies every replica, inside the caller's
+/// transaction; for changes whose statement records their event itself, see
+/// [`event_sql`].
+#[tracing::instrument(name = "keygate.store.insert_event", level = "debug", skip_all)]
+pub async fn insert_event(
+    connection: &mut PgConnection,
+    event: NewEvent<'_>,
+) -> Result<InsertedEvent, StoreError> {
+    let (ctes, columns) = event_sql(1);
+    let sql = format!("WITH {ctes} SELECT {columns} FROM event");
+    let row = bind_event(sqlx::query(&sql), event)
+        .fetch_one(&mut *connection)
+        .await?;
+    inserted_from_row(&row)
 }
 
 fn event_from_row(row: &PgRow) -> Result<KeyEvent, StoreError> {

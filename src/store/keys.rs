@@ -4,11 +4,13 @@ use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
 use ipnet::IpNet;
-use sqlx::postgres::PgRow;
+use sqlx::postgres::{PgArguments, PgRow};
+use sqlx::query::Query;
 use sqlx::types::Json;
-use sqlx::{PgExecutor, Row};
+use sqlx::{PgConnection, PgExecutor, Postgres, Row};
 use uuid::Uuid;
 
+use super::events::{bind_event, event_sql, inserted_from_row, InsertedEvent, NewEvent};
 use super::StoreError;
 use crate::hashing::SecretHash;
 use crate::key::{Key, KeyKind};
@@ -293,95 +295,141 @@ pub struct KeyFields<'a> {
     pub metadata: &'a BTreeMap<String, String>,
 }
 
+type PgQuery<'q> = Query<'q, Postgres, PgArguments>;
+
+/// A statement that makes `change` to one key (an UPDATE returning the key's
+/// columns, or a DELETE returning its id; its own parameters are $1 to
+/// $`parameters`) and records the change's event, in one round trip.
+fn with_event(change: &str, parameters: usize) -> String {
+    let (ctes, columns) = event_sql(parameters + 1);
+    format!("WITH changed AS ({change}), {ctes} SELECT changed.*, {columns} FROM changed, event")
+}
+
+/// Runs an update built by [`with_event`], its own parameters bound, and
+/// returns the key as changed and its event.
+async fn update_recording(
+    connection: &mut PgConnection,
+    query: PgQuery<'_>,
+    event: NewEvent<'_>,
+) -> Result<(Key, InsertedEvent), StoreError> {
+    let recorded_version = event.key_version;
+    let row = bind_event(query, event).fetch_one(connection).await?;
+    let key = stored_key_from_row(&row)?.key;
+    // The row is locked by its transaction: the event was told the version
+    // every update gives it, one more.
+    if key.version != recorded_version {
+        return Err(StoreError::Corrupt(format!(
+            "api_keys row {}: version {} after a change recorded as version {recorded_version}",
+            key.id.as_uuid(),
+            key.version
+        )));
+    }
+    Ok((key, inserted_from_row(&row)?))
+}
+
+/// Writes the editable fields and records `event`.
 #[tracing::instrument(name = "keygate.store.update_fields", level = "debug", skip_all)]
 pub async fn update_fields(
-    executor: impl PgExecutor<'_>,
+    connection: &mut PgConnection,
     id: &KeyId,
     fields: &KeyFields<'_>,
-) -> Result<Key, StoreError> {
-    let sql = format!(
-        "UPDATE api_keys SET name = $2, description = $3, scopes = $4, allowed_cidrs = $5, \
-         expires_at = $6, metadata = $7, version = version + 1, updated_at = now() \
-         WHERE id = $1 RETURNING {KEY_COLUMNS}"
+    event: NewEvent<'_>,
+) -> Result<(Key, InsertedEvent), StoreError> {
+    let sql = with_event(
+        &format!(
+            "UPDATE api_keys SET name = $2, description = $3, scopes = $4, allowed_cidrs = $5, \
+             expires_at = $6, metadata = $7, version = version + 1, updated_at = now() \
+             WHERE id = $1 RETURNING {KEY_COLUMNS}"
+        ),
+        7,
     );
-    let row = sqlx::query(&sql)
+    let query = sqlx::query(&sql)
         .bind(id.as_uuid())
         .bind(fields.name)
         .bind(fields.description)
         .bind(scope_texts(fields.scopes))
         .bind(cidr_texts(fields.allowed_cidrs))
         .bind(fields.expires_at)
-        .bind(Json(fields.metadata))
-        .fetch_one(executor)
-        .await?;
-    Ok(stored_key_from_row(&row)?.key)
+        .bind(Json(fields.metadata));
+    update_recording(connection, query, event).await
 }
 
-/// Replaces the secret; the old one stays valid until `previous_valid_until`, or
-/// is dropped at once when that is `None`.
+/// Replaces the secret, and records `event`; the old one stays valid until
+/// `previous_valid_until`, or is dropped at once when that is `None`.
 #[tracing::instrument(name = "keygate.store.rotate_secret", level = "debug", skip_all)]
 pub async fn rotate_secret(
-    executor: impl PgExecutor<'_>,
+    connection: &mut PgConnection,
     id: &KeyId,
     new_hash: &SecretHash,
     previous_valid_until: Option<DateTime<Utc>>,
-) -> Result<Key, StoreError> {
-    let sql = format!(
-        "UPDATE api_keys SET \
-           previous_secret_hash = CASE WHEN $3::timestamptz IS NULL THEN NULL ELSE secret_hash END, \
-           previous_secret_expires_at = $3, secret_hash = $2, \
-           version = version + 1, updated_at = now() \
-         WHERE id = $1 RETURNING {KEY_COLUMNS}"
+    event: NewEvent<'_>,
+) -> Result<(Key, InsertedEvent), StoreError> {
+    let sql = with_event(
+        &format!(
+            "UPDATE api_keys SET \
+               previous_secret_hash = CASE WHEN $3::timestamptz IS NULL THEN NULL ELSE secret_hash END, \
+               previous_secret_expires_at = $3, secret_hash = $2, \
+               version = version + 1, updated_at = now() \
+             WHERE id = $1 RETURNING {KEY_COLUMNS}"
+        ),
+        3,
     );
-    let row = sqlx::query(&sql)
+    let query = sqlx::query(&sql)
         .bind(id.as_uuid())
         .bind(new_hash.as_str())
-        .bind(previous_valid_until)
-        .fetch_one(executor)
-        .await?;
-    Ok(stored_key_from_row(&row)?.key)
+        .bind(previous_valid_until);
+    update_recording(connection, query, event).await
 }
 
-/// Sets or clears `disabled_at`.
+/// Sets or clears `disabled_at`, and records `event`.
 #[tracing::instrument(name = "keygate.store.set_disabled", level = "debug", skip_all)]
 pub async fn set_disabled(
-    executor: impl PgExecutor<'_>,
+    connection: &mut PgConnection,
     id: &KeyId,
     disabled: bool,
-) -> Result<Key, StoreError> {
-    let sql = format!(
-        "UPDATE api_keys SET disabled_at = CASE WHEN $2 THEN now() ELSE NULL END, \
-         version = version + 1, updated_at = now() WHERE id = $1 RETURNING {KEY_COLUMNS}"
+    event: NewEvent<'_>,
+) -> Result<(Key, InsertedEvent), StoreError> {
+    let sql = with_event(
+        &format!(
+            "UPDATE api_keys SET disabled_at = CASE WHEN $2 THEN now() ELSE NULL END, \
+             version = version + 1, updated_at = now() WHERE id = $1 RETURNING {KEY_COLUMNS}"
+        ),
+        2,
     );
-    let row = sqlx::query(&sql)
-        .bind(id.as_uuid())
-        .bind(disabled)
-        .fetch_one(executor)
-        .await?;
-    Ok(stored_key_from_row(&row)?.key)
+    let query = sqlx::query(&sql).bind(id.as_uuid()).bind(disabled);
+    update_recording(connection, query, event).await
 }
 
+/// Revokes the key (dropping a rotated-out secret), and records `event`.
 #[tracing::instrument(name = "keygate.store.set_revoked", level = "debug", skip_all)]
-pub async fn set_revoked(executor: impl PgExecutor<'_>, id: &KeyId) -> Result<Key, StoreError> {
-    let sql = format!(
-        "UPDATE api_keys SET revoked_at = now(), previous_secret_hash = NULL, \
-         previous_secret_expires_at = NULL, version = version + 1, updated_at = now() \
-         WHERE id = $1 RETURNING {KEY_COLUMNS}"
+pub async fn set_revoked(
+    connection: &mut PgConnection,
+    id: &KeyId,
+    event: NewEvent<'_>,
+) -> Result<(Key, InsertedEvent), StoreError> {
+    let sql = with_event(
+        &format!(
+            "UPDATE api_keys SET revoked_at = now(), previous_secret_hash = NULL, \
+             previous_secret_expires_at = NULL, version = version + 1, updated_at = now() \
+             WHERE id = $1 RETURNING {KEY_COLUMNS}"
+        ),
+        1,
     );
-    let row = sqlx::query(&sql)
-        .bind(id.as_uuid())
-        .fetch_one(executor)
-        .await?;
-    Ok(stored_key_from_row(&row)?.key)
+    let query = sqlx::query(&sql).bind(id.as_uuid());
+    update_recording(connection, query, event).await
 }
 
+/// Deletes the key, and records `event`.
 #[tracing::instrument(name = "keygate.store.delete_key", level = "debug", skip_all)]
-pub async fn delete_key(executor: impl PgExecutor<'_>, id: &KeyId) -> Result<(), StoreError> {
-    sqlx::query("DELETE FROM api_keys WHERE id = $1")
-        .bind(id.as_uuid())
-        .execute(executor)
-        .await?;
-    Ok(())
+pub async fn delete_key(
+    connection: &mut PgConnection,
+    id: &KeyId,
+    event: NewEvent<'_>,
+) -> Result<InsertedEvent, StoreError> {
+    let sql = with_event("DELETE FROM api_keys WHERE id = $1 RETURNING id", 1);
+    let query = sqlx::query(&sql).bind(id.as_uuid());
+    let row = bind_event(query, event).fetch_one(connection).await?;
+    inserted_from_row(&row)
 }
 
 /// Whether any system key exists (bootstrap refuses then).

@@ -6,6 +6,7 @@ use keygate::cache::{CacheSettings, CachedKey, KeyCache};
 use keygate::events::{EventAction, StateChange};
 use keygate::grpc::pb::{self, Reason};
 use keygate::key::Key;
+use keygate::store::events::{NewEvent, Waiter};
 use keygate::store::keys::{find_key_by_id, set_disabled, set_revoked};
 use keygate::token::KeyId;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
@@ -119,10 +120,23 @@ async fn a_followed_state_change_matches_the_row_the_store_writes(
         EventAction::Revoked,
     ] {
         let before = find_key_by_id(pool, &id).await.unwrap().unwrap();
+        let (before_version, organization) = (before.key.version, before.key.organization_id);
         cache.insert(CachedKey::new(before, &policy, 1));
+        let event = NewEvent {
+            key_id: &id,
+            key_version: before_version + 1,
+            organization_id: organization,
+            environment: keygate::token::Environment::Live,
+            actor_key_id: None,
+            action,
+            changes: serde_json::json!({}),
+            waiter: Waiter::Nobody,
+            live_within: None,
+        };
+        let connection = &mut *pool.acquire().await.unwrap();
         match action {
-            EventAction::Revoked => set_revoked(pool, &id).await.map(drop),
-            _ => set_disabled(pool, &id, action == EventAction::Disabled)
+            EventAction::Revoked => set_revoked(connection, &id, event).await.map(drop),
+            _ => set_disabled(connection, &id, action == EventAction::Disabled, event)
                 .await
                 .map(drop),
         }
