@@ -10,7 +10,6 @@ mod propagation;
 pub use mutations::{KeyUpdate, Rotation};
 pub use organizations::BootstrapError;
 pub use propagation::Propagation;
-use propagation::{Recorded, Reports};
 
 use std::collections::BTreeMap;
 
@@ -34,8 +33,7 @@ use crate::paging::{into_page, parse_page_size, parse_page_token};
 use crate::permission::Scope;
 use crate::store::events::{insert_event, list_events, EventFilter, NewEvent, Waiter};
 use crate::store::keys::{
-    find_key_by_id, insert_key, list_keys, lock_key_state, KeyFilter, KeyState as StoredKeyState,
-    NewKey,
+    find_key_by_id, insert_key, list_keys, lock_caller_state, CallerState, KeyFilter, NewKey,
 };
 use crate::store::StoreError;
 use crate::token::{Environment, KeyId, Token, TokenPrefix};
@@ -110,10 +108,8 @@ impl KeyManager {
     }
 
     /// The audit event for a change to `key`, whose version after the change
-    /// is `version_after` (a deletion marks the key as gone for good instead),
-    /// and, when the caller will wait for every replica to apply it
-    /// (`awaited`), the wait's subscription to replicas' reports: taken before
-    /// the event exists, so that no report of it is missed.
+    /// is `version_after` (`i64::MAX` for a deletion: gone for good).
+    /// `awaited`: the caller will wait for every replica to apply it.
     fn new_event<'a>(
         &self,
         key: &'a Key,
@@ -122,30 +118,22 @@ impl KeyManager {
         action: EventAction,
         changes: serde_json::Value,
         awaited: bool,
-    ) -> (NewEvent<'a>, Option<Reports>) {
-        let key_version = if action == EventAction::Deleted {
-            i64::MAX
-        } else {
-            version_after
-        };
+    ) -> NewEvent<'a> {
         let waiter = match (awaited, self.origin) {
             (false, _) => Waiter::Nobody,
             (true, Some(origin)) => Waiter::Origin(origin),
             (true, None) => Waiter::Unnamed,
         };
-        let event = NewEvent {
+        NewEvent {
             key_id: &key.id,
-            key_version,
+            key_version: version_after,
             organization_id: key.organization_id,
             environment: key.environment,
             actor_key_id: actor.map(|caller| &caller.key().id),
             action,
             changes,
             waiter,
-            live_within: awaited.then_some(self.lease),
-        };
-        let reports = awaited.then(|| self.authorizer.freshness().replica_progress.subscribe());
-        (event, reports)
+        }
     }
 
     /// Writes the audit event of a key's creation, inside its transaction;
@@ -157,7 +145,7 @@ impl KeyManager {
         actor: Option<&Caller>,
         changes: serde_json::Value,
     ) -> Result<(), StoreError> {
-        let (event, _) = self.new_event(
+        let event = self.new_event(
             key,
             key.version,
             actor,
@@ -222,7 +210,7 @@ impl KeyManager {
         transaction: &mut sqlx::Transaction<'static, sqlx::Postgres>,
         caller: &Caller,
     ) -> Result<(), ServiceError> {
-        let state = lock_key_state(&mut **transaction, &caller.key().id).await?;
+        let state = lock_caller_state(&mut **transaction, &caller.key().id).await?;
         self.check_caller_state(caller, state)
     }
 
@@ -231,7 +219,7 @@ impl KeyManager {
     fn check_caller_state(
         &self,
         caller: &Caller,
-        state: Option<StoredKeyState>,
+        state: Option<CallerState>,
     ) -> Result<(), ServiceError> {
         let id = caller.key().id;
         let Some(state) = state else {

@@ -7,9 +7,10 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Duration, Utc};
 use ipnet::IpNet;
 use serde_json::{json, Map, Value};
+use sqlx::pool::PoolConnection;
 use sqlx::{Postgres, Transaction};
 
-use super::{KeyManager, KeyWithToken, Propagation, Recorded, RequestedScopes};
+use super::{KeyManager, KeyWithToken, Propagation, RequestedScopes};
 use crate::access::Caller;
 use crate::error::ServiceError;
 use crate::events::{EventAction, StateChange};
@@ -17,10 +18,10 @@ use crate::key::{
     check_expiry, check_metadata, Description, DisplayName, FieldError, Key, KeyState,
 };
 use crate::permission::Scope;
-use crate::store::keys::{
-    delete_key, lock_key_for_change, rotate_secret, set_disabled, set_revoked, update_fields,
-    KeyFields,
+use crate::store::changes::{
+    delete_key, rotate_secret, set_disabled, set_revoked, update_fields, KeyFields,
 };
+use crate::store::keys::lock_key_for_change;
 use crate::store::StoreError;
 use crate::token::{KeyId, Token};
 
@@ -57,23 +58,30 @@ impl Rotation {
     }
 }
 
-type Tx = Transaction<'static, Postgres>;
-
 impl KeyManager {
-    /// Opens a transaction, locks a key the caller may see and confirms the
-    /// caller (see `confirm_caller`), both in one statement.
-    async fn begin_on_key(
+    /// A pooled connection for a change: it also makes the wait's first read.
+    async fn connection(&self) -> Result<PoolConnection<Postgres>, ServiceError> {
+        Ok(self.pool.acquire().await.map_err(StoreError::from)?)
+    }
+
+    /// Opens a transaction on `connection`, locks a key the caller may see and
+    /// reads the caller's state, in one statement, and checks the caller (see
+    /// `check_caller_state`).
+    async fn begin_on_key<'c>(
         &self,
+        connection: &'c mut PoolConnection<Postgres>,
         caller: &Caller,
         key_id: &KeyId,
-    ) -> Result<(Tx, Key), ServiceError> {
-        let mut transaction = self.pool.begin().await.map_err(StoreError::from)?;
+    ) -> Result<(Transaction<'c, Postgres>, Key), ServiceError> {
+        let mut transaction = sqlx::Connection::begin(&mut **connection)
+            .await
+            .map_err(StoreError::from)?;
         let locked = lock_key_for_change(&mut *transaction, key_id, &caller.key().id).await?;
         let target = match locked.target {
             Some(stored) if caller.can_see(&stored.key) => stored.key,
             _ => return Err(ServiceError::NotFound("key")),
         };
-        self.check_caller_state(caller, locked.actor)?;
+        self.check_caller_state(caller, locked.caller)?;
         Ok((transaction, target))
     }
 
@@ -96,7 +104,8 @@ impl KeyManager {
             Some(texts) => Some(self.resolve_scopes(RequestedScopes::Listed(texts))?),
             None => None,
         };
-        let (mut transaction, current) = self.begin_on_key(caller, key_id).await?;
+        let mut connection = self.connection().await?;
+        let (mut transaction, current) = self.begin_on_key(&mut connection, caller, key_id).await?;
         if current.state(now) == KeyState::Revoked {
             return Err(ServiceError::FailedPrecondition(
                 "key is revoked".to_owned(),
@@ -165,7 +174,7 @@ impl KeyManager {
             expires_at,
             metadata,
         };
-        let (event, reports) = self.new_event(
+        let event = self.new_event(
             &current,
             current.version + 1,
             Some(caller),
@@ -173,12 +182,11 @@ impl KeyManager {
             Value::Object(changes),
             wait,
         );
-        let (key, inserted) = update_fields(&mut transaction, key_id, &fields, event).await?;
+        let (key, sequence) = update_fields(&mut transaction, key_id, &fields, event).await?;
         transaction.commit().await.map_err(StoreError::from)?;
-        let recorded = Recorded::new(inserted, reports);
         self.authorizer.follow_change(key_id, key.version, None);
         tracing::info!(key_id = %key.id, version = key.version, "key updated");
-        Ok((key, self.propagate(recorded).await))
+        Ok((key, self.propagate(sequence, wait, connection).await))
     }
 
     pub async fn rotate_key(
@@ -195,7 +203,8 @@ impl KeyManager {
         refuse_rotating_revoked(&unlocked)?;
         let issued = Token::issue(&self.prefix, unlocked.environment, key_id);
         let new_hash = self.hasher.hash(&issued.secret).await?;
-        let (mut transaction, current) = self.begin_on_key(caller, key_id).await?;
+        let mut connection = self.connection().await?;
+        let (mut transaction, current) = self.begin_on_key(&mut connection, caller, key_id).await?;
         refuse_rotating_revoked(&current)?;
         caller.check_may_reissue(&current)?;
         let previous_valid_until =
@@ -204,7 +213,7 @@ impl KeyManager {
             "grace_period_seconds": rotation.grace_period.num_seconds(),
             "previous_secret_expire_time": previous_valid_until,
         });
-        let (event, reports) = self.new_event(
+        let event = self.new_event(
             &current,
             current.version + 1,
             Some(caller),
@@ -212,7 +221,7 @@ impl KeyManager {
             changes,
             wait,
         );
-        let (key, inserted) = rotate_secret(
+        let (key, sequence) = rotate_secret(
             &mut transaction,
             key_id,
             &new_hash,
@@ -221,10 +230,9 @@ impl KeyManager {
         )
         .await?;
         transaction.commit().await.map_err(StoreError::from)?;
-        let recorded = Recorded::new(inserted, reports);
         self.authorizer.follow_change(key_id, key.version, None);
         tracing::info!(key_id = %key.id, grace_seconds = rotation.grace_period.num_seconds(), "key rotated");
-        let propagation = self.propagate(recorded).await;
+        let propagation = self.propagate(sequence, wait, connection).await;
         Ok((
             KeyWithToken {
                 key,
@@ -243,7 +251,8 @@ impl KeyManager {
         wait: bool,
     ) -> Result<(Key, Propagation), ServiceError> {
         caller.require("api_keys:update")?;
-        let (mut transaction, current) = self.begin_on_key(caller, key_id).await?;
+        let mut connection = self.connection().await?;
+        let (mut transaction, current) = self.begin_on_key(&mut connection, caller, key_id).await?;
         if current.revoked_at.is_some() {
             let verb = if disabled { "disabled" } else { "enabled" };
             return Err(ServiceError::FailedPrecondition(format!(
@@ -259,7 +268,7 @@ impl KeyManager {
         } else {
             EventAction::Enabled
         };
-        let (event, reports) = self.new_event(
+        let event = self.new_event(
             &current,
             current.version + 1,
             Some(caller),
@@ -267,9 +276,8 @@ impl KeyManager {
             json!({}),
             wait,
         );
-        let (key, inserted) = set_disabled(&mut transaction, key_id, disabled, event).await?;
+        let (key, sequence) = set_disabled(&mut transaction, key_id, disabled, event).await?;
         transaction.commit().await.map_err(StoreError::from)?;
-        let recorded = Recorded::new(inserted, reports);
         let change = StateChange {
             action,
             at: key.updated_at,
@@ -277,7 +285,7 @@ impl KeyManager {
         self.authorizer
             .follow_change(key_id, key.version, Some(change));
         tracing::info!(key_id = %key.id, disabled, "key state changed");
-        Ok((key, self.propagate(recorded).await))
+        Ok((key, self.propagate(sequence, wait, connection).await))
     }
 
     /// Revokes a key for good; a no-op when already revoked.
@@ -288,7 +296,8 @@ impl KeyManager {
         wait: bool,
     ) -> Result<(Key, Propagation), ServiceError> {
         caller.require("api_keys:delete")?;
-        let (mut transaction, current) = self.begin_on_key(caller, key_id).await?;
+        let mut connection = self.connection().await?;
+        let (mut transaction, current) = self.begin_on_key(&mut connection, caller, key_id).await?;
         if current.revoked_at.is_some() {
             // Already revoked: a retry still learns whether that revocation
             // reached every replica.
@@ -297,16 +306,16 @@ impl KeyManager {
                 "SELECT MAX(seq) FROM key_events WHERE key_id = $1 AND action = 'revoked'",
             )
             .bind(key_id.as_uuid())
-            .fetch_one(&self.pool)
+            .fetch_one(&mut *connection)
             .await
             .map_err(StoreError::from)?;
             let propagation = match revoked_at {
-                Some(sequence) => self.propagate_earlier(sequence, wait).await,
+                Some(sequence) => self.propagate(sequence, wait, connection).await,
                 None => Propagation::default(),
             };
             return Ok((current, propagation));
         }
-        let (event, reports) = self.new_event(
+        let event = self.new_event(
             &current,
             current.version + 1,
             Some(caller),
@@ -314,9 +323,8 @@ impl KeyManager {
             json!({}),
             wait,
         );
-        let (key, inserted) = set_revoked(&mut transaction, key_id, event).await?;
+        let (key, sequence) = set_revoked(&mut transaction, key_id, event).await?;
         transaction.commit().await.map_err(StoreError::from)?;
-        let recorded = Recorded::new(inserted, reports);
         let change = StateChange {
             action: EventAction::Revoked,
             at: key.updated_at,
@@ -324,7 +332,7 @@ impl KeyManager {
         self.authorizer
             .follow_change(key_id, key.version, Some(change));
         tracing::info!(key_id = %key.id, "key revoked");
-        Ok((key, self.propagate(recorded).await))
+        Ok((key, self.propagate(sequence, wait, connection).await))
     }
 
     /// Removes a key; its events stay in the audit log.
@@ -335,8 +343,9 @@ impl KeyManager {
         wait: bool,
     ) -> Result<Propagation, ServiceError> {
         caller.require("api_keys:delete")?;
-        let (mut transaction, current) = self.begin_on_key(caller, key_id).await?;
-        let (event, reports) = self.new_event(
+        let mut connection = self.connection().await?;
+        let (mut transaction, current) = self.begin_on_key(&mut connection, caller, key_id).await?;
+        let event = self.new_event(
             &current,
             i64::MAX,
             Some(caller),
@@ -344,12 +353,11 @@ impl KeyManager {
             json!({}),
             wait,
         );
-        let inserted = delete_key(&mut transaction, key_id, event).await?;
+        let sequence = delete_key(&mut transaction, key_id, event).await?;
         transaction.commit().await.map_err(StoreError::from)?;
-        let recorded = Recorded::new(inserted, reports);
         self.authorizer.follow_change(key_id, i64::MAX, None);
         tracing::info!(key_id = %current.id, "key deleted");
-        Ok(self.propagate(recorded).await)
+        Ok(self.propagate(sequence, wait, connection).await)
     }
 }
 

@@ -7,13 +7,13 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use sqlx::{PgPool, Row};
+use sqlx::pool::PoolConnection;
+use sqlx::{PgExecutor, Postgres, Row};
 use tokio::sync::broadcast;
 use uuid::Uuid;
 
 use super::KeyManager;
 use crate::freshness::ReplicaProgress;
-use crate::store::events::InsertedEvent;
 use crate::store::StoreError;
 
 /// How far a mutation's event had spread when the RPC returned.
@@ -53,43 +53,11 @@ struct ReplicaRow {
     applied: bool,
 }
 
-/// A mutation's event as written, with what a wait for it starts from.
-pub(super) struct Recorded {
-    pub sequence: i64,
-    /// Present when the mutation waits for every replica to apply the event.
-    waiting: Option<Waiting>,
-}
-
-struct Waiting {
-    /// Subscribed before the event was written.
-    reports: Reports,
-    /// The live replicas as the event was written: none has applied it yet.
-    live: Vec<ReplicaRow>,
-}
-
 /// Replicas' reports of their progress, as a wait receives them.
-pub(super) type Reports = broadcast::Receiver<Option<ReplicaProgress>>;
-
-impl Recorded {
-    pub(super) fn new(inserted: InsertedEvent, reports: Option<Reports>) -> Recorded {
-        let live = inserted
-            .live_replicas
-            .into_iter()
-            .map(|replica| ReplicaRow {
-                id: replica.id,
-                name: replica.name,
-                applied: false,
-            });
-        let live: Vec<ReplicaRow> = live.collect();
-        Recorded {
-            sequence: inserted.sequence,
-            waiting: reports.map(|reports| Waiting { reports, live }),
-        }
-    }
-}
+type Reports = broadcast::Receiver<Option<ReplicaProgress>>;
 
 async fn live_replicas(
-    pool: &PgPool,
+    executor: impl PgExecutor<'_>,
     sequence: i64,
     lease: Duration,
 ) -> Result<Vec<ReplicaRow>, StoreError> {
@@ -99,7 +67,7 @@ async fn live_replicas(
     )
     .bind(sequence)
     .bind(lease.as_secs_f64())
-    .fetch_all(pool)
+    .fetch_all(executor)
     .await?;
     let mut replicas = Vec::with_capacity(rows.len());
     for row in rows {
@@ -194,45 +162,31 @@ async fn count_reports(reports: &mut Reports, tally: &mut Tally, until: Instant)
 }
 
 impl KeyManager {
-    /// Waits, when the mutation asked to, until every live replica has applied
-    /// its event, at most the configured timeout. Never fails the already
-    /// committed change.
-    pub(super) async fn propagate(&self, recorded: Recorded) -> Propagation {
-        match recorded.waiting {
-            Some(waiting) => {
-                self.wait_for_replicas(recorded.sequence, waiting.reports, Some(waiting.live))
-                    .await
-            }
-            None => Propagation::default(),
-        }
-    }
-
-    /// Waits (when asked) until every live replica has applied an event
-    /// written earlier, event `sequence`.
-    pub(super) async fn propagate_earlier(&self, sequence: i64, wait: bool) -> Propagation {
+    /// Waits (when asked) until every live replica has applied event
+    /// `sequence`, at most the configured timeout. Never fails the already
+    /// committed change. The replicas table is read once, on `connection`
+    /// (the one that wrote the event, let go of before the wait), after the
+    /// event committed: a replica that becomes live after that read renews
+    /// its trust after the commit too. Then replicas' reports are counted as
+    /// they arrive; the table is read again only when reports do not settle it.
+    pub(super) async fn propagate(
+        &self,
+        sequence: i64,
+        wait: bool,
+        connection: PoolConnection<Postgres>,
+    ) -> Propagation {
         if !wait {
             return Propagation::default();
         }
-        // Subscribed before the first read, so no report made meanwhile is missed.
-        let reports = self.authorizer.freshness().replica_progress.subscribe();
-        self.wait_for_replicas(sequence, reports, None).await
-    }
-
-    /// Starts from the live replicas as `first_read` shows them, or else as
-    /// read from the table; then replicas' reports are counted as they
-    /// arrive, and the table is read again only when reports do not settle it.
-    async fn wait_for_replicas(
-        &self,
-        sequence: i64,
-        mut reports: Reports,
-        mut first_read: Option<Vec<ReplicaRow>>,
-    ) -> Propagation {
         let deadline = Instant::now() + self.propagation_timeout;
+        // Subscribed before the first read, so no report made meanwhile is missed.
         let feed = &self.authorizer.freshness().replica_progress;
+        let mut reports: Reports = feed.subscribe();
         let mut tally = Tally::new(sequence);
+        let mut first_read_on = Some(connection);
         loop {
-            let read = match first_read.take() {
-                Some(replicas) => Ok(replicas),
+            let read = match first_read_on.take() {
+                Some(mut connection) => live_replicas(&mut *connection, sequence, self.lease).await,
                 None => live_replicas(&self.pool, sequence, self.lease).await,
             };
             match read {

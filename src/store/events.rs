@@ -1,8 +1,6 @@
 //! The `key_events` table: the audit log, written in the same transaction as
 //! the change it records.
 
-use std::time::Duration;
-
 use chrono::{DateTime, Utc};
 use sqlx::postgres::{PgArguments, PgRow};
 use sqlx::query::Query;
@@ -38,9 +36,6 @@ pub struct NewEvent<'a> {
     pub changes: serde_json::Value,
     /// Who waits for every replica to apply the event: only they are told.
     pub waiter: Waiter,
-    /// For a writer that waits: a replica whose heartbeat is this recent
-    /// counts as live, and the statement returns the live replicas.
-    pub live_within: Option<Duration>,
 }
 
 /// Who waits for replicas to apply an event, and so is told when they have:
@@ -87,50 +82,29 @@ pub struct EventFilter {
     pub environment: Option<Environment>,
 }
 
-/// A replica alive (by its heartbeat) when an event was written.
-pub struct LiveReplica {
-    pub id: Uuid,
-    pub name: String,
-}
-
-/// An event as written.
-pub struct InsertedEvent {
-    pub sequence: i64,
-    /// The replicas whose heartbeat was within the lease asked for, as the
-    /// event was written (none of them can have applied it yet).
-    pub live_replicas: Vec<LiveReplica>,
-}
-
 /// The parts of a statement that records an event: common table expressions
-/// (`locked`, `event`, `live`) to follow `WITH`, and the columns that notify
-/// and return it, to select `FROM event`. Parameters are numbered from
-/// `first`, in the order [`bind_event`] binds them.
+/// (`locked`, `event`) to follow `WITH`, and the columns that notify and
+/// return its sequence (`event_seq`), to select `FROM event`. Parameters are
+/// numbered from `first`, in the order [`bind_event`] binds them.
 ///
 /// Event sequence numbers are taken under a transaction-scoped advisory lock:
 /// it is taken as the materialized `locked` is scanned, before the insert's
 /// row, and so its sequence number, exists. So sequence numbers grow in
 /// commit order, and "applied up to N" means all events up to N. The
-/// notification is delivered only if, and when, the transaction commits. The
-/// live replicas are read at the statement's time (the transaction's began
-/// earlier); none of them can have applied the event yet.
+/// notification is delivered only if, and when, the transaction commits.
 pub(super) fn event_sql(first: usize) -> (String, String) {
     let parameter = |offset: usize| format!("${}", first + offset);
     let values: Vec<String> = (0..6).map(parameter).collect();
-    let lease = parameter(8);
     let ctes = format!(
         "locked AS MATERIALIZED \
          (SELECT pg_advisory_xact_lock(hashtext('keygate.key_events'))), \
          event AS (INSERT INTO key_events \
          (key_id, organization_id, environment, actor_key_id, action, changes) \
-         SELECT {} FROM locked RETURNING seq), \
-         live AS (SELECT id, name FROM replicas WHERE {lease}::float8 IS NOT NULL \
-         AND heartbeat_at > statement_timestamp() - make_interval(secs => {lease}))",
+         SELECT {} FROM locked RETURNING seq)",
         values.join(", ")
     );
     let columns = format!(
-        "event.seq AS event_seq, pg_notify({}, event.seq::text || ' ' || {}), \
-         ARRAY(SELECT id FROM live ORDER BY id) AS live_ids, \
-         ARRAY(SELECT name FROM live ORDER BY id) AS live_names",
+        "event.seq AS event_seq, pg_notify({}, event.seq::text || ' ' || {})",
         parameter(6),
         parameter(7)
     );
@@ -160,37 +134,22 @@ pub(super) fn bind_event<'q>(
         .bind(event.changes)
         .bind(NOTIFY_CHANNEL)
         .bind(payload_tail)
-        .bind(event.live_within.map(|lease| lease.as_secs_f64()))
-}
-
-/// Reads what [`event_sql`]'s columns return.
-pub(super) fn inserted_from_row(row: &PgRow) -> Result<InsertedEvent, StoreError> {
-    let live_ids: Vec<Uuid> = row.try_get("live_ids")?;
-    let live_names: Vec<String> = row.try_get("live_names")?;
-    Ok(InsertedEvent {
-        sequence: row.try_get("event_seq")?,
-        live_replicas: live_ids
-            .into_iter()
-            .zip(live_names)
-            .map(|(id, name)| LiveReplica { id, name })
-            .collect(),
-    })
 }
 
 /// Inserts the event and notifies every replica, inside the caller's
-/// transaction; for changes whose statement records their event itself, see
-/// [`event_sql`].
+/// transaction, and returns its sequence number. A change to an existing key
+/// records its event in its own statement instead (see `store::changes`).
 #[tracing::instrument(name = "keygate.store.insert_event", level = "debug", skip_all)]
 pub async fn insert_event(
     connection: &mut PgConnection,
     event: NewEvent<'_>,
-) -> Result<InsertedEvent, StoreError> {
+) -> Result<i64, StoreError> {
     let (ctes, columns) = event_sql(1);
     let sql = format!("WITH {ctes} SELECT {columns} FROM event");
     let row = bind_event(sqlx::query(&sql), event)
         .fetch_one(&mut *connection)
         .await?;
-    inserted_from_row(&row)
+    Ok(row.try_get("event_seq")?)
 }
 
 fn event_from_row(row: &PgRow) -> Result<KeyEvent, StoreError> {

@@ -4,13 +4,11 @@ use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
 use ipnet::IpNet;
-use sqlx::postgres::{PgArguments, PgRow};
-use sqlx::query::Query;
+use sqlx::postgres::PgRow;
 use sqlx::types::Json;
-use sqlx::{PgConnection, PgExecutor, Postgres, Row};
+use sqlx::{PgExecutor, Row};
 use uuid::Uuid;
 
-use super::events::{bind_event, event_sql, inserted_from_row, InsertedEvent, NewEvent};
 use super::StoreError;
 use crate::hashing::SecretHash;
 use crate::key::{Key, KeyKind};
@@ -48,17 +46,17 @@ pub struct KeyFilter {
     pub environment: Option<Environment>,
 }
 
-const KEY_COLUMNS: &str =
+pub(super) const KEY_COLUMNS: &str =
     "id, seq, organization_id, kind, environment, name, description, scopes, \
     allowed_cidrs, expires_at, metadata, lock_scopes, secret_hash, previous_secret_hash, \
     previous_secret_expires_at, disabled_at, revoked_at, version, created_by, created_at, \
     updated_at, last_used_at";
 
-fn scope_texts(scopes: &[Scope]) -> Vec<String> {
+pub(super) fn scope_texts(scopes: &[Scope]) -> Vec<String> {
     scopes.iter().map(Scope::to_string).collect()
 }
 
-fn cidr_texts(cidrs: &[IpNet]) -> Vec<String> {
+pub(super) fn cidr_texts(cidrs: &[IpNet]) -> Vec<String> {
     cidrs.iter().map(IpNet::to_string).collect()
 }
 
@@ -66,7 +64,7 @@ fn corrupt(what: &str, id: Uuid) -> StoreError {
     StoreError::Corrupt(format!("api_keys row {id}: invalid {what}"))
 }
 
-fn stored_key_from_row(row: &PgRow) -> Result<StoredKey, StoreError> {
+pub(super) fn stored_key_from_row(row: &PgRow) -> Result<StoredKey, StoreError> {
     let id: Uuid = row.try_get("id")?;
     let kind_text: String = row.try_get("kind")?;
     let environment_text: String = row.try_get("environment")?;
@@ -173,24 +171,24 @@ pub async fn find_key_version(
     Ok(version)
 }
 
-/// What gates whether a key may act.
-pub struct KeyState {
+/// What gates whether a calling key may act.
+pub struct CallerState {
     pub version: i64,
     pub revoked: bool,
     pub disabled: bool,
     pub expires_at: Option<DateTime<Utc>>,
 }
 
-/// The columns of a key's state, as `KeyState` reads them.
+/// The columns of a caller's state, as [`CallerState`] reads them.
 const STATE_COLUMNS: &str = "version, revoked_at IS NOT NULL AS revoked, \
     disabled_at IS NOT NULL AS disabled, expires_at";
 
-fn state_from_row(row: &PgRow, prefix: &str) -> Result<Option<KeyState>, StoreError> {
+fn state_from_row(row: &PgRow, prefix: &str) -> Result<Option<CallerState>, StoreError> {
     let column = |name: &str| format!("{prefix}{name}");
     let Some(version) = row.try_get::<Option<i64>, _>(column("version").as_str())? else {
         return Ok(None);
     };
-    Ok(Some(KeyState {
+    Ok(Some(CallerState {
         version,
         revoked: row.try_get(column("revoked").as_str())?,
         disabled: row.try_get(column("disabled").as_str())?,
@@ -198,12 +196,12 @@ fn state_from_row(row: &PgRow, prefix: &str) -> Result<Option<KeyState>, StoreEr
     }))
 }
 
-/// The state of a key, share-locked for the rest of the transaction.
-#[tracing::instrument(name = "keygate.store.lock_key_state", level = "debug", skip_all)]
-pub async fn lock_key_state(
+/// The state of a calling key, share-locked for the rest of the transaction.
+#[tracing::instrument(name = "keygate.store.lock_caller_state", level = "debug", skip_all)]
+pub async fn lock_caller_state(
     executor: impl PgExecutor<'_>,
     id: &KeyId,
-) -> Result<Option<KeyState>, StoreError> {
+) -> Result<Option<CallerState>, StoreError> {
     let sql = format!("SELECT {STATE_COLUMNS} FROM api_keys WHERE id = $1 FOR SHARE");
     let row = sqlx::query(&sql)
         .bind(id.as_uuid())
@@ -216,34 +214,37 @@ pub async fn lock_key_state(
 }
 
 /// A key locked for a change, and the state of the key changing it; `None`
-/// for either that does not exist.
+/// for either that does not exist (the caller is read only beside an
+/// existing key).
 pub struct LockedForChange {
     pub target: Option<StoredKey>,
-    pub actor: Option<KeyState>,
+    pub caller: Option<CallerState>,
 }
 
-/// Loads and row-locks a key inside a transaction, so mutations of one key
-/// serialize, and share-locks the acting key's row to read its state, in one
-/// round trip. The target is locked first, then the actor.
+/// Loads and row-locks a key inside a transaction, so that changes to one key
+/// serialize, and share-locks the calling key's row to read its state, in one
+/// round trip.
 #[tracing::instrument(name = "keygate.store.lock_key_for_change", level = "debug", skip_all)]
 pub async fn lock_key_for_change(
     executor: impl PgExecutor<'_>,
     target: &KeyId,
-    actor: &KeyId,
+    caller: &KeyId,
 ) -> Result<LockedForChange, StoreError> {
-    // One row whatever exists: each side is NULL when its key is missing.
+    // One row whatever exists: each side is NULL when its key is missing. The
+    // caller's side names the target's, so that it is read second: the key
+    // changed is always locked first, as when they are one key.
     let sql = format!(
-        "SELECT target.*, actor.version AS actor_version, actor.revoked AS actor_revoked, \
-         actor.disabled AS actor_disabled, actor.expires_at AS actor_expires_at \
+        "SELECT target.*, caller.version AS caller_version, caller.revoked AS caller_revoked, \
+         caller.disabled AS caller_disabled, caller.expires_at AS caller_expires_at \
          FROM (SELECT) AS one \
          LEFT JOIN LATERAL (SELECT {KEY_COLUMNS} FROM api_keys WHERE id = $1 FOR UPDATE) \
          AS target ON true \
-         LEFT JOIN LATERAL (SELECT {STATE_COLUMNS} FROM api_keys WHERE id = $2 FOR SHARE) \
-         AS actor ON true"
+         LEFT JOIN LATERAL (SELECT {STATE_COLUMNS} FROM api_keys \
+         WHERE id = $2 AND target.id IS NOT NULL FOR SHARE) AS caller ON true"
     );
     let row = sqlx::query(&sql)
         .bind(target.as_uuid())
-        .bind(actor.as_uuid())
+        .bind(caller.as_uuid())
         .fetch_one(executor)
         .await?;
     let target_exists = row.try_get::<Option<Uuid>, _>("id")?.is_some();
@@ -251,7 +252,7 @@ pub async fn lock_key_for_change(
         target: target_exists
             .then(|| stored_key_from_row(&row))
             .transpose()?,
-        actor: state_from_row(&row, "actor_")?,
+        caller: state_from_row(&row, "caller_")?,
     })
 }
 
@@ -283,153 +284,6 @@ pub async fn list_keys(
     rows.iter()
         .map(|row| Ok((row.try_get("seq")?, stored_key_from_row(row)?.key)))
         .collect()
-}
-
-/// The editable fields of a key, as they should be after an update.
-pub struct KeyFields<'a> {
-    pub name: &'a str,
-    pub description: &'a str,
-    pub scopes: &'a [Scope],
-    pub allowed_cidrs: &'a [IpNet],
-    pub expires_at: Option<DateTime<Utc>>,
-    pub metadata: &'a BTreeMap<String, String>,
-}
-
-type PgQuery<'q> = Query<'q, Postgres, PgArguments>;
-
-/// A statement that makes `change` to one key (an UPDATE returning the key's
-/// columns, or a DELETE returning its id; its own parameters are $1 to
-/// $`parameters`) and records the change's event, in one round trip.
-fn with_event(change: &str, parameters: usize) -> String {
-    let (ctes, columns) = event_sql(parameters + 1);
-    format!("WITH changed AS ({change}), {ctes} SELECT changed.*, {columns} FROM changed, event")
-}
-
-/// Runs an update built by [`with_event`], its own parameters bound, and
-/// returns the key as changed and its event.
-async fn update_recording(
-    connection: &mut PgConnection,
-    query: PgQuery<'_>,
-    event: NewEvent<'_>,
-) -> Result<(Key, InsertedEvent), StoreError> {
-    let recorded_version = event.key_version;
-    let row = bind_event(query, event).fetch_one(connection).await?;
-    let key = stored_key_from_row(&row)?.key;
-    // The row is locked by its transaction: the event was told the version
-    // every update gives it, one more.
-    if key.version != recorded_version {
-        return Err(StoreError::Corrupt(format!(
-            "api_keys row {}: version {} after a change recorded as version {recorded_version}",
-            key.id.as_uuid(),
-            key.version
-        )));
-    }
-    Ok((key, inserted_from_row(&row)?))
-}
-
-/// Writes the editable fields and records `event`.
-#[tracing::instrument(name = "keygate.store.update_fields", level = "debug", skip_all)]
-pub async fn update_fields(
-    connection: &mut PgConnection,
-    id: &KeyId,
-    fields: &KeyFields<'_>,
-    event: NewEvent<'_>,
-) -> Result<(Key, InsertedEvent), StoreError> {
-    let sql = with_event(
-        &format!(
-            "UPDATE api_keys SET name = $2, description = $3, scopes = $4, allowed_cidrs = $5, \
-             expires_at = $6, metadata = $7, version = version + 1, updated_at = now() \
-             WHERE id = $1 RETURNING {KEY_COLUMNS}"
-        ),
-        7,
-    );
-    let query = sqlx::query(&sql)
-        .bind(id.as_uuid())
-        .bind(fields.name)
-        .bind(fields.description)
-        .bind(scope_texts(fields.scopes))
-        .bind(cidr_texts(fields.allowed_cidrs))
-        .bind(fields.expires_at)
-        .bind(Json(fields.metadata));
-    update_recording(connection, query, event).await
-}
-
-/// Replaces the secret, and records `event`; the old one stays valid until
-/// `previous_valid_until`, or is dropped at once when that is `None`.
-#[tracing::instrument(name = "keygate.store.rotate_secret", level = "debug", skip_all)]
-pub async fn rotate_secret(
-    connection: &mut PgConnection,
-    id: &KeyId,
-    new_hash: &SecretHash,
-    previous_valid_until: Option<DateTime<Utc>>,
-    event: NewEvent<'_>,
-) -> Result<(Key, InsertedEvent), StoreError> {
-    let sql = with_event(
-        &format!(
-            "UPDATE api_keys SET \
-               previous_secret_hash = CASE WHEN $3::timestamptz IS NULL THEN NULL ELSE secret_hash END, \
-               previous_secret_expires_at = $3, secret_hash = $2, \
-               version = version + 1, updated_at = now() \
-             WHERE id = $1 RETURNING {KEY_COLUMNS}"
-        ),
-        3,
-    );
-    let query = sqlx::query(&sql)
-        .bind(id.as_uuid())
-        .bind(new_hash.as_str())
-        .bind(previous_valid_until);
-    update_recording(connection, query, event).await
-}
-
-/// Sets or clears `disabled_at`, and records `event`.
-#[tracing::instrument(name = "keygate.store.set_disabled", level = "debug", skip_all)]
-pub async fn set_disabled(
-    connection: &mut PgConnection,
-    id: &KeyId,
-    disabled: bool,
-    event: NewEvent<'_>,
-) -> Result<(Key, InsertedEvent), StoreError> {
-    let sql = with_event(
-        &format!(
-            "UPDATE api_keys SET disabled_at = CASE WHEN $2 THEN now() ELSE NULL END, \
-             version = version + 1, updated_at = now() WHERE id = $1 RETURNING {KEY_COLUMNS}"
-        ),
-        2,
-    );
-    let query = sqlx::query(&sql).bind(id.as_uuid()).bind(disabled);
-    update_recording(connection, query, event).await
-}
-
-/// Revokes the key (dropping a rotated-out secret), and records `event`.
-#[tracing::instrument(name = "keygate.store.set_revoked", level = "debug", skip_all)]
-pub async fn set_revoked(
-    connection: &mut PgConnection,
-    id: &KeyId,
-    event: NewEvent<'_>,
-) -> Result<(Key, InsertedEvent), StoreError> {
-    let sql = with_event(
-        &format!(
-            "UPDATE api_keys SET revoked_at = now(), previous_secret_hash = NULL, \
-             previous_secret_expires_at = NULL, version = version + 1, updated_at = now() \
-             WHERE id = $1 RETURNING {KEY_COLUMNS}"
-        ),
-        1,
-    );
-    let query = sqlx::query(&sql).bind(id.as_uuid());
-    update_recording(connection, query, event).await
-}
-
-/// Deletes the key, and records `event`.
-#[tracing::instrument(name = "keygate.store.delete_key", level = "debug", skip_all)]
-pub async fn delete_key(
-    connection: &mut PgConnection,
-    id: &KeyId,
-    event: NewEvent<'_>,
-) -> Result<InsertedEvent, StoreError> {
-    let sql = with_event("DELETE FROM api_keys WHERE id = $1 RETURNING id", 1);
-    let query = sqlx::query(&sql).bind(id.as_uuid());
-    let row = bind_event(query, event).fetch_one(connection).await?;
-    inserted_from_row(&row)
 }
 
 /// Whether any system key exists (bootstrap refuses then).

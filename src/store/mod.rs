@@ -3,6 +3,7 @@
 //! Errors are classified here, once, by SQLSTATE and constraint name; callers
 //! match on [`StoreError`] and never on message text.
 
+pub mod changes;
 pub mod events;
 pub mod keys;
 pub mod organizations;

@@ -7,7 +7,7 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use tonic::metadata::MetadataValue;
 use tonic::{Code, Request};
 
-use crate::helpers::{assert_status, authed, key_request, spawn_app};
+use crate::helpers::{assert_complete, assert_status, authed, key_request, spawn_app};
 
 const MANAGER: &[&str] = &["api_keys:*", "customers:*", "payments:read"];
 
@@ -707,7 +707,7 @@ async fn a_caller_revoked_behind_the_caches_back_cannot_complete_a_change(
 }
 
 /// A change's transaction reads the caller with the key it changes: a caller
-/// revoked, or changed, behind the cache's back cannot complete it.
+/// changed, revoked or deleted behind the cache's back cannot complete it.
 #[sqlx::test(migrations = false)]
 async fn a_caller_changed_behind_the_caches_back_cannot_change_a_key(
     _pool: PgPoolOptions,
@@ -719,8 +719,21 @@ async fn a_caller_changed_behind_the_caches_back_cannot_change_a_key(
         .org_key(&org, Environment::Live, &["customers:read"])
         .await;
     for (change, code, message) in [
-        ("version = version + 1", Code::Unavailable, ""),
-        ("revoked_at = now()", Code::Unauthenticated, "bearer token"),
+        (
+            "UPDATE api_keys SET version = version + 1",
+            Code::Unavailable,
+            "",
+        ),
+        (
+            "UPDATE api_keys SET revoked_at = now()",
+            Code::Unauthenticated,
+            "bearer token",
+        ),
+        (
+            "DELETE FROM api_keys",
+            Code::Unauthenticated,
+            "bearer token",
+        ),
     ] {
         let (caller, token) = app.org_key(&org, Environment::Live, MANAGER).await;
         let disable = || pb::DisableKeyRequest {
@@ -738,7 +751,7 @@ async fn a_caller_changed_behind_the_caches_back_cannot_change_a_key(
             ))
             .await
             .unwrap();
-        sqlx::query(&format!("UPDATE api_keys SET {change} WHERE id = $1"))
+        sqlx::query(&format!("{change} WHERE id = $1"))
             .bind(keygate::token::KeyId::parse(&caller.id).unwrap().as_uuid())
             .execute(&app.pool)
             .await
@@ -781,7 +794,7 @@ async fn a_key_may_revoke_itself(_pool: PgPoolOptions, db: PgConnectOptions) {
         .unwrap()
         .into_inner();
     assert_eq!(revoked.key.unwrap().state(), pb::KeyState::Revoked);
-    assert!(revoked.propagation.unwrap().complete);
+    assert_complete(revoked.propagation, 1);
     let refused = app
         .client
         .clone()

@@ -6,8 +6,9 @@ use keygate::cache::{CacheSettings, CachedKey, KeyCache};
 use keygate::events::{EventAction, StateChange};
 use keygate::grpc::pb::{self, Reason};
 use keygate::key::Key;
+use keygate::store::changes::{set_disabled, set_revoked};
 use keygate::store::events::{NewEvent, Waiter};
-use keygate::store::keys::{find_key_by_id, set_disabled, set_revoked};
+use keygate::store::keys::find_key_by_id;
 use keygate::token::KeyId;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 
@@ -131,7 +132,6 @@ async fn a_followed_state_change_matches_the_row_the_store_writes(
             action,
             changes: serde_json::json!({}),
             waiter: Waiter::Nobody,
-            live_within: None,
         };
         let connection = &mut *pool.acquire().await.unwrap();
         match action {
