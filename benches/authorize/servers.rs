@@ -172,13 +172,16 @@ impl Child {
         Child { address, process }
     }
 
+    /// A replica of this build's `keygate` binary, or of the one
+    /// `KEYGATE_BENCH_BINARY` names (to compare another build in one session).
     pub async fn keygate(database_url: &str, cpu: usize) -> Child {
         let mut command = Command::new("taskset");
         command
             .args([
                 "-c",
                 &cpu.to_string(),
-                env!("CARGO_BIN_EXE_keygate"),
+                &std::env::var("KEYGATE_BENCH_BINARY")
+                    .unwrap_or_else(|_| env!("CARGO_BIN_EXE_keygate").to_owned()),
                 "serve",
                 "--listen",
                 "127.0.0.1:0",
