@@ -32,7 +32,8 @@ pub enum StoreError {
     /// A unique index refused a duplicate; holds the constraint's name.
     #[error("unique constraint {0} violated")]
     Duplicate(String),
-    /// A row that does not decode into domain types.
+    /// A row that does not decode into domain types, or breaks an invariant
+    /// the code relies on (a change that gave a locked row another version).
     #[error("stored row is invalid: {0}")]
     Corrupt(String),
     #[error("database error")]
