@@ -223,6 +223,7 @@ impl KeyManager {
     ) -> Result<(), ServiceError> {
         let id = caller.key().id;
         let Some(state) = state else {
+            self.authorizer.evict(&id);
             return Err(ServiceError::Unauthenticated("unknown_key"));
         };
         let expired = state.expires_at.is_some_and(|expiry| expiry <= Utc::now());

@@ -164,10 +164,10 @@ async fn count_reports(reports: &mut Reports, tally: &mut Tally, until: Instant)
 impl KeyManager {
     /// Waits (when asked) until every live replica has applied event
     /// `sequence`, at most the configured timeout. Never fails the already
-    /// committed change. The replicas table is read once, on `connection`
-    /// (the one that wrote the event, let go of before the wait), after the
-    /// event committed: a replica that becomes live after that read renews
-    /// its trust after the commit too. Then replicas' reports are counted as
+    /// committed change. The replicas table is read once, on the mutation's
+    /// own `connection` (let go of before the wait), after the event
+    /// committed: a replica that becomes live after that read renews its
+    /// trust after the commit too. Then replicas' reports are counted as
     /// they arrive; the table is read again only when reports do not settle it.
     pub(super) async fn propagate(
         &self,

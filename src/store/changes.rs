@@ -31,7 +31,9 @@ pub struct KeyFields<'a> {
     pub metadata: &'a BTreeMap<String, String>,
 }
 
-/// The highest `$n` parameter `sql` names.
+/// The highest `$n` parameter `sql` names. Not a SQL parser: a `$n` inside a
+/// literal counts too, so the changes here keep none there (a count too high
+/// fails every call on the bind count; it is never too low).
 fn highest_parameter(sql: &str) -> usize {
     sql.split('$')
         .skip(1)

@@ -138,7 +138,7 @@ pub(super) fn bind_event<'q>(
 
 /// Inserts the event and notifies every replica, inside the caller's
 /// transaction, and returns its sequence number. A change to an existing key
-/// records its event in its own statement instead (see `store::changes`).
+/// records its event in the change's statement instead (see `store::changes`).
 #[tracing::instrument(name = "keygate.store.insert_event", level = "debug", skip_all)]
 pub async fn insert_event(
     connection: &mut PgConnection,

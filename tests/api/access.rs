@@ -715,9 +715,6 @@ async fn a_caller_changed_behind_the_caches_back_cannot_change_a_key(
 ) {
     let app = spawn_app(db).await;
     let org = app.create_organization("Acme").await;
-    let (target, _) = app
-        .org_key(&org, Environment::Live, &["customers:read"])
-        .await;
     for (change, code, message) in [
         (
             "UPDATE api_keys SET version = version + 1",
@@ -735,6 +732,9 @@ async fn a_caller_changed_behind_the_caches_back_cannot_change_a_key(
             "bearer token",
         ),
     ] {
+        let (target, _) = app
+            .org_key(&org, Environment::Live, &["customers:read"])
+            .await;
         let (caller, token) = app.org_key(&org, Environment::Live, MANAGER).await;
         let disable = || pb::DisableKeyRequest {
             key_id: target.id.clone(),

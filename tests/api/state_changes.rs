@@ -121,13 +121,17 @@ async fn a_followed_state_change_matches_the_row_the_store_writes(
         EventAction::Revoked,
     ] {
         let before = find_key_by_id(pool, &id).await.unwrap().unwrap();
-        let (before_version, organization) = (before.key.version, before.key.organization_id);
+        let (before_version, organization, environment) = (
+            before.key.version,
+            before.key.organization_id,
+            before.key.environment,
+        );
         cache.insert(CachedKey::new(before, &policy, 1));
         let event = NewEvent {
             key_id: &id,
             key_version: before_version + 1,
             organization_id: organization,
-            environment: keygate::token::Environment::Live,
+            environment,
             actor_key_id: None,
             action,
             changes: serde_json::json!({}),
