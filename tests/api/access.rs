@@ -7,7 +7,9 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use tonic::metadata::MetadataValue;
 use tonic::{Code, Request};
 
-use crate::helpers::{assert_complete, assert_status, authed, key_request, spawn_app};
+use crate::helpers::{
+    assert_complete, assert_status, authed, key_request, revoke_through, spawn_app,
+};
 
 const MANAGER: &[&str] = &["api_keys:*", "customers:*", "payments:read"];
 
@@ -782,19 +784,8 @@ async fn a_key_may_revoke_itself(_pool: PgPoolOptions, db: PgConnectOptions) {
     let app = spawn_app(db).await;
     let org = app.create_organization("Acme").await;
     let (caller, token) = app.org_key(&org, Environment::Live, MANAGER).await;
-    let request = pb::RevokeKeyRequest {
-        key_id: caller.id.clone(),
-        ..Default::default()
-    };
-    let revoked = app
-        .client
-        .clone()
-        .revoke_key(authed(&token, request))
-        .await
-        .unwrap()
-        .into_inner();
-    assert_eq!(revoked.key.unwrap().state(), pb::KeyState::Revoked);
-    assert_complete(revoked.propagation, 1);
+    let propagation = revoke_through(&app, &token, &caller).await;
+    assert_complete(Some(propagation), 1);
     let refused = app
         .client
         .clone()
