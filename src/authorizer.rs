@@ -144,7 +144,7 @@ impl Authorizer {
     pub fn follow_change(&self, id: &KeyId, version: i64, change: Option<StateChange>) {
         self.freshness
             .add_tombstone(*id, version, |expired, guarded| {
-                self.cache.evict_older_than(&expired, guarded)
+                self.cache.follow_event(expired, guarded, None)
             });
         self.cache.follow_event(*id, version, change);
     }

@@ -211,7 +211,7 @@ pub fn check_expiry(
 }
 
 /// A key as stored, without its secret hashes.
-#[derive(Clone)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct Key {
     pub id: KeyId,
     pub organization_id: Option<Uuid>,

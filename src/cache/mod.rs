@@ -401,26 +401,13 @@ impl KeyCache {
         self.carried.remember(entry);
     }
 
-    /// Evicts `id` only if its entry is older than `version` (see
-    /// [`KeyCache::evict`]): what a retiring tombstone guarded against.
-    pub fn evict_older_than(&self, id: &KeyId, version: i64) {
-        let outcome = self
-            .keys
-            .entry(*id)
-            .and_compute_with(|existing| match existing {
-                Some(cached) if cached.value().key.version < version => Op::Remove,
-                _ => Op::Nop,
-            });
-        if let CompResult::Removed(evicted) = outcome {
-            self.evicted(evicted.value());
-        }
-    }
-
     /// Follows a key event that brought key `id` to `version`: an entry at
     /// that version or later already holds the change and stays; one exactly
     /// one version behind takes a state-only change (disable, enable, revoke)
     /// in place, so that the next request needs no database read; any other
-    /// entry is evicted as by [`KeyCache::evict`].
+    /// entry is evicted as by [`KeyCache::evict`]. With no change, it evicts
+    /// only an entry older than `version` (what a retiring tombstone guarded
+    /// against).
     ///
     /// Serialized only with other computes of the key, not with a load's
     /// insert or an eviction racing it. Either order is safe: the entry put

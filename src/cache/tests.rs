@@ -164,9 +164,9 @@ fn state_changes_are_followed_in_place_one_version_on_and_anything_else_evicts()
 
     // A tombstone retiring at the entry's own version leaves it; one newer
     // than the entry evicts it.
-    cache.evict_older_than(&id, 4);
+    cache.follow_event(id, 4, None);
     assert!(cached(&cache).is_some());
-    cache.evict_older_than(&id, 5);
+    cache.follow_event(id, 5, None);
     assert!(cache.get(&id).is_none());
 
     // A version skipped (the entry is older than the event's base): evicted.

@@ -33,7 +33,8 @@ use crate::paging::{into_page, parse_page_size, parse_page_token};
 use crate::permission::Scope;
 use crate::store::events::{insert_event, list_events, EventFilter, NewEvent, Waiter};
 use crate::store::keys::{
-    find_key_by_id, insert_key, list_keys, lock_caller_state, CallerState, KeyFilter, NewKey,
+    find_key_by_id, insert_key, list_keys, lock_caller_state, CallerState, KeyFields, KeyFilter,
+    NewKey,
 };
 use crate::store::StoreError;
 use crate::token::{Environment, KeyId, Token, TokenPrefix};
@@ -107,13 +108,11 @@ impl KeyManager {
         self
     }
 
-    /// The audit event for a change to `key`, whose version after the change
-    /// is `version_after` (`i64::MAX` for a deletion: gone for good).
-    /// `awaited`: the caller will wait for every replica to apply it.
+    /// The audit event for a change to `key`. `awaited`: the caller will
+    /// wait for every replica to apply it.
     fn new_event<'a>(
         &self,
         key: &'a Key,
-        version_after: i64,
         actor: Option<&'a Caller>,
         action: EventAction,
         changes: serde_json::Value,
@@ -126,7 +125,6 @@ impl KeyManager {
         };
         NewEvent {
             key_id: &key.id,
-            key_version: version_after,
             organization_id: key.organization_id,
             environment: key.environment,
             actor_key_id: actor.map(|caller| &caller.key().id),
@@ -145,16 +143,8 @@ impl KeyManager {
         actor: Option<&Caller>,
         changes: serde_json::Value,
     ) -> Result<(), StoreError> {
-        let event = self.new_event(
-            key,
-            key.version,
-            actor,
-            EventAction::Created,
-            changes,
-            false,
-        );
-        insert_event(transaction, event).await?;
-        Ok(())
+        let event = self.new_event(key, actor, EventAction::Created, changes, false);
+        insert_event(transaction, event, key.version).await
     }
 
     /// How long mutations wait for replicas, and the replicas' lease.
@@ -296,12 +286,14 @@ impl KeyManager {
             organization_id,
             kind: request.kind,
             environment: request.environment,
-            name: request.name.as_str(),
-            description: request.description.as_str(),
-            scopes: &scopes,
-            allowed_cidrs: &request.allowed_cidrs,
-            expires_at: request.expires_at,
-            metadata: &request.metadata,
+            fields: KeyFields {
+                name: request.name.as_str(),
+                description: request.description.as_str(),
+                scopes: &scopes,
+                allowed_cidrs: &request.allowed_cidrs,
+                expires_at: request.expires_at,
+                metadata: &request.metadata,
+            },
             lock_scopes: request.lock_scopes,
             secret_hash: &secret_hash,
             created_by: Some(caller.key().id),

@@ -18,10 +18,8 @@ use crate::key::{
     check_expiry, check_metadata, Description, DisplayName, FieldError, Key, KeyState,
 };
 use crate::permission::Scope;
-use crate::store::changes::{
-    delete_key, rotate_secret, set_disabled, set_revoked, update_fields, KeyFields,
-};
-use crate::store::keys::lock_key_for_change;
+use crate::store::changes::{delete_key, rotate_secret, set_disabled, set_revoked, update_fields};
+use crate::store::keys::{lock_key_for_change, KeyFields};
 use crate::store::StoreError;
 use crate::token::{KeyId, Token};
 
@@ -176,7 +174,6 @@ impl KeyManager {
         };
         let event = self.new_event(
             &current,
-            current.version + 1,
             Some(caller),
             EventAction::Updated,
             Value::Object(changes),
@@ -213,14 +210,7 @@ impl KeyManager {
             "grace_period_seconds": rotation.grace_period.num_seconds(),
             "previous_secret_expire_time": previous_valid_until,
         });
-        let event = self.new_event(
-            &current,
-            current.version + 1,
-            Some(caller),
-            EventAction::Rotated,
-            changes,
-            wait,
-        );
+        let event = self.new_event(&current, Some(caller), EventAction::Rotated, changes, wait);
         let (key, sequence) = rotate_secret(
             &mut transaction,
             key_id,
@@ -268,14 +258,7 @@ impl KeyManager {
         } else {
             EventAction::Enabled
         };
-        let event = self.new_event(
-            &current,
-            current.version + 1,
-            Some(caller),
-            action,
-            json!({}),
-            wait,
-        );
+        let event = self.new_event(&current, Some(caller), action, json!({}), wait);
         let (key, sequence) = set_disabled(&mut transaction, key_id, disabled, event).await?;
         transaction.commit().await.map_err(StoreError::from)?;
         let change = StateChange {
@@ -317,7 +300,6 @@ impl KeyManager {
         }
         let event = self.new_event(
             &current,
-            current.version + 1,
             Some(caller),
             EventAction::Revoked,
             json!({}),
@@ -347,7 +329,6 @@ impl KeyManager {
         let (mut transaction, current) = self.begin_on_key(&mut connection, caller, key_id).await?;
         let event = self.new_event(
             &current,
-            i64::MAX,
             Some(caller),
             EventAction::Deleted,
             json!({}),

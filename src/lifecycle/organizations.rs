@@ -9,7 +9,7 @@ use crate::error::ServiceError;
 use crate::key::{DisplayName, KeyKind};
 use crate::paging::{into_page, parse_page_size, parse_page_token};
 use crate::permission::Scope;
-use crate::store::keys::{insert_key, system_key_exists, NewKey};
+use crate::store::keys::{insert_key, system_key_exists, KeyFields, NewKey};
 use crate::store::organizations::{
     find_organization, insert_organization, list_organizations, Organization,
 };
@@ -99,12 +99,14 @@ impl KeyManager {
             organization_id: None,
             kind: KeyKind::System,
             environment: Environment::Live,
-            name: name.as_str(),
-            description: "created by keygate bootstrap",
-            scopes: &scopes,
-            allowed_cidrs: &[],
-            expires_at: None,
-            metadata: &metadata,
+            fields: KeyFields {
+                name: name.as_str(),
+                description: "created by keygate bootstrap",
+                scopes: &scopes,
+                allowed_cidrs: &[],
+                expires_at: None,
+                metadata: &metadata,
+            },
             lock_scopes: false,
             secret_hash: &secret_hash,
             created_by: None,

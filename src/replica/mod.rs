@@ -158,6 +158,12 @@ fn parse_payload(payload: &str) -> Option<KeyEventNotice> {
     })
 }
 
+/// Seconds from an event's writing to now, both in unix milliseconds; never
+/// negative, and any time the payload claims is taken without overflow.
+fn lag_seconds(now_millis: i64, written_at_millis: i64) -> f64 {
+    now_millis.saturating_sub(written_at_millis).max(0) as f64 / 1000.0
+}
+
 /// Applies a key event to the cache, records it as applied, and tells whoever
 /// waits for it: this replica's own mutation in process, any other through
 /// the reporter.
@@ -178,8 +184,8 @@ fn apply_event(
     });
     authorizer.follow_change(&event.key_id, event.version, change);
     if let Some(written_at) = event.written_at_millis {
-        let lag_seconds = (now_millis() - written_at).max(0) as f64 / 1000.0;
-        metrics::histogram!("keygate_event_apply_lag_seconds").record(lag_seconds);
+        let lag = lag_seconds(now_millis(), written_at);
+        metrics::histogram!("keygate_event_apply_lag_seconds").record(lag);
     }
     let progress = &authorizer.freshness().replica_progress;
     progress.record_own(event.sequence);
@@ -358,6 +364,14 @@ async fn heartbeat(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn lag_takes_any_written_time_without_overflow() {
+        assert_eq!(lag_seconds(5_000, 3_000), 2.0);
+        assert_eq!(lag_seconds(3_000, 5_000), 0.0, "a writer's clock ahead");
+        assert_eq!(lag_seconds(1_000, i64::MAX), 0.0);
+        assert!(lag_seconds(1_000, i64::MIN) > 0.0);
+    }
 
     #[test]
     fn payloads() {

@@ -2,34 +2,19 @@
 //! change's audit event (its insert and notification), inside the caller's
 //! transaction, which has row-locked the key (`keys::lock_key_for_change`).
 
-use std::collections::BTreeMap;
-
 use chrono::{DateTime, Utc};
-use ipnet::IpNet;
 use sqlx::postgres::PgArguments;
 use sqlx::query::Query;
-use sqlx::types::Json;
 use sqlx::{PgConnection, Postgres, Row};
 
 use super::events::{bind_event, event_sql, NewEvent};
-use super::keys::{cidr_texts, scope_texts, stored_key_from_row, KEY_COLUMNS};
+use super::keys::{bind_fields, stored_key_from_row, KeyFields, KEY_COLUMNS};
 use super::StoreError;
 use crate::hashing::SecretHash;
 use crate::key::Key;
-use crate::permission::Scope;
 use crate::token::KeyId;
 
 type PgQuery<'q> = Query<'q, Postgres, PgArguments>;
-
-/// The editable fields of a key, as they should be after an update.
-pub struct KeyFields<'a> {
-    pub name: &'a str,
-    pub description: &'a str,
-    pub scopes: &'a [Scope],
-    pub allowed_cidrs: &'a [IpNet],
-    pub expires_at: Option<DateTime<Utc>>,
-    pub metadata: &'a BTreeMap<String, String>,
-}
 
 /// The highest `$n` parameter `sql` names. Not a SQL parser: a `$n` inside a
 /// literal counts too, so the changes here keep none there (a count too high
@@ -47,32 +32,28 @@ fn highest_parameter(sql: &str) -> usize {
 
 /// A statement that makes `change` to one key (an UPDATE returning the key's
 /// columns, or a DELETE) and records the change's event, whose parameters
-/// follow the change's own.
-fn with_event(change: &str) -> String {
-    let (ctes, columns) = event_sql(highest_parameter(change) + 1);
+/// follow the change's own; `version` is the SQL for the key's version after
+/// the change.
+fn with_event(change: &str, version: &str) -> String {
+    let (ctes, columns) = event_sql(highest_parameter(change) + 1, version);
     format!("WITH changed AS ({change}), {ctes} SELECT changed.*, {columns} FROM changed, event")
 }
 
-/// Runs an update built by [`with_event`], its own parameters bound, and
-/// returns the key as changed and its event's sequence number.
+/// An update of one key: its SQL, which returns the key's columns, made
+/// into a statement that also records its event at the updated version.
+fn update_with_event(update: &str) -> String {
+    with_event(update, "changed.version")
+}
+
+/// Runs an update built by [`update_with_event`], its own parameters bound,
+/// and returns the key as changed and its event's sequence number.
 async fn update_recording(
     connection: &mut PgConnection,
     query: PgQuery<'_>,
     event: NewEvent<'_>,
 ) -> Result<(Key, i64), StoreError> {
-    let recorded_version = event.key_version;
     let row = bind_event(query, event).fetch_one(connection).await?;
-    let key = stored_key_from_row(&row)?.key;
-    // The event was told the version every update gives the row, one more
-    // than the version locked.
-    if key.version != recorded_version {
-        return Err(StoreError::Corrupt(format!(
-            "api_keys row {}: version {} after a change recorded as version {recorded_version}",
-            key.id.as_uuid(),
-            key.version
-        )));
-    }
-    Ok((key, row.try_get("event_seq")?))
+    Ok((stored_key_from_row(&row)?.key, row.try_get("event_seq")?))
 }
 
 /// Writes the editable fields, and records `event`.
@@ -83,19 +64,12 @@ pub async fn update_fields(
     fields: &KeyFields<'_>,
     event: NewEvent<'_>,
 ) -> Result<(Key, i64), StoreError> {
-    let sql = with_event(&format!(
+    let sql = update_with_event(&format!(
         "UPDATE api_keys SET name = $2, description = $3, scopes = $4, allowed_cidrs = $5, \
          expires_at = $6, metadata = $7, version = version + 1, updated_at = now() \
          WHERE id = $1 RETURNING {KEY_COLUMNS}"
     ));
-    let query = sqlx::query(&sql)
-        .bind(id.as_uuid())
-        .bind(fields.name)
-        .bind(fields.description)
-        .bind(scope_texts(fields.scopes))
-        .bind(cidr_texts(fields.allowed_cidrs))
-        .bind(fields.expires_at)
-        .bind(Json(fields.metadata));
+    let query = bind_fields(sqlx::query(&sql).bind(id.as_uuid()), fields);
     update_recording(connection, query, event).await
 }
 
@@ -109,7 +83,7 @@ pub async fn rotate_secret(
     previous_valid_until: Option<DateTime<Utc>>,
     event: NewEvent<'_>,
 ) -> Result<(Key, i64), StoreError> {
-    let sql = with_event(&format!(
+    let sql = update_with_event(&format!(
         "UPDATE api_keys SET \
            previous_secret_hash = CASE WHEN $3::timestamptz IS NULL THEN NULL ELSE secret_hash END, \
            previous_secret_expires_at = $3, secret_hash = $2, \
@@ -131,7 +105,7 @@ pub async fn set_disabled(
     disabled: bool,
     event: NewEvent<'_>,
 ) -> Result<(Key, i64), StoreError> {
-    let sql = with_event(&format!(
+    let sql = update_with_event(&format!(
         "UPDATE api_keys SET disabled_at = CASE WHEN $2 THEN now() ELSE NULL END, \
          version = version + 1, updated_at = now() WHERE id = $1 RETURNING {KEY_COLUMNS}"
     ));
@@ -146,7 +120,7 @@ pub async fn set_revoked(
     id: &KeyId,
     event: NewEvent<'_>,
 ) -> Result<(Key, i64), StoreError> {
-    let sql = with_event(&format!(
+    let sql = update_with_event(&format!(
         "UPDATE api_keys SET revoked_at = now(), previous_secret_hash = NULL, \
          previous_secret_expires_at = NULL, version = version + 1, updated_at = now() \
          WHERE id = $1 RETURNING {KEY_COLUMNS}"
@@ -162,7 +136,10 @@ pub async fn delete_key(
     id: &KeyId,
     event: NewEvent<'_>,
 ) -> Result<i64, StoreError> {
-    let sql = with_event("DELETE FROM api_keys WHERE id = $1 RETURNING id");
+    let sql = with_event(
+        "DELETE FROM api_keys WHERE id = $1 RETURNING id",
+        &i64::MAX.to_string(),
+    );
     let query = sqlx::query(&sql).bind(id.as_uuid());
     let row = bind_event(query, event).fetch_one(connection).await?;
     Ok(row.try_get("event_seq")?)
@@ -180,7 +157,7 @@ mod tests {
         );
         assert_eq!(highest_parameter("SELECT 1"), 0);
         assert_eq!(highest_parameter("SELECT '$' || $3"), 3);
-        let statement = with_event("UPDATE t SET a = $2 WHERE id = $1 RETURNING id");
+        let statement = update_with_event("UPDATE t SET a = $2 WHERE id = $1 RETURNING version");
         // Two of the change's, then the event's eight, none skipped.
         assert_eq!(highest_parameter(&statement), 10);
         for parameter in 1..=10 {

@@ -24,11 +24,12 @@ pub const NOTIFY_CHANNEL: &str = "keygate_key_events";
 /// events without an origin; events nobody waits for are not reported.
 pub const PROGRESS_CHANNEL: &str = "keygate_replica_progress";
 
+/// The advisory lock event sequence numbers are taken under (by its `hashtext`).
+pub const EVENTS_LOCK: &str = "keygate.key_events";
+
 /// What a mutation records about itself.
 pub struct NewEvent<'a> {
     pub key_id: &'a KeyId,
-    /// The key's version after the change (`i64::MAX` for a deletion).
-    pub key_version: i64,
     pub organization_id: Option<Uuid>,
     pub environment: Environment,
     pub actor_key_id: Option<&'a KeyId>,
@@ -85,27 +86,32 @@ pub struct EventFilter {
 /// The parts of a statement that records an event: common table expressions
 /// (`locked`, `event`) to follow `WITH`, and the columns that notify and
 /// return its sequence (`event_seq`), to select `FROM event`. Parameters are
-/// numbered from `first`, in the order [`bind_event`] binds them.
+/// numbered from `first`, in the order [`bind_event`] binds them; `version`
+/// is the SQL for the key's version after the change, which the notification
+/// carries (`i64::MAX` for a deletion: gone for good).
 ///
 /// Event sequence numbers are taken under a transaction-scoped advisory lock:
 /// it is taken as the materialized `locked` is scanned, before the insert's
 /// row, and so its sequence number, exists. So sequence numbers grow in
 /// commit order, and "applied up to N" means all events up to N. The
 /// notification is delivered only if, and when, the transaction commits.
-pub(super) fn event_sql(first: usize) -> (String, String) {
+pub(super) fn event_sql(first: usize, version: &str) -> (String, String) {
     let parameter = |offset: usize| format!("${}", first + offset);
     let values: Vec<String> = (0..6).map(parameter).collect();
     let ctes = format!(
         "locked AS MATERIALIZED \
-         (SELECT pg_advisory_xact_lock(hashtext('keygate.key_events'))), \
+         (SELECT pg_advisory_xact_lock(hashtext('{EVENTS_LOCK}'))), \
          event AS (INSERT INTO key_events \
          (key_id, organization_id, environment, actor_key_id, action, changes) \
          SELECT {} FROM locked RETURNING seq)",
         values.join(", ")
     );
+    // The key id is the first value; the rest of the payload is bound.
     let columns = format!(
-        "event.seq AS event_seq, pg_notify({}, event.seq::text || ' ' || {})",
+        "event.seq AS event_seq, pg_notify({}, event.seq::text || ' ' || {}::text || ' ' || \
+         ({version})::text || ' ' || {})",
         parameter(6),
+        parameter(0),
         parameter(7)
     );
     (ctes, columns)
@@ -116,11 +122,10 @@ pub(super) fn bind_event<'q>(
     query: Query<'q, Postgres, PgArguments>,
     event: NewEvent<'_>,
 ) -> Query<'q, Postgres, PgArguments> {
-    // The payload after the sequence, which the database assigns.
+    // The payload after the sequence, key and version, which the statement
+    // writes.
     let payload_tail = format!(
-        "{} {} {} {} {}",
-        event.key_id.as_uuid(),
-        event.key_version,
+        "{} {} {}",
         Utc::now().timestamp_millis(),
         event.waiter,
         event.action.as_str()
@@ -136,20 +141,23 @@ pub(super) fn bind_event<'q>(
         .bind(payload_tail)
 }
 
-/// Inserts the event and notifies every replica, inside the caller's
-/// transaction, and returns its sequence number. A change to an existing key
-/// records its event in the change's statement instead (see `store::changes`).
+/// Inserts the event of a key's creation (the key is at `key_version`) and
+/// notifies every replica, inside the caller's transaction. A change to an
+/// existing key records its event in the change's statement instead (see
+/// `store::changes`).
 #[tracing::instrument(name = "keygate.store.insert_event", level = "debug", skip_all)]
 pub async fn insert_event(
     connection: &mut PgConnection,
     event: NewEvent<'_>,
-) -> Result<i64, StoreError> {
-    let (ctes, columns) = event_sql(1);
+    key_version: i64,
+) -> Result<(), StoreError> {
+    let (ctes, columns) = event_sql(1, "$9");
     let sql = format!("WITH {ctes} SELECT {columns} FROM event");
-    let row = bind_event(sqlx::query(&sql), event)
-        .fetch_one(&mut *connection)
+    bind_event(sqlx::query(&sql), event)
+        .bind(key_version)
+        .execute(&mut *connection)
         .await?;
-    Ok(row.try_get("event_seq")?)
+    Ok(())
 }
 
 fn event_from_row(row: &PgRow) -> Result<KeyEvent, StoreError> {

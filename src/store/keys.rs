@@ -4,9 +4,10 @@ use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
 use ipnet::IpNet;
-use sqlx::postgres::PgRow;
+use sqlx::postgres::{PgArguments, PgRow};
+use sqlx::query::Query;
 use sqlx::types::Json;
-use sqlx::{PgExecutor, Row};
+use sqlx::{PgExecutor, Postgres, Row};
 use uuid::Uuid;
 
 use super::StoreError;
@@ -22,18 +23,38 @@ pub struct StoredKey {
     pub previous_secret_hash: Option<SecretHash>,
 }
 
-/// What CreateKey writes.
-pub struct NewKey<'a> {
-    pub id: KeyId,
-    pub organization_id: Option<Uuid>,
-    pub kind: KeyKind,
-    pub environment: Environment,
+/// The editable fields of a key: as created, or as they should be after an
+/// update.
+pub struct KeyFields<'a> {
     pub name: &'a str,
     pub description: &'a str,
     pub scopes: &'a [Scope],
     pub allowed_cidrs: &'a [IpNet],
     pub expires_at: Option<DateTime<Utc>>,
     pub metadata: &'a BTreeMap<String, String>,
+}
+
+/// Binds `fields` as the next six parameters, in the order of the struct.
+pub(super) fn bind_fields<'q>(
+    query: Query<'q, Postgres, PgArguments>,
+    fields: &KeyFields<'q>,
+) -> Query<'q, Postgres, PgArguments> {
+    query
+        .bind(fields.name)
+        .bind(fields.description)
+        .bind(scope_texts(fields.scopes))
+        .bind(cidr_texts(fields.allowed_cidrs))
+        .bind(fields.expires_at)
+        .bind(Json(fields.metadata))
+}
+
+/// What CreateKey writes.
+pub struct NewKey<'a> {
+    pub id: KeyId,
+    pub organization_id: Option<Uuid>,
+    pub kind: KeyKind,
+    pub environment: Environment,
+    pub fields: KeyFields<'a>,
     pub lock_scopes: bool,
     pub secret_hash: &'a SecretHash,
     pub created_by: Option<KeyId>,
@@ -52,11 +73,11 @@ pub(super) const KEY_COLUMNS: &str =
     previous_secret_expires_at, disabled_at, revoked_at, version, created_by, created_at, \
     updated_at, last_used_at";
 
-pub(super) fn scope_texts(scopes: &[Scope]) -> Vec<String> {
+fn scope_texts(scopes: &[Scope]) -> Vec<String> {
     scopes.iter().map(Scope::to_string).collect()
 }
 
-pub(super) fn cidr_texts(cidrs: &[IpNet]) -> Vec<String> {
+fn cidr_texts(cidrs: &[IpNet]) -> Vec<String> {
     cidrs.iter().map(IpNet::to_string).collect()
 }
 
@@ -124,17 +145,12 @@ pub async fn insert_key(
          allowed_cidrs, expires_at, metadata, lock_scopes, secret_hash, created_by) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) RETURNING {KEY_COLUMNS}"
     );
-    let row = sqlx::query(&sql)
+    let query = sqlx::query(&sql)
         .bind(new_key.id.as_uuid())
         .bind(new_key.organization_id)
         .bind(new_key.kind.as_str())
-        .bind(new_key.environment.as_str())
-        .bind(new_key.name)
-        .bind(new_key.description)
-        .bind(scope_texts(new_key.scopes))
-        .bind(cidr_texts(new_key.allowed_cidrs))
-        .bind(new_key.expires_at)
-        .bind(Json(new_key.metadata))
+        .bind(new_key.environment.as_str());
+    let row = bind_fields(query, &new_key.fields)
         .bind(new_key.lock_scopes)
         .bind(new_key.secret_hash.as_str())
         .bind(new_key.created_by.map(|id| id.as_uuid()))

@@ -32,8 +32,7 @@ pub enum StoreError {
     /// A unique index refused a duplicate; holds the constraint's name.
     #[error("unique constraint {0} violated")]
     Duplicate(String),
-    /// A row that does not decode into domain types, or breaks an invariant
-    /// the code relies on (a change that gave a locked row another version).
+    /// A row that does not decode into domain types.
     #[error("stored row is invalid: {0}")]
     Corrupt(String),
     #[error("database error")]

@@ -8,7 +8,8 @@ use tonic::metadata::MetadataValue;
 use tonic::{Code, Request};
 
 use crate::helpers::{
-    assert_complete, assert_status, authed, key_request, revoke_through, spawn_app,
+    assert_complete, assert_status, authed, key_request, revoke_through, set_disabled_through,
+    spawn_app, token_for,
 };
 
 const MANAGER: &[&str] = &["api_keys:*", "customers:*", "payments:read"];
@@ -526,12 +527,7 @@ async fn missing_or_bad_credentials_are_unauthenticated(
         b'a'
     };
     let wrong_secret = String::from_utf8(wrong_secret).unwrap();
-    let issued_for_unknown = keygate::token::Token::issue(
-        &keygate::token::TokenPrefix::default(),
-        keygate::token::Environment::Live,
-        &keygate::token::KeyId::generate(),
-    );
-    let unknown = secrecy::ExposeSecret::expose_secret(&issued_for_unknown.token).to_owned();
+    let unknown = token_for(&keygate::token::KeyId::generate());
     let wrong_environment = admin.replacen("kg_live_", "kg_test_", 1);
 
     let bad_headers = [
@@ -769,11 +765,7 @@ async fn a_caller_changed_behind_the_caches_back_cannot_change_a_key(
         assert_eq!(app.version_sum().await, versions, "after {change}");
         if code == Code::Unavailable {
             // Reloaded on the next call, the changed caller may act again.
-            app.client
-                .clone()
-                .disable_key(authed(&token, disable()))
-                .await
-                .unwrap();
+            set_disabled_through(&app, &token, &target, true, false).await;
         }
     }
 }

@@ -1,4 +1,5 @@
 use keygate::grpc::pb::{self, Environment};
+use keygate::store::events::EVENTS_LOCK;
 use prost_types::{Duration, FieldMask};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 
@@ -201,7 +202,8 @@ async fn an_event_is_numbered_only_under_the_events_lock(
     let app = spawn_app(db).await;
     let (key, _) = app.customer_readers(1).await.remove(0);
     let mut holder = app.pool.acquire().await.unwrap();
-    sqlx::query("SELECT pg_advisory_lock(hashtext('keygate.key_events'))")
+    sqlx::query("SELECT pg_advisory_lock(hashtext($1))")
+        .bind(EVENTS_LOCK)
         .execute(&mut *holder)
         .await
         .unwrap();
@@ -224,7 +226,8 @@ async fn an_event_is_numbered_only_under_the_events_lock(
             tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         }
         let while_waiting = last_event_number(&app).await;
-        sqlx::query("SELECT pg_advisory_unlock(hashtext('keygate.key_events'))")
+        sqlx::query("SELECT pg_advisory_unlock(hashtext($1))")
+            .bind(EVENTS_LOCK)
             .execute(&mut *holder)
             .await
             .unwrap();

@@ -389,8 +389,6 @@ pub async fn decisions_on_all(
     decisions
 }
 
-/// The secret part of a token (what is hashed): the 43 characters before the
-/// checksum. A leak check looks for this, not the whole token.
 /// A well-formed live token (valid checksum) for `key_id` with a new secret:
 /// someone else's secret for that key, or a key id nobody issued.
 pub fn token_for(key_id: &keygate::token::KeyId) -> String {
@@ -402,6 +400,8 @@ pub fn token_for(key_id: &keygate::token::KeyId) -> String {
     secrecy::ExposeSecret::expose_secret(&issued.token).to_owned()
 }
 
+/// The secret part of a token (what is hashed): the 43 characters before the
+/// checksum. A leak check looks for this, not the whole token.
 pub fn secret_of(token: &str) -> &str {
     use keygate::token::{CHECKSUM_LEN, SECRET_LEN};
     let end = token.len() - CHECKSUM_LEN;
