@@ -137,7 +137,7 @@ impl Authorizer {
 
     /// Follows a change of key `id` to `version` (`i64::MAX`: deleted),
     /// leaving a tombstone so that a load that read an older row cannot bring
-    /// it back: a cached entry one version behind takes a disable, enable or
+    /// it back: a cached entry one version behind takes a disable or a
     /// revocation in place (no reload needed), one at `version` or later
     /// stays, and any other is evicted (with `change` `None`, every entry
     /// older than `version`).

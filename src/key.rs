@@ -248,21 +248,25 @@ impl Key {
         }
     }
 
-    /// The key after a state-only change: disabled, enabled or revoked at
-    /// `change.at`, one version on, as the store writes it (a revocation also
-    /// ends a rotated-out secret's grace). `None` for any other action, whose
-    /// changes an event does not carry. Lets a cached copy follow such an
-    /// event without reading the row again.
+    /// The key after a change that only takes access away: disabled or
+    /// revoked at `change.at`, one version on, as the store writes it (a
+    /// revocation also ends a rotated-out secret's grace). Lets a cached copy
+    /// follow such an event without reading the row again.
+    ///
+    /// `None` for any other action: those whose changes an event does not
+    /// carry, and an enable. Any role that can connect to the database can
+    /// send a notification, so one is trusted only to take access away; a
+    /// key that gains access back is read again.
     pub fn after_state_change(&self, change: &StateChange) -> Option<Key> {
         let mut next = self.clone();
         match change.action {
             EventAction::Disabled => next.disabled_at = Some(change.at),
-            EventAction::Enabled => next.disabled_at = None,
             EventAction::Revoked => {
                 next.revoked_at = Some(change.at);
                 next.previous_secret_expires_at = None;
             }
-            EventAction::Created
+            EventAction::Enabled
+            | EventAction::Created
             | EventAction::Updated
             | EventAction::Rotated
             | EventAction::Deleted => return None,

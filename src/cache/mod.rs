@@ -403,8 +403,8 @@ impl KeyCache {
 
     /// Follows a key event that brought key `id` to `version`: an entry at
     /// that version or later already holds the change and stays; one exactly
-    /// one version behind takes a state-only change (disable, enable, revoke)
-    /// in place, so that the next request needs no database read; any other
+    /// one version behind takes a disable or a revocation in place, so that
+    /// the next request needs no database read; any other
     /// entry is evicted as by [`KeyCache::evict`]. With no change, it evicts
     /// only an entry older than `version` (what a retiring tombstone guarded
     /// against).

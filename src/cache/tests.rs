@@ -121,18 +121,23 @@ fn digests_are_keyed_per_cache() {
 }
 
 #[test]
-fn state_changes_are_followed_in_place_one_version_on_and_anything_else_evicts() {
+fn disables_and_revocations_are_followed_in_place_one_version_on_and_anything_else_evicts() {
     let cache = KeyCache::new(CacheSettings::default());
     let id = KeyId::generate();
     let (current, previous) = ([1u8; 32], [2u8; 32]);
     let at = Utc::now();
     let change = |action| Some(StateChange { action, at });
     let cached = |cache: &KeyCache| cache.get(&id).flatten();
-    let mut rotated = entry(id, "salt2$two", Some("salt1$one"));
-    rotated.key.previous_secret_expires_at = Some(at + chrono::Duration::hours(1));
-    rotated.accept_current(current);
-    rotated.accept_previous(previous);
-    cache.insert(rotated);
+    // A rotated key at `version` with both secrets accepted, the old in grace.
+    let rotated = |version| {
+        let mut rotated = entry(id, "salt2$two", Some("salt1$one"));
+        rotated.key.version = version;
+        rotated.key.previous_secret_expires_at = Some(at + chrono::Duration::hours(1));
+        rotated.accept_current(current);
+        rotated.accept_previous(previous);
+        rotated
+    };
+    cache.insert(rotated(1));
 
     cache.follow_event(id, 2, change(EventAction::Disabled));
     let disabled = cached(&cache).expect("a disable is followed in place");
@@ -140,12 +145,14 @@ fn state_changes_are_followed_in_place_one_version_on_and_anything_else_evicts()
     assert_eq!(disabled.key.disabled_at, Some(at));
     assert!(disabled.match_current(&current) && disabled.match_previous(&previous));
 
+    // An enable gives access back, which a notification is never trusted
+    // to do: the key is read again.
     cache.follow_event(id, 3, change(EventAction::Enabled));
-    let enabled = cached(&cache).expect("an enable is followed in place");
-    assert_eq!((enabled.key.version, enabled.key.disabled_at), (3, None));
-    assert!(enabled.previous_in_grace(at));
+    assert!(cache.get(&id).is_none(), "an enable evicts");
 
     // A revocation also ends the rotated-out secret's grace.
+    cache.insert(rotated(3));
+    assert!(cached(&cache).is_some_and(|enabled| enabled.previous_in_grace(at)));
     cache.follow_event(id, 4, change(EventAction::Revoked));
     let revoked = cached(&cache).expect("a revocation is followed in place");
     assert_eq!(revoked.key.version, 4);
@@ -176,6 +183,7 @@ fn state_changes_are_followed_in_place_one_version_on_and_anything_else_evicts()
 
     // Changes an event does not carry, a deletion, or no action known: evicted.
     for (version, followed) in [
+        (2, change(EventAction::Enabled)),
         (2, change(EventAction::Updated)),
         (2, change(EventAction::Rotated)),
         (i64::MAX, change(EventAction::Deleted)),

@@ -2,7 +2,7 @@
 //!
 //! - a `LISTEN` on the key-event channel that applies each event to the cache
 //!   the moment its notification arrives (evicting the key, or following a
-//!   disable, enable or revocation in place, and leaving a tombstone),
+//!   disable or a revocation in place, and leaving a tombstone),
 //!   replaced when it falls silent (it must hear at least this replica's own
 //!   heartbeat);
 //! - a row in `replicas` with the last event sequence applied, reported, for
