@@ -2,6 +2,8 @@
 //!
 //! Three Keygate replicas (the real binary, pinned to CPU 0) share one database;
 //! steady Authorize load runs against all three from this process (CPU 1).
+//! The database server runs on CPU 1 too, as on hosts of its own in a
+//! deployment (`KEYGATE_BENCH_DATABASE_CPU=any` leaves it on both).
 //! Keys are revoked one by one through replica A, 500 in each pass; for each,
 //! the time from RevokeKey returning until every replica denies the key is
 //! measured: back to back with RevokeKey's default wait for propagation, back
@@ -342,8 +344,23 @@ fn report_load_impact(windows: &[Window]) {
     }
 }
 
+/// Where the database server runs during the bench: beside the load
+/// generator on CPU 1 (as on hosts of its own in a deployment), unless
+/// `KEYGATE_BENCH_DATABASE_CPU=any` leaves it on every CPU, the replicas' too.
+fn pin_database(postmaster: u32) -> Option<cpu::PinnedDatabase> {
+    if std::env::var("KEYGATE_BENCH_DATABASE_CPU").is_ok_and(|value| value == "any") {
+        println!("database server: on every CPU, the replicas' too");
+        return None;
+    }
+    let pinned = cpu::PinnedDatabase::pin(postmaster, 1)?;
+    println!("database server: pinned to CPU 1, beside the load generator");
+    Some(pinned)
+}
+
 async fn bench() {
     let database = servers::BenchDatabase::create().await;
+    let postmaster = cpu::postmaster_of(database.backend_pid().await);
+    let _pinned_database = pin_database(postmaster);
     let load_tokens = database.seed_keys(LOAD_KEYS, HashingParams::FASTEST).await;
     let victims = database
         .seed_keys(REVOKED_PER_MODE * MODES.len(), HashingParams::FASTEST)
@@ -402,7 +419,6 @@ async fn bench() {
         })
     };
     let replica_pids: Vec<u32> = replicas.iter().filter_map(servers::Child::pid).collect();
-    let postmaster = cpu::postmaster_of(database.backend_pid().await);
     let mut windows: Vec<Window> = Vec::new();
     let mut windows_run = 0;
     for window in 0..MAX_WINDOWS {

@@ -258,18 +258,21 @@ impl Key {
     /// send a notification, so one is trusted only to take access away; a
     /// key that gains access back is read again.
     pub fn after_state_change(&self, change: &StateChange) -> Option<Key> {
-        let mut next = self.clone();
-        match change.action {
-            EventAction::Disabled => next.disabled_at = Some(change.at),
-            EventAction::Revoked => {
-                next.revoked_at = Some(change.at);
-                next.previous_secret_expires_at = None;
-            }
+        let revoked = match change.action {
+            EventAction::Disabled => false,
+            EventAction::Revoked => true,
             EventAction::Enabled
             | EventAction::Created
             | EventAction::Updated
             | EventAction::Rotated
             | EventAction::Deleted => return None,
+        };
+        let mut next = self.clone();
+        if revoked {
+            next.revoked_at = Some(change.at);
+            next.previous_secret_expires_at = None;
+        } else {
+            next.disabled_at = Some(change.at);
         }
         next.version = self.version.checked_add(1)?;
         next.updated_at = change.at;

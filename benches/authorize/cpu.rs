@@ -1,7 +1,9 @@
 //! CPU time of processes, from Linux's `/proc/<pid>/stat` (user plus system
-//! time of every thread the process has had, finished ones included).
+//! time of every thread the process has had, finished ones included), and
+//! which CPUs a process group may run on.
 
 use std::collections::HashMap;
+use std::process::Stdio;
 use std::time::Duration;
 
 /// `/proc` counts CPU time in USER_HZ ticks, 100 a second on every Linux ABI.
@@ -138,4 +140,56 @@ impl GroupReading {
             .saturating_sub(ended_seen_before);
         alive + ended
     }
+}
+
+/// The database server's processes, pinned to one CPU while this lives: a
+/// deployment runs its database on other hosts than Keygate's replicas, so
+/// here it runs beside the load generator, off the replicas' CPU. Dropping it
+/// lets them run on every online CPU again.
+pub struct PinnedDatabase {
+    postmaster: u32,
+}
+
+impl PinnedDatabase {
+    /// Pins the postmaster and every process it has started (backends it
+    /// starts later inherit its CPU); `None`, with a warning, if it cannot.
+    pub fn pin(postmaster: u32, cpu: usize) -> Option<PinnedDatabase> {
+        if !set_group_affinity(postmaster, &cpu.to_string()) {
+            eprintln!("warning: could not pin the database server to CPU {cpu}");
+            return None;
+        }
+        Some(PinnedDatabase { postmaster })
+    }
+}
+
+impl Drop for PinnedDatabase {
+    fn drop(&mut self) {
+        let online = std::fs::read_to_string("/sys/devices/system/cpu/online");
+        let restored = online.is_ok_and(|cpus| set_group_affinity(self.postmaster, cpus.trim()));
+        if !restored {
+            eprintln!("warning: the database server may still be pinned to one CPU");
+        }
+    }
+}
+
+/// Sets the CPUs of process `parent` and of its children (`taskset -c` list
+/// syntax); whether the parent took it (a child may end meanwhile).
+fn set_group_affinity(parent: u32, cpus: &str) -> bool {
+    let set = |pid: u32| {
+        std::process::Command::new("taskset")
+            .args(["-a", "-p", "-c", cpus, &pid.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|status| status.success())
+    };
+    let children = std::fs::read_to_string(format!("/proc/{parent}/task/{parent}/children"))
+        .unwrap_or_default();
+    for child in children
+        .split_whitespace()
+        .filter_map(|pid| pid.parse().ok())
+    {
+        set(child);
+    }
+    set(parent)
 }
