@@ -115,7 +115,16 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
-    runtime.block_on(bench());
+    // Interrupted, the bench still ends its replicas and gives the database
+    // server its CPUs back (both on drop); its database is left behind.
+    runtime.block_on(async {
+        tokio::select! {
+            () = bench() => {}
+            _ = tokio::signal::ctrl_c() => {
+                eprintln!("interrupted; the bench database keygate_bench_* is left to drop by hand");
+            }
+        }
+    });
 }
 
 async fn bootstrap(database_url: &str) -> String {
@@ -348,9 +357,13 @@ fn report_load_impact(windows: &[Window]) {
 /// generator on CPU 1 (as on hosts of its own in a deployment), unless
 /// `KEYGATE_BENCH_DATABASE_CPU=any` leaves it on every CPU, the replicas' too.
 fn pin_database(postmaster: u32) -> Option<cpu::PinnedDatabase> {
-    if std::env::var("KEYGATE_BENCH_DATABASE_CPU").is_ok_and(|value| value == "any") {
-        println!("database server: on every CPU, the replicas' too");
-        return None;
+    match std::env::var("KEYGATE_BENCH_DATABASE_CPU").as_deref() {
+        Ok("any") => {
+            println!("database server: on every CPU, the replicas' too");
+            return None;
+        }
+        Ok("1") | Err(_) => {}
+        Ok(other) => panic!("KEYGATE_BENCH_DATABASE_CPU is `any` or `1`, not {other:?}"),
     }
     let pinned = cpu::PinnedDatabase::pin(postmaster, 1)?;
     println!("database server: pinned to CPU 1, beside the load generator");

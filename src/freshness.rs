@@ -100,6 +100,19 @@ impl ProgressFeed {
         self.own_applied.fetch_max(applied, Ordering::SeqCst);
     }
 
+    /// Takes back a recorded sequence beyond `latest`, the last event
+    /// sequence the database has handed out: only a forged notification can
+    /// claim one (anyone who can connect to the database can send one).
+    /// Leaves a value recorded since `claimed` was read alone. Whether it took
+    /// one back.
+    pub fn bound_own(&self, claimed: i64, latest: i64) -> bool {
+        claimed > latest
+            && self
+                .own_applied
+                .compare_exchange(claimed, latest, Ordering::SeqCst, Ordering::SeqCst)
+                .is_ok()
+    }
+
     /// Tells this replica's waits (it is `replica`) how far it has applied
     /// events, as recorded.
     pub fn publish_own(&self, replica: uuid::Uuid) {

@@ -145,35 +145,61 @@ impl GroupReading {
 /// The database server's processes, pinned to one CPU while this lives: a
 /// deployment runs its database on other hosts than Keygate's replicas, so
 /// here it runs beside the load generator, off the replicas' CPU. Dropping it
-/// lets them run on every online CPU again.
+/// (also when the bench panics) gives them back the CPUs the postmaster had;
+/// a bench killed by a signal leaves them pinned, and says how to undo it.
 pub struct PinnedDatabase {
     postmaster: u32,
+    original_cpus: String,
 }
 
 impl PinnedDatabase {
-    /// Pins the postmaster and every process it has started (backends it
+    /// Pins the postmaster, then every process it has started (backends it
     /// starts later inherit its CPU); `None`, with a warning, if it cannot.
     pub fn pin(postmaster: u32, cpu: usize) -> Option<PinnedDatabase> {
+        let Some(original_cpus) = allowed_cpus(postmaster) else {
+            eprintln!("warning: cannot read the database server's CPUs; left as it is");
+            return None;
+        };
+        let pinned = PinnedDatabase {
+            postmaster,
+            original_cpus,
+        };
         if !set_group_affinity(postmaster, &cpu.to_string()) {
             eprintln!("warning: could not pin the database server to CPU {cpu}");
             return None;
         }
-        Some(PinnedDatabase { postmaster })
+        eprintln!(
+            "database server pinned to CPU {cpu} until the bench ends (if it is killed: \
+             taskset -a -p -c {} <pid> for the postmaster and each of its children)",
+            pinned.original_cpus
+        );
+        Some(pinned)
     }
 }
 
 impl Drop for PinnedDatabase {
     fn drop(&mut self) {
-        let online = std::fs::read_to_string("/sys/devices/system/cpu/online");
-        let restored = online.is_ok_and(|cpus| set_group_affinity(self.postmaster, cpus.trim()));
-        if !restored {
-            eprintln!("warning: the database server may still be pinned to one CPU");
+        if !set_group_affinity(self.postmaster, &self.original_cpus) {
+            eprintln!(
+                "warning: the database server may still be pinned; its CPUs were {}",
+                self.original_cpus
+            );
         }
     }
 }
 
-/// Sets the CPUs of process `parent` and of its children (`taskset -c` list
-/// syntax); whether the parent took it (a child may end meanwhile).
+/// The CPUs process `pid` may run on, in `taskset -c` list syntax.
+fn allowed_cpus(pid: u32) -> Option<String> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let list = status
+        .lines()
+        .find_map(|line| line.strip_prefix("Cpus_allowed_list:"))?;
+    Some(list.trim().to_owned())
+}
+
+/// Sets the CPUs of process `parent`, then of its children (`taskset -c` list
+/// syntax; a child started in between inherits them from the parent);
+/// whether the parent took them (a child may end meanwhile).
 fn set_group_affinity(parent: u32, cpus: &str) -> bool {
     let set = |pid: u32| {
         std::process::Command::new("taskset")
@@ -183,6 +209,9 @@ fn set_group_affinity(parent: u32, cpus: &str) -> bool {
             .status()
             .is_ok_and(|status| status.success())
     };
+    if !set(parent) {
+        return false;
+    }
     let children = std::fs::read_to_string(format!("/proc/{parent}/task/{parent}/children"))
         .unwrap_or_default();
     for child in children
@@ -191,5 +220,5 @@ fn set_group_affinity(parent: u32, cpus: &str) -> bool {
     {
         set(child);
     }
-    set(parent)
+    true
 }

@@ -159,8 +159,9 @@ impl CachedKey {
         self.rebuilt(self.key.clone(), permissions)
     }
 
-    /// The entry after a state-only change (see [`Key::after_state_change`]);
-    /// the scopes, and so the permissions, are unchanged.
+    /// The entry after a change that only takes access away (see
+    /// [`Key::after_state_change`]); the scopes, and so the permissions, are
+    /// unchanged.
     fn after_state_change(&self, change: &StateChange) -> Option<CachedKey> {
         let key = self.key.after_state_change(change)?;
         Some(self.rebuilt(key, self.permissions.clone()))

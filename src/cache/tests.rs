@@ -130,12 +130,12 @@ fn disables_and_revocations_are_followed_in_place_one_version_on_and_anything_el
     let cached = |cache: &KeyCache| cache.get(&id).flatten();
     // A rotated key at `version` with both secrets accepted, the old in grace.
     let rotated = |version| {
-        let mut rotated = entry(id, "salt2$two", Some("salt1$one"));
-        rotated.key.version = version;
-        rotated.key.previous_secret_expires_at = Some(at + chrono::Duration::hours(1));
-        rotated.accept_current(current);
-        rotated.accept_previous(previous);
-        rotated
+        let mut cached_key = entry(id, "salt2$two", Some("salt1$one"));
+        cached_key.key.version = version;
+        cached_key.key.previous_secret_expires_at = Some(at + chrono::Duration::hours(1));
+        cached_key.accept_current(current);
+        cached_key.accept_previous(previous);
+        cached_key
     };
     cache.insert(rotated(1));
 

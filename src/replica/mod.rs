@@ -340,21 +340,37 @@ async fn heartbeat(
         ticker.tick().await;
         let started = now_millis();
         // The renewal is also a progress report to this replica itself, which
-        // its listener must hear: one that hears nothing is replaced.
-        let renewal = sqlx::query(
-            "WITH renewed AS (INSERT INTO replicas (id, name, last_applied_seq) VALUES ($1, $2, $3) \
+        // its listener must hear: one that hears nothing is replaced. What it
+        // claims is bounded by the last event sequence taken, as in every
+        // report.
+        let claimed = replica.applied_sequence();
+        let renewal = sqlx::query_as::<_, (i64, String)>(
+            "WITH latest AS (SELECT COALESCE(pg_sequence_last_value( \
+             pg_get_serial_sequence('key_events', 'seq')), 0) AS seq), \
+             renewed AS (INSERT INTO replicas (id, name, last_applied_seq) \
+             SELECT $1, $2, LEAST($3, latest.seq) FROM latest \
              ON CONFLICT (id) DO UPDATE SET heartbeat_at = now(), \
              last_applied_seq = GREATEST(replicas.last_applied_seq, EXCLUDED.last_applied_seq) \
              RETURNING last_applied_seq) \
-             SELECT pg_notify($4, $1::text || ' ' || last_applied_seq) FROM renewed",
+             SELECT latest.seq, pg_notify($4, $1::text || ' ' || last_applied_seq)::text \
+             FROM renewed, latest",
         )
         .bind(replica.id)
         .bind(&replica.name)
-        .bind(replica.applied_sequence())
+        .bind(claimed)
         .bind(progress::own_channel(replica.id))
-        .execute(&pool);
+        .fetch_one(&pool);
         match tokio::time::timeout(lease.heartbeat_interval, renewal).await {
-            Ok(Ok(_)) => freshness.renew_lease(started + own_lease.as_millis() as i64),
+            Ok(Ok((latest, _))) => {
+                freshness.renew_lease(started + own_lease.as_millis() as i64);
+                if freshness.replica_progress.bound_own(claimed, latest) {
+                    tracing::warn!(
+                        claimed,
+                        latest,
+                        "a key event notification claimed a sequence never taken; taken back"
+                    );
+                }
+            }
             Ok(Err(error)) => tracing::warn!(%error, "heartbeat failed"),
             Err(_) => tracing::warn!("heartbeat timed out"),
         }

@@ -187,8 +187,11 @@ async fn attempt_report(
             Some(open) => open,
             None => connection.insert(connect(options).await?),
         };
+        // Never beyond the last event sequence taken: a forged notification
+        // could claim any, and the row is what later waits read first.
         sqlx::query(
-            "WITH reported AS (UPDATE replicas SET last_applied_seq = GREATEST(last_applied_seq, $2) \
+            "WITH reported AS (UPDATE replicas SET last_applied_seq = GREATEST(last_applied_seq, \
+             LEAST($2, COALESCE(pg_sequence_last_value(pg_get_serial_sequence('key_events', 'seq')), 0))) \
              WHERE id = $1 RETURNING last_applied_seq) \
              SELECT pg_notify(channel, $1::text || ' ' || last_applied_seq) \
              FROM reported, unnest($3::text[]) AS channel",

@@ -13,6 +13,7 @@ mod cli;
 mod cli_failures;
 mod cli_runner;
 mod events;
+mod forged_notifications;
 mod helpers;
 mod lifecycle;
 mod operations;

@@ -1,0 +1,129 @@
+//! Anyone who can connect to Keygate's database can send a notification on
+//! its channels. A forged key event may deny or evict, but never give a key
+//! access back, and a sequence it claims is taken back by the next heartbeat.
+
+use keygate::grpc::pb::Reason;
+use keygate::store::events::NOTIFY_CHANNEL;
+use keygate::store::keys::find_key_by_id;
+use keygate::token::KeyId;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::PgPool;
+
+use crate::helpers::{
+    assert_complete, authorize_on_all, revoke_through, set_disabled_through, spawn_app,
+    three_replicas, warm_key,
+};
+
+/// Sends a key event notification as a role outside Keygate could:
+/// `<sequence> <key uuid> <version> <now> - <action>`.
+async fn forge(pool: &PgPool, sequence: i64, key_id: &KeyId, version: i64, action: &str) {
+    sqlx::query(
+        "SELECT pg_notify($1, $2::text || ' ' || $3 || ' ' || $4::text || ' ' \
+         || (extract(epoch FROM now()) * 1000)::bigint || ' - ' || $5)",
+    )
+    .bind(NOTIFY_CHANNEL)
+    .bind(sequence)
+    .bind(key_id.as_uuid().to_string())
+    .bind(version)
+    .bind(action)
+    .execute(pool)
+    .await
+    .unwrap();
+}
+
+async fn last_sequence_taken(pool: &PgPool) -> i64 {
+    sqlx::query_scalar(
+        "SELECT COALESCE(pg_sequence_last_value(pg_get_serial_sequence('key_events', 'seq')), 0)",
+    )
+    .fetch_one(pool)
+    .await
+    .unwrap()
+}
+
+#[sqlx::test(migrations = false)]
+async fn a_forged_enable_gives_no_disabled_key_access_back(
+    _pool: PgPoolOptions,
+    db: PgConnectOptions,
+) {
+    let (a, b, c) = three_replicas(db).await;
+    let all = [&a, &b, &c];
+    let admin = &a.admin_token;
+    let (key, token) = warm_key(&all, &["customers:read"]).await;
+    let (other, _) = warm_key(&all, &["customers:read"]).await;
+    assert_complete(set_disabled_through(&a, admin, &key, true, true).await, 3);
+    let id = KeyId::parse(&key.id).unwrap();
+    let disabled = find_key_by_id(&a.server_pool, &id).await.unwrap().unwrap();
+    // Every replica holds the disabled key exactly one version behind what
+    // the forged event claims: the case an enable followed in place would open.
+    for replica in all {
+        let cached = replica.authorizer.cache().get(&id).flatten();
+        assert_eq!(
+            cached.map(|entry| entry.key.version),
+            Some(disabled.key.version)
+        );
+    }
+
+    // The latest sequence, so that no replica thinks it missed an event.
+    let sequence = last_sequence_taken(&a.server_pool).await;
+    forge(
+        &a.server_pool,
+        sequence,
+        &id,
+        disabled.key.version + 1,
+        "enabled",
+    )
+    .await;
+    // Each listener hears notifications in order: once a later change is
+    // confirmed everywhere, the forged one has been heard everywhere too.
+    assert_complete(set_disabled_through(&a, admin, &other, true, true).await, 3);
+
+    // Evicted, and the row read again is older than the version the forged
+    // event claimed: no replica can confirm the key while that tombstone
+    // lives, so each fails closed.
+    assert_eq!(
+        authorize_on_all(&all, &token, "GET", "/customers").await,
+        vec![Reason::Unverifiable; 3]
+    );
+    let stored = find_key_by_id(&a.server_pool, &id).await.unwrap().unwrap();
+    // Nothing was written (beyond usage times the authorizations reported).
+    let state = |key: &keygate::key::Key| (key.version, key.disabled_at);
+    assert_eq!(state(&stored.key), state(&disabled.key));
+}
+
+#[sqlx::test(migrations = false)]
+async fn a_forged_sequence_is_taken_back_and_never_recorded(
+    _pool: PgPoolOptions,
+    db: PgConnectOptions,
+) {
+    let app = spawn_app(db).await;
+    let (key, _) = warm_key(&[&app], &["customers:read"]).await;
+    let (other, _) = warm_key(&[&app], &["customers:read"]).await;
+    let pool = &app.server_pool;
+    forge(pool, i64::MAX, &KeyId::generate(), 1, "revoked").await;
+    // The listener hears in order: once a later change is confirmed, the
+    // forged notification has been applied (and claimed every sequence).
+    assert_complete(
+        Some(revoke_through(&app, &app.admin_token, &other).await),
+        1,
+    );
+
+    // The heartbeat, every second, takes the claim back.
+    let own_applied = || app.authorizer.freshness().replica_progress.own_applied();
+    for _ in 0..300 {
+        if own_applied() < i64::MAX {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    let latest = last_sequence_taken(pool).await;
+    assert_eq!(own_applied(), latest);
+    let recorded: i64 = sqlx::query_scalar("SELECT last_applied_seq FROM replicas WHERE id = $1")
+        .bind(app.replica.id)
+        .fetch_one(pool)
+        .await
+        .unwrap();
+    assert!(recorded <= latest, "{recorded} > {latest}");
+
+    // Waits go on working.
+    assert_complete(Some(revoke_through(&app, &app.admin_token, &key).await), 1);
+}
