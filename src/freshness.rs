@@ -100,11 +100,12 @@ impl ProgressFeed {
         self.own_applied.fetch_max(applied, Ordering::SeqCst);
     }
 
-    /// Takes back a recorded sequence beyond `latest`, the last event
-    /// sequence the database has handed out: only a forged notification can
+    /// Takes back a recorded sequence beyond `latest`, the newest event
+    /// committed when `claimed` had been read: only a forged notification can
     /// claim one (anyone who can connect to the database can send one).
-    /// Leaves a value recorded since `claimed` was read alone. Whether it took
-    /// one back.
+    /// Leaves a value recorded since `claimed` was read alone, so that a real
+    /// event applied meanwhile is never lost (a forger who keeps raising the
+    /// claim keeps it; see the README). Whether it took one back.
     pub fn bound_own(&self, claimed: i64, latest: i64) -> bool {
         claimed > latest
             && self

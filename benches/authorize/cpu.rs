@@ -156,10 +156,19 @@ impl PinnedDatabase {
     /// Pins the postmaster, then every process it has started (backends it
     /// starts later inherit its CPU); `None`, with a warning, if it cannot.
     pub fn pin(postmaster: u32, cpu: usize) -> Option<PinnedDatabase> {
-        let Some(original_cpus) = allowed_cpus(postmaster) else {
+        let Some(mut original_cpus) = allowed_cpus(postmaster) else {
             eprintln!("warning: cannot read the database server's CPUs; left as it is");
             return None;
         };
+        if original_cpus == cpu.to_string() {
+            // Most likely left so by a bench that was killed: give it every
+            // online CPU afterwards.
+            let online = std::fs::read_to_string("/sys/devices/system/cpu/online");
+            original_cpus = online.map_or(original_cpus, |cpus| cpus.trim().to_owned());
+            eprintln!(
+                "warning: the database server was already pinned to CPU {cpu}; it gets CPUs {original_cpus} afterwards"
+            );
+        }
         let pinned = PinnedDatabase {
             postmaster,
             original_cpus,

@@ -341,12 +341,11 @@ async fn heartbeat(
         let started = now_millis();
         // The renewal is also a progress report to this replica itself, which
         // its listener must hear: one that hears nothing is replaced. What it
-        // claims is bounded by the last event sequence taken, as in every
-        // report.
+        // claims is bounded by the newest event, as in every report (with no
+        // event left after retention, there is nothing to bound it by).
         let claimed = replica.applied_sequence();
         let renewal = sqlx::query_as::<_, (i64, String)>(
-            "WITH latest AS (SELECT COALESCE(pg_sequence_last_value( \
-             pg_get_serial_sequence('key_events', 'seq')), 0) AS seq), \
+            "WITH latest AS (SELECT COALESCE(MAX(seq), $3) AS seq FROM key_events), \
              renewed AS (INSERT INTO replicas (id, name, last_applied_seq) \
              SELECT $1, $2, LEAST($3, latest.seq) FROM latest \
              ON CONFLICT (id) DO UPDATE SET heartbeat_at = now(), \
@@ -367,7 +366,7 @@ async fn heartbeat(
                     tracing::warn!(
                         claimed,
                         latest,
-                        "a key event notification claimed a sequence never taken; taken back"
+                        "a key event notification claimed a sequence beyond the newest event; taken back"
                     );
                 }
             }

@@ -187,11 +187,12 @@ async fn attempt_report(
             Some(open) => open,
             None => connection.insert(connect(options).await?),
         };
-        // Never beyond the last event sequence taken: a forged notification
-        // could claim any, and the row is what later waits read first.
+        // Never beyond the newest event (every event applied is committed, so
+        // visible here): a forged notification could claim any sequence, and
+        // the row is what later waits read first.
         sqlx::query(
             "WITH reported AS (UPDATE replicas SET last_applied_seq = GREATEST(last_applied_seq, \
-             LEAST($2, COALESCE(pg_sequence_last_value(pg_get_serial_sequence('key_events', 'seq')), 0))) \
+             LEAST($2, (SELECT COALESCE(MAX(seq), $2) FROM key_events))) \
              WHERE id = $1 RETURNING last_applied_seq) \
              SELECT pg_notify(channel, $1::text || ' ' || last_applied_seq) \
              FROM reported, unnest($3::text[]) AS channel",

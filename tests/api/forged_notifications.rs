@@ -14,30 +14,37 @@ use crate::helpers::{
     three_replicas, warm_key,
 };
 
-/// Sends a key event notification as a role outside Keygate could:
-/// `<sequence> <key uuid> <version> <now> - <action>`.
-async fn forge(pool: &PgPool, sequence: i64, key_id: &KeyId, version: i64, action: &str) {
+/// A key event as a role outside Keygate could send it: `sequence`, key,
+/// `version`, the time now, `waiter` (`-` nobody, `*` someone) and `action`.
+struct Forged<'a> {
+    sequence: i64,
+    key_id: &'a KeyId,
+    version: i64,
+    waiter: &'a str,
+    action: &'a str,
+}
+
+async fn forge(pool: &PgPool, event: Forged<'_>) {
     sqlx::query(
         "SELECT pg_notify($1, $2::text || ' ' || $3 || ' ' || $4::text || ' ' \
-         || (extract(epoch FROM now()) * 1000)::bigint || ' - ' || $5)",
+         || (extract(epoch FROM now()) * 1000)::bigint || ' ' || $5 || ' ' || $6)",
     )
     .bind(NOTIFY_CHANNEL)
-    .bind(sequence)
-    .bind(key_id.as_uuid().to_string())
-    .bind(version)
-    .bind(action)
+    .bind(event.sequence)
+    .bind(event.key_id.as_uuid().to_string())
+    .bind(event.version)
+    .bind(event.waiter)
+    .bind(event.action)
     .execute(pool)
     .await
     .unwrap();
 }
 
-async fn last_sequence_taken(pool: &PgPool) -> i64 {
-    sqlx::query_scalar(
-        "SELECT COALESCE(pg_sequence_last_value(pg_get_serial_sequence('key_events', 'seq')), 0)",
-    )
-    .fetch_one(pool)
-    .await
-    .unwrap()
+async fn newest_event(pool: &PgPool) -> i64 {
+    sqlx::query_scalar("SELECT COALESCE(MAX(seq), 0) FROM key_events")
+        .fetch_one(pool)
+        .await
+        .unwrap()
 }
 
 #[sqlx::test(migrations = false)]
@@ -64,15 +71,15 @@ async fn a_forged_enable_gives_no_disabled_key_access_back(
     }
 
     // The latest sequence, so that no replica thinks it missed an event.
-    let sequence = last_sequence_taken(&a.server_pool).await;
-    forge(
-        &a.server_pool,
+    let sequence = newest_event(&a.server_pool).await;
+    let enabled = Forged {
         sequence,
-        &id,
-        disabled.key.version + 1,
-        "enabled",
-    )
-    .await;
+        key_id: &id,
+        version: disabled.key.version + 1,
+        waiter: "-",
+        action: "enabled",
+    };
+    forge(&a.server_pool, enabled).await;
     // Each listener hears notifications in order: once a later change is
     // confirmed everywhere, the forged one has been heard everywhere too.
     assert_complete(set_disabled_through(&a, admin, &other, true, true).await, 3);
@@ -99,7 +106,15 @@ async fn a_forged_sequence_is_taken_back_and_never_recorded(
     let (key, _) = warm_key(&[&app], &["customers:read"]).await;
     let (other, _) = warm_key(&[&app], &["customers:read"]).await;
     let pool = &app.server_pool;
-    forge(pool, i64::MAX, &KeyId::generate(), 1, "revoked").await;
+    // Someone waits for it, so the reporter writes what it claims at once.
+    let beyond = Forged {
+        sequence: i64::MAX,
+        key_id: &KeyId::generate(),
+        version: 1,
+        waiter: "*",
+        action: "revoked",
+    };
+    forge(pool, beyond).await;
     // The listener hears in order: once a later change is confirmed, the
     // forged notification has been applied (and claimed every sequence).
     assert_complete(
@@ -115,7 +130,7 @@ async fn a_forged_sequence_is_taken_back_and_never_recorded(
         }
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     }
-    let latest = last_sequence_taken(pool).await;
+    let latest = newest_event(pool).await;
     assert_eq!(own_applied(), latest);
     let recorded: i64 = sqlx::query_scalar("SELECT last_applied_seq FROM replicas WHERE id = $1")
         .bind(app.replica.id)
