@@ -23,6 +23,10 @@ pub enum ServiceError {
     /// The request is valid but the resource is in the wrong state for it.
     #[error("{0}")]
     FailedPrecondition(String),
+    /// A concurrent change made the database roll this one back; nothing was
+    /// written, and the caller may retry.
+    #[error("aborted by a concurrent change")]
+    Aborted(#[source] std::sync::Arc<StoreError>),
     /// The database could not be reached; the caller may retry.
     #[error("service unavailable")]
     Unavailable(#[source] std::sync::Arc<StoreError>),
@@ -39,6 +43,7 @@ impl From<StoreError> for ServiceError {
     fn from(error: StoreError) -> ServiceError {
         match error {
             StoreError::Unavailable(_) => ServiceError::Unavailable(std::sync::Arc::new(error)),
+            StoreError::Conflict(_) => ServiceError::Aborted(std::sync::Arc::new(error)),
             other => ServiceError::Internal(other.into()),
         }
     }

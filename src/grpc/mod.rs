@@ -88,6 +88,13 @@ pub fn status_from_error(error: ServiceError) -> Status {
             );
             Status::unavailable("database unavailable; retry later")
         }
+        ServiceError::Aborted(cause) => {
+            tracing::info!(
+                error = format!("{:#}", anyhow::Error::from(cause)),
+                "change rolled back by a concurrent one"
+            );
+            Status::aborted("a concurrent change got in the way; nothing was written, retry")
+        }
         ServiceError::Unverifiable => Status::unavailable(
             "the calling key's state cannot be confirmed right now; retry later",
         ),

@@ -20,6 +20,10 @@ pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
 const FOREIGN_KEY_VIOLATION: &str = "23503";
 const UNIQUE_VIOLATION: &str = "23505";
+/// Class 40, transaction rollback: a serialization failure (40001) or a
+/// deadlock (40P01) another transaction caused; the same request may succeed
+/// when retried.
+const TRANSACTION_ROLLBACK_CLASS: &str = "40";
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -32,6 +36,10 @@ pub enum StoreError {
     /// A unique index refused a duplicate; holds the constraint's name.
     #[error("unique constraint {0} violated")]
     Duplicate(String),
+    /// The database rolled the transaction back because of a concurrent one
+    /// (a deadlock, or a serialization failure); nothing was written.
+    #[error("transaction rolled back by a concurrent one")]
+    Conflict(#[source] sqlx::Error),
     /// A row that does not decode into domain types.
     #[error("stored row is invalid: {0}")]
     Corrupt(String),
@@ -55,6 +63,9 @@ impl From<sqlx::Error> for StoreError {
                     // Class 08: connection exceptions; 57P0x: the server is shutting down.
                     Some(code) if code.starts_with("08") || code.starts_with("57P") => {
                         StoreError::Unavailable(error)
+                    }
+                    Some(code) if code.starts_with(TRANSACTION_ROLLBACK_CLASS) => {
+                        StoreError::Conflict(error)
                     }
                     _ => StoreError::Other(error),
                 }

@@ -12,6 +12,7 @@ mod binary;
 mod cli;
 mod cli_failures;
 mod cli_runner;
+mod conflicts;
 mod events;
 mod forged_notifications;
 mod helpers;
