@@ -60,6 +60,7 @@ impl From<VerifyError> for ServiceError {
         match error {
             VerifyError::Store(store_error) => match store_error.as_ref() {
                 StoreError::Unavailable(_) => ServiceError::Unavailable(store_error),
+                StoreError::Conflict(_) => ServiceError::Aborted(store_error),
                 _ => ServiceError::Internal(anyhow::Error::from(store_error)),
             },
             VerifyError::Hashing(hashing_error) => hashing_error.into(),

@@ -20,10 +20,11 @@ pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
 const FOREIGN_KEY_VIOLATION: &str = "23503";
 const UNIQUE_VIOLATION: &str = "23505";
-/// Class 40, transaction rollback: a serialization failure (40001) or a
-/// deadlock (40P01) another transaction caused; the same request may succeed
-/// when retried.
-const TRANSACTION_ROLLBACK_CLASS: &str = "40";
+/// A serialization failure or a deadlock another transaction caused: the
+/// transaction was rolled back, and the same request may succeed when retried.
+/// (Not the rest of class 40: 40003 means the outcome is unknown.)
+const SERIALIZATION_FAILURE: &str = "40001";
+const DEADLOCK_DETECTED: &str = "40P01";
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -64,9 +65,7 @@ impl From<sqlx::Error> for StoreError {
                     Some(code) if code.starts_with("08") || code.starts_with("57P") => {
                         StoreError::Unavailable(error)
                     }
-                    Some(code) if code.starts_with(TRANSACTION_ROLLBACK_CLASS) => {
-                        StoreError::Conflict(error)
-                    }
+                    Some(SERIALIZATION_FAILURE | DEADLOCK_DETECTED) => StoreError::Conflict(error),
                     _ => StoreError::Other(error),
                 }
             }
