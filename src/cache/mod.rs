@@ -12,15 +12,15 @@
 //! requests that miss the same key while it loads share that one load.
 
 mod carried;
+mod entry;
 mod id_text;
 mod single_flight;
 
+pub use entry::{AttemptWindow, CachedKey};
 pub use id_text::IdText;
 
-use std::fmt;
 use std::future::Future;
-use std::sync::atomic::{AtomicI64, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use hmac::digest::KeyInit;
@@ -31,14 +31,9 @@ use moka::Expiry;
 use rand::rngs::OsRng;
 use rand::RngCore;
 use sha2::Sha256;
-use subtle::ConstantTimeEq;
 
 use crate::events::StateChange;
-use crate::hashing::SecretHash;
-use crate::key::Key;
-use crate::permission::EffectivePermissions;
 use crate::policy::Policy;
-use crate::store::keys::StoredKey;
 use crate::store::StoreError;
 use crate::token::KeyId;
 
@@ -67,184 +62,6 @@ impl Default for CacheSettings {
             verifications_per_second: 10,
         }
     }
-}
-
-/// Counts argon2 attempts for one key in the current one-second window.
-pub struct AttemptWindow {
-    started: Instant,
-    attempts: u32,
-}
-
-impl AttemptWindow {
-    fn new() -> AttemptWindow {
-        AttemptWindow {
-            started: Instant::now(),
-            attempts: 0,
-        }
-    }
-
-    /// Takes one attempt if the window has room.
-    pub fn try_take(&mut self, limit: u32, now: Instant) -> bool {
-        if now.duration_since(self.started) >= Duration::from_secs(1) {
-            self.started = now;
-            self.attempts = 0;
-        }
-        if self.attempts >= limit {
-            return false;
-        }
-        self.attempts += 1;
-        true
-    }
-}
-
-/// A cached key: the stored record, its precomputed permissions, and digests of
-/// the secrets argon2 has accepted.
-pub struct CachedKey {
-    pub key: Key,
-    /// The key id and organization id (empty for a system key) as the API
-    /// spells them, computed once and held inline.
-    pub key_id_text: IdText,
-    pub organization_id_text: IdText,
-    pub permissions: EffectivePermissions,
-    pub secret_hash: SecretHash,
-    pub previous_secret_hash: Option<SecretHash>,
-    current_digest: OnceLock<SecretDigest>,
-    previous_digest: OnceLock<SecretDigest>,
-    /// Serializes argon2 for this key (so a burst of first requests pays once)
-    /// and limits how many run per second.
-    pub verification: tokio::sync::Mutex<AttemptWindow>,
-    /// Unix second of the last `last_used_at` report for this key.
-    pub last_used_reported: AtomicI64,
-    /// The freshness epoch in which this entry was last confirmed against the
-    /// database (0: never; see `freshness`).
-    pub validated_epoch: std::sync::atomic::AtomicU64,
-}
-
-impl fmt::Debug for CachedKey {
-    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
-        formatter
-            .debug_struct("CachedKey")
-            .field("key", &self.key)
-            .finish_non_exhaustive()
-    }
-}
-
-impl CachedKey {
-    /// An entry read from the database in freshness epoch `epoch` (0 if untrusted).
-    pub fn new(stored: StoredKey, policy: &Policy, epoch: u64) -> CachedKey {
-        let permissions = policy.catalog.effective(&stored.key.scopes);
-        CachedKey {
-            key_id_text: IdText::of_key(&stored.key.id),
-            organization_id_text: stored
-                .key
-                .organization_id
-                .map(|id| IdText::of_uuid(&id))
-                .unwrap_or_default(),
-            key: stored.key,
-            permissions,
-            secret_hash: stored.secret_hash,
-            previous_secret_hash: stored.previous_secret_hash,
-            current_digest: OnceLock::new(),
-            previous_digest: OnceLock::new(),
-            verification: tokio::sync::Mutex::new(AttemptWindow::new()),
-            last_used_reported: AtomicI64::new(0),
-            validated_epoch: std::sync::atomic::AtomicU64::new(epoch),
-        }
-    }
-
-    /// The same entry with permissions recomputed under a new policy; the
-    /// accepted digests carry over.
-    fn with_policy(&self, policy: &Policy) -> CachedKey {
-        let permissions = policy.catalog.effective(&self.key.scopes);
-        self.rebuilt(self.key.clone(), permissions)
-    }
-
-    /// The entry after a change that only takes access away (see
-    /// [`Key::after_state_change`]); the scopes, and so the permissions, are
-    /// unchanged.
-    fn after_state_change(&self, change: &StateChange) -> Option<CachedKey> {
-        let key = self.key.after_state_change(change)?;
-        Some(self.rebuilt(key, self.permissions.clone()))
-    }
-
-    /// This entry's secrets and bookkeeping around `key` and its
-    /// `permissions`. The accepted digests carry over; the rotated-out secret
-    /// only while `key` still has its grace deadline (a revocation ends it).
-    fn rebuilt(&self, key: Key, permissions: EffectivePermissions) -> CachedKey {
-        let keeps_previous = key.previous_secret_expires_at.is_some();
-        let (previous_secret_hash, previous_digest) = if keeps_previous {
-            (
-                self.previous_secret_hash.clone(),
-                self.previous_digest.clone(),
-            )
-        } else {
-            (None, OnceLock::new())
-        };
-        CachedKey {
-            permissions,
-            key,
-            key_id_text: self.key_id_text,
-            organization_id_text: self.organization_id_text,
-            secret_hash: self.secret_hash.clone(),
-            previous_secret_hash,
-            current_digest: self.current_digest.clone(),
-            previous_digest,
-            verification: tokio::sync::Mutex::new(AttemptWindow::new()),
-            last_used_reported: AtomicI64::new(self.last_used_reported.load(Ordering::Relaxed)),
-            validated_epoch: std::sync::atomic::AtomicU64::new(
-                self.validated_epoch.load(Ordering::SeqCst),
-            ),
-        }
-    }
-
-    /// Whether this entry was confirmed in `epoch`, a trusted epoch (never
-    /// true for 0, the answer while the cache is untrusted).
-    pub fn validated_in(&self, epoch: u64) -> bool {
-        epoch != 0 && self.validated_epoch.load(Ordering::SeqCst) == epoch
-    }
-
-    /// Whether the previous secret is still inside its grace period at `now`.
-    pub fn previous_in_grace(&self, now: chrono::DateTime<chrono::Utc>) -> bool {
-        self.previous_secret_hash.is_some()
-            && self
-                .key
-                .previous_secret_expires_at
-                .is_some_and(|deadline| now < deadline)
-    }
-
-    /// Compares a digest with the accepted ones, in constant time.
-    pub fn match_current(&self, digest: &SecretDigest) -> bool {
-        self.current_digest
-            .get()
-            .is_some_and(|accepted| digests_match(accepted, digest))
-    }
-
-    pub fn match_previous(&self, digest: &SecretDigest) -> bool {
-        self.previous_digest
-            .get()
-            .is_some_and(|accepted| digests_match(accepted, digest))
-    }
-
-    /// Records that argon2 accepted the secret with this digest.
-    pub fn accept_current(&self, digest: SecretDigest) {
-        let _ = self.current_digest.set(digest);
-    }
-
-    pub fn accept_previous(&self, digest: SecretDigest) {
-        let _ = self.previous_digest.set(digest);
-    }
-}
-
-/// Compares two digests in constant time: every byte's difference is folded
-/// in, with no branch on the contents, and only the folded result is tested
-/// (by `subtle`). `subtle`'s own slice comparison puts an optimization
-/// barrier on every byte, which cost this hot-path step about ten times more.
-fn digests_match(accepted: &SecretDigest, presented: &SecretDigest) -> bool {
-    let difference = accepted
-        .iter()
-        .zip(presented)
-        .fold(0u8, |folded, (left, right)| folded | (left ^ right));
-    bool::from(difference.ct_eq(&0))
 }
 
 /// A cached key, or `None` for a key id known not to exist.

@@ -1,13 +1,17 @@
 //! The cache's unit tests, and entries as a load would build them.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::Ordering;
 
 use chrono::Utc;
 
+use super::entry::digests_match;
 use super::*;
 use crate::events::EventAction;
-use crate::key::KeyKind;
+use crate::hashing::SecretHash;
+use crate::key::{Key, KeyKind};
 use crate::policy::EMBEDDED_DEFAULT_POLICY;
+use crate::store::keys::StoredKey;
 use crate::token::Environment;
 
 /// A PHC string: `<salt>$<hash>` after the parameters.
