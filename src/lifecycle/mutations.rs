@@ -19,6 +19,7 @@ use crate::key::{
 };
 use crate::permission::Scope;
 use crate::store::changes::{delete_key, rotate_secret, set_disabled, set_revoked, update_fields};
+use crate::store::events::latest_event_of;
 use crate::store::keys::{lock_key_for_change, KeyFields};
 use crate::store::StoreError;
 use crate::token::{KeyId, Token};
@@ -285,13 +286,8 @@ impl KeyManager {
             // Already revoked: a retry still learns whether that revocation
             // reached every replica.
             drop(transaction);
-            let revoked_at: Option<i64> = sqlx::query_scalar(
-                "SELECT MAX(seq) FROM key_events WHERE key_id = $1 AND action = 'revoked'",
-            )
-            .bind(key_id.as_uuid())
-            .fetch_one(&mut *connection)
-            .await
-            .map_err(StoreError::from)?;
+            let revoked_at =
+                latest_event_of(&mut *connection, key_id, EventAction::Revoked).await?;
             let propagation = match revoked_at {
                 Some(sequence) => self.propagate(sequence, wait, connection).await,
                 None => Propagation::default(),

@@ -208,6 +208,23 @@ pub async fn list_events(
     rows.iter().map(event_from_row).collect()
 }
 
+/// The sequence number of the latest `action` event of key `key_id`, if its
+/// events still hold one.
+#[tracing::instrument(name = "keygate.store.latest_event_of", level = "debug", skip_all)]
+pub async fn latest_event_of(
+    executor: impl PgExecutor<'_>,
+    key_id: &KeyId,
+    action: EventAction,
+) -> Result<Option<i64>, StoreError> {
+    let sequence =
+        sqlx::query_scalar("SELECT MAX(seq) FROM key_events WHERE key_id = $1 AND action = $2")
+            .bind(key_id.as_uuid())
+            .bind(action.as_str())
+            .fetch_one(executor)
+            .await?;
+    Ok(sequence)
+}
+
 /// Deletes events older than `retention`, once an hour, for as long as the
 /// server runs.
 pub async fn prune_events_forever(pool: sqlx::PgPool, retention: std::time::Duration) {

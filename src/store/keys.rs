@@ -198,6 +198,8 @@ pub struct CallerState {
 /// The columns of a caller's state, as [`CallerState`] reads them.
 const STATE_COLUMNS: &str = "version, revoked_at IS NOT NULL AS revoked, \
     disabled_at IS NOT NULL AS disabled, expires_at";
+/// Their names, as [`STATE_COLUMNS`] gives them.
+const STATE_NAMES: [&str; 4] = ["version", "revoked", "disabled", "expires_at"];
 
 fn state_from_row(row: &PgRow, prefix: &str) -> Result<Option<CallerState>, StoreError> {
     let column = |name: &str| format!("{prefix}{name}");
@@ -249,14 +251,18 @@ pub async fn lock_key_for_change(
     // One row whatever exists: each side is NULL when its key is missing. The
     // caller's side names the target's, so that it is read second: the key
     // changed is always locked first, as when they are one key.
+    let caller_columns: Vec<String> = STATE_NAMES
+        .iter()
+        .map(|name| format!("caller.{name} AS caller_{name}"))
+        .collect();
     let sql = format!(
-        "SELECT target.*, caller.version AS caller_version, caller.revoked AS caller_revoked, \
-         caller.disabled AS caller_disabled, caller.expires_at AS caller_expires_at \
+        "SELECT target.*, {} \
          FROM (SELECT) AS one \
          LEFT JOIN LATERAL (SELECT {KEY_COLUMNS} FROM api_keys WHERE id = $1 FOR UPDATE) \
          AS target ON true \
          LEFT JOIN LATERAL (SELECT {STATE_COLUMNS} FROM api_keys \
-         WHERE id = $2 AND target.id IS NOT NULL FOR SHARE) AS caller ON true"
+         WHERE id = $2 AND target.id IS NOT NULL FOR SHARE) AS caller ON true",
+        caller_columns.join(", ")
     );
     let row = sqlx::query(&sql)
         .bind(target.as_uuid())

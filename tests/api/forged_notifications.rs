@@ -40,13 +40,6 @@ async fn forge(pool: &PgPool, event: Forged<'_>) {
     .unwrap();
 }
 
-async fn newest_event(pool: &PgPool) -> i64 {
-    sqlx::query_scalar("SELECT COALESCE(MAX(seq), 0) FROM key_events")
-        .fetch_one(pool)
-        .await
-        .unwrap()
-}
-
 #[sqlx::test(migrations = false)]
 async fn a_forged_enable_gives_no_disabled_key_access_back(
     _pool: PgPoolOptions,
@@ -71,7 +64,7 @@ async fn a_forged_enable_gives_no_disabled_key_access_back(
     }
 
     // The latest sequence, so that no replica thinks it missed an event.
-    let sequence = newest_event(&a.server_pool).await;
+    let sequence = a.latest_sequence().await;
     let enabled = Forged {
         sequence,
         key_id: &id,
@@ -130,7 +123,7 @@ async fn a_forged_sequence_is_taken_back_and_never_recorded(
         }
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     }
-    let latest = newest_event(pool).await;
+    let latest = app.latest_sequence().await;
     assert_eq!(own_applied(), latest);
     let recorded: i64 = sqlx::query_scalar("SELECT last_applied_seq FROM replicas WHERE id = $1")
         .bind(app.replica.id)

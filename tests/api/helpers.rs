@@ -271,6 +271,14 @@ impl TestApp {
             .into_inner()
     }
 
+    /// The newest event's sequence number (0 with no event).
+    pub async fn latest_sequence(&self) -> i64 {
+        sqlx::query_scalar("SELECT COALESCE(MAX(seq), 0) FROM key_events")
+            .fetch_one(&self.pool)
+            .await
+            .unwrap()
+    }
+
     pub async fn count(&self, table: &str) -> i64 {
         sqlx::query_scalar(&format!("SELECT count(*) FROM {table}"))
             .fetch_one(&self.pool)

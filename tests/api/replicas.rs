@@ -358,7 +358,7 @@ async fn progress_reports_survive_the_loss_of_their_connection(
 
 /// Waits (at most 10 s) until every replica has applied the latest event.
 async fn wait_until_all_applied(replicas: &[&TestApp]) {
-    let latest = latest_sequence(replicas[0]).await;
+    let latest = replicas[0].latest_sequence().await;
     for _ in 0..200 {
         if replicas
             .iter()
@@ -391,13 +391,6 @@ fn reported_at_least(
     }
 }
 
-async fn latest_sequence(replica: &TestApp) -> i64 {
-    sqlx::query_scalar("SELECT MAX(seq) FROM key_events")
-        .fetch_one(&replica.pool)
-        .await
-        .unwrap()
-}
-
 #[sqlx::test(migrations = false)]
 async fn progress_reports_reach_only_the_replica_that_waits(
     _pool: PgPoolOptions,
@@ -421,7 +414,7 @@ async fn progress_reports_reach_only_the_replica_that_waits(
 
     let through_a = revoke_through(&a, &a.admin_token, &first_key).await;
     assert!(through_a.complete, "{through_a:?}");
-    let revoked_through_a = latest_sequence(&a).await;
+    let revoked_through_a = a.latest_sequence().await;
     // Time for any report addressed elsewhere to arrive too.
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(
@@ -453,7 +446,7 @@ async fn progress_reports_reach_only_the_replica_that_waits(
     // And the other way round: C hears the reports for its own change.
     let through_c = revoke_through(&c, &a.admin_token, &second_key).await;
     assert!(through_c.complete, "{through_c:?}");
-    let revoked_through_c = latest_sequence(&a).await;
+    let revoked_through_c = a.latest_sequence().await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(
         reported_at_least(&mut heard_by_c, revoked_through_c),
@@ -464,7 +457,7 @@ async fn progress_reports_reach_only_the_replica_that_waits(
 
     // A change nobody waits for is reported to no one.
     revoke_without_waiting(&b, &a.admin_token, &third_key).await;
-    let unawaited = latest_sequence(&a).await;
+    let unawaited = a.latest_sequence().await;
     wait_until_all_applied(&all).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     for heard in [&mut heard_by_a, &mut heard_by_b, &mut heard_by_c] {
