@@ -50,8 +50,9 @@ pub struct Freshness {
     epoch: AtomicU64,
     /// Unix milliseconds when the listener was last lost (or tracking began).
     listener_lost_at_millis: AtomicI64,
-    /// Serializes changes of trust and the epoch bumps that go with them.
-    transitions: Mutex<()>,
+    /// Serializes changes of trust and the epoch bumps that go with them;
+    /// holds whether the replica has stopped (see [`Freshness::stop`]).
+    transitions: Mutex<bool>,
     tombstones: ArcSwap<Tombstones>,
     /// Every tombstone left, oldest first, to retire them as they expire (a
     /// renewed one is also listed again); held by the one writer at a time.
@@ -121,15 +122,15 @@ impl Freshness {
         epoch
     }
 
-    fn lock_transitions(&self) -> std::sync::MutexGuard<'_, ()> {
+    fn lock_transitions(&self) -> std::sync::MutexGuard<'_, bool> {
         self.transitions
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     pub fn set_listener_connected(&self, connected: bool) {
-        let _transition = self.lock_transitions();
-        if self.listener_connected.load(Ordering::SeqCst) == connected {
+        let stopped = self.lock_transitions();
+        if self.listener_connected.load(Ordering::SeqCst) == connected || (connected && *stopped) {
             return;
         }
         if connected {
@@ -143,6 +144,15 @@ impl Freshness {
             self.epoch.fetch_add(1, Ordering::SeqCst);
         }
         metrics::gauge!("keygate_event_listener_connected").set(if connected { 1.0 } else { 0.0 });
+    }
+
+    /// Takes trust away for good, when the replica stops listening and
+    /// heartbeating: an aborted task may still be in the middle of a poll on
+    /// another thread, and a listener that marks itself connected after this
+    /// is ignored.
+    pub fn stop(&self) {
+        *self.lock_transitions() = true;
+        self.set_listener_connected(false);
     }
 
     /// Extends the lease to `until_millis`. A lease that had lapsed (or never
@@ -300,6 +310,22 @@ mod tests {
         assert!(freshness.untrusted_for() > Duration::ZERO);
         freshness.renew_lease(now_millis() + 60_000);
         assert!(freshness.trusted_epoch() > before);
+    }
+
+    #[test]
+    fn a_stopped_replica_never_trusts_its_cache_again() {
+        let freshness = Freshness::new();
+        freshness.set_listener_connected(true);
+        freshness.renew_lease(now_millis() + 60_000);
+        assert_ne!(freshness.trusted_epoch(), 0);
+        freshness.stop();
+        assert_eq!(freshness.trusted_epoch(), 0);
+        // As a listener aborted in the middle of connecting would, and a
+        // heartbeat aborted after its renewal.
+        freshness.set_listener_connected(true);
+        freshness.renew_lease(now_millis() + 60_000);
+        assert!(!freshness.listener_connected());
+        assert_eq!(freshness.trusted_epoch(), 0);
     }
 
     #[test]

@@ -58,13 +58,14 @@ pub struct Replica {
 
 impl Replica {
     /// Stops listening (closing the listener's connection), reporting and
-    /// heartbeating; the cache stops being trusted, so calls still draining are
-    /// confirmed against the database.
+    /// heartbeating; the cache stops being trusted for good (an aborted task
+    /// cannot bring trust back), so calls still draining are confirmed against
+    /// the database.
     pub fn stop(&self) {
         for task in self.tasks.iter() {
             task.abort();
         }
-        self.freshness.set_listener_connected(false);
+        self.freshness.stop();
     }
 
     /// The last event sequence this replica has applied to its cache.
