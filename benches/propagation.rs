@@ -148,11 +148,11 @@ async fn background_load(
     bodies: Arc<Vec<bytes::Bytes>>,
     duration: Duration,
 ) -> Vec<RunResult> {
-    // Deep enough to keep each replica's core busy through the load
-    // generator's own pauses (its core also runs the database server and the
-    // revocation driver): with 8 streams the replicas answered about 14% fewer
-    // requests for the same CPU, and every pause of this core showed up as
-    // load the revocations had taken from them.
+    // Deep enough that a replica finds many requests waiting whenever it wakes,
+    // through the load generator's own pauses (its core also runs the
+    // database server and the revocation driver): with 8 streams the replicas
+    // answered 8-14% fewer requests per CPU second, and every pause of this
+    // core showed up as load the revocations had taken from them.
     let shape = LoadShape {
         connections: 1,
         streams_per_connection: 32,
