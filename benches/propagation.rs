@@ -151,7 +151,7 @@ async fn background_load(
     // Deep enough that a replica finds many requests waiting whenever it wakes,
     // through the load generator's own pauses (its core also runs the
     // database server and the revocation driver): with 8 streams the replicas
-    // answered 8-14% fewer requests per CPU second, and every pause of this
+    // answered 8-16% fewer requests per CPU second, and every pause of this
     // core showed up as load the revocations had taken from them.
     let shape = LoadShape {
         connections: 1,
