@@ -195,11 +195,14 @@ pub struct CallerState {
     pub expires_at: Option<DateTime<Utc>>,
 }
 
-/// The columns of a caller's state, as [`CallerState`] reads them.
-const STATE_COLUMNS: &str = "version, revoked_at IS NOT NULL AS revoked, \
-    disabled_at IS NOT NULL AS disabled, expires_at";
-/// Their names, as [`STATE_COLUMNS`] gives them.
-const STATE_NAMES: [&str; 4] = ["version", "revoked", "disabled", "expires_at"];
+/// The columns of a caller's state, each named after `prefix`, as
+/// [`state_from_row`] reads them.
+fn state_columns(prefix: &str) -> String {
+    format!(
+        "version AS {prefix}version, revoked_at IS NOT NULL AS {prefix}revoked, \
+         disabled_at IS NOT NULL AS {prefix}disabled, expires_at AS {prefix}expires_at"
+    )
+}
 
 fn state_from_row(row: &PgRow, prefix: &str) -> Result<Option<CallerState>, StoreError> {
     let column = |name: &str| format!("{prefix}{name}");
@@ -220,7 +223,10 @@ pub async fn lock_caller_state(
     executor: impl PgExecutor<'_>,
     id: &KeyId,
 ) -> Result<Option<CallerState>, StoreError> {
-    let sql = format!("SELECT {STATE_COLUMNS} FROM api_keys WHERE id = $1 FOR SHARE");
+    let sql = format!(
+        "SELECT {} FROM api_keys WHERE id = $1 FOR SHARE",
+        state_columns("")
+    );
     let row = sqlx::query(&sql)
         .bind(id.as_uuid())
         .fetch_optional(executor)
@@ -251,18 +257,14 @@ pub async fn lock_key_for_change(
     // One row whatever exists: each side is NULL when its key is missing. The
     // caller's side names the target's, so that it is read second: the key
     // changed is always locked first, as when they are one key.
-    let caller_columns: Vec<String> = STATE_NAMES
-        .iter()
-        .map(|name| format!("caller.{name} AS caller_{name}"))
-        .collect();
     let sql = format!(
-        "SELECT target.*, {} \
+        "SELECT target.*, caller.* \
          FROM (SELECT) AS one \
          LEFT JOIN LATERAL (SELECT {KEY_COLUMNS} FROM api_keys WHERE id = $1 FOR UPDATE) \
          AS target ON true \
-         LEFT JOIN LATERAL (SELECT {STATE_COLUMNS} FROM api_keys \
+         LEFT JOIN LATERAL (SELECT {} FROM api_keys \
          WHERE id = $2 AND target.id IS NOT NULL FOR SHARE) AS caller ON true",
-        caller_columns.join(", ")
+        state_columns("caller_")
     );
     let row = sqlx::query(&sql)
         .bind(target.as_uuid())
