@@ -210,15 +210,7 @@ fn allowed_cpus(pid: u32) -> Option<String> {
 /// syntax; a child started in between inherits them from the parent);
 /// whether the parent took them (a child may end meanwhile).
 fn set_group_affinity(parent: u32, cpus: &str) -> bool {
-    let set = |pid: u32| {
-        std::process::Command::new("taskset")
-            .args(["-a", "-p", "-c", cpus, &pid.to_string()])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|status| status.success())
-    };
-    if !set(parent) {
+    if !set_affinity(parent, cpus) {
         return false;
     }
     let children = std::fs::read_to_string(format!("/proc/{parent}/task/{parent}/children"))
@@ -227,7 +219,18 @@ fn set_group_affinity(parent: u32, cpus: &str) -> bool {
         .split_whitespace()
         .filter_map(|pid| pid.parse().ok())
     {
-        set(child);
+        set_affinity(child, cpus);
     }
     true
+}
+
+/// Sets the CPUs of every thread of process `pid` (`taskset -c` list
+/// syntax); whether `taskset` did.
+pub fn set_affinity(pid: u32, cpus: &str) -> bool {
+    std::process::Command::new("taskset")
+        .args(["-a", "-p", "-c", cpus, &pid.to_string()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|status| status.success())
 }

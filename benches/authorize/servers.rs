@@ -16,12 +16,7 @@ use tokio::process::Command;
 
 /// Pins this process to one CPU (best effort: warns when `taskset` is missing).
 pub fn pin_self_to_cpu(cpu: usize) {
-    let pid = std::process::id().to_string();
-    let pinned = std::process::Command::new("taskset")
-        .args(["-a", "-p", "-c", &cpu.to_string(), &pid])
-        .stdout(Stdio::null())
-        .status();
-    if !pinned.is_ok_and(|status| status.success()) {
+    if !crate::cpu::set_affinity(std::process::id(), &cpu.to_string()) {
         eprintln!("warning: could not pin the load generator to CPU {cpu}");
     }
 }
