@@ -122,7 +122,7 @@ impl Freshness {
         epoch
     }
 
-    fn lock_transitions(&self) -> std::sync::MutexGuard<'_, bool> {
+    fn lock_transitions(&self) -> MutexGuard<'_, bool> {
         self.transitions
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
