@@ -180,7 +180,11 @@ impl Authorizer {
         digest: &SecretDigest,
         now: DateTime<Utc>,
     ) -> Option<Result<KeyIdentity, Reason>> {
-        let verified = match self.cache.get(token.key_id())? {
+        let cached = match self.cache.get_warm(token.key_id()) {
+            Some(entry) => Some(entry),
+            None => self.cache.get(token.key_id())?,
+        };
+        let verified = match cached {
             None => Err(Reason::UnknownKey),
             Some(entry) if !self.is_confirmed(&entry) => return None,
             Some(entry) if entry.key.environment != token.environment() => {

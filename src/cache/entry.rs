@@ -66,6 +66,9 @@ pub struct CachedKey {
     /// The freshness epoch in which this entry was last confirmed against the
     /// database (0: never; see `freshness`).
     pub validated_epoch: std::sync::atomic::AtomicU64,
+    /// When the row was read: the time to live counts from here, through
+    /// rebuilds (a policy reload, a change followed in place).
+    pub(super) loaded_at: Instant,
 }
 
 impl fmt::Debug for CachedKey {
@@ -97,6 +100,7 @@ impl CachedKey {
             verification: tokio::sync::Mutex::new(AttemptWindow::new()),
             last_used_reported: AtomicI64::new(0),
             validated_epoch: std::sync::atomic::AtomicU64::new(epoch),
+            loaded_at: Instant::now(),
         }
     }
 
@@ -142,6 +146,7 @@ impl CachedKey {
             validated_epoch: std::sync::atomic::AtomicU64::new(
                 self.validated_epoch.load(Ordering::SeqCst),
             ),
+            loaded_at: self.loaded_at,
         }
     }
 

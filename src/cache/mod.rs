@@ -8,23 +8,27 @@
 //! secrets for one key cannot burn the CPU.
 //!
 //! Reads are synchronous (moka's `sync` cache), so that a warm Authorize runs
-//! start to finish without an await. Loads are asynchronous and single-flight:
+//! start to finish without an await; a warm one reads the read index that
+//! mirrors moka (see `read_index`). Loads are asynchronous and single-flight:
 //! requests that miss the same key while it loads share that one load.
 
 mod carried;
 mod entry;
 mod id_text;
+mod read_index;
 mod single_flight;
 
 pub use entry::{AttemptWindow, CachedKey};
 pub use id_text::IdText;
 
+use std::cell::Cell;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use hmac::digest::KeyInit;
 use hmac::{Hmac, Mac};
+use moka::notification::RemovalCause;
 use moka::ops::compute::{CompResult, Op};
 use moka::sync::Cache;
 use moka::Expiry;
@@ -36,6 +40,17 @@ use crate::events::StateChange;
 use crate::policy::Policy;
 use crate::store::StoreError;
 use crate::token::KeyId;
+use read_index::ReadIndex;
+
+/// One warm read in this many is also made through moka, so that its
+/// eviction policy (recency and frequency) still sees which keys are used;
+/// sampling keeps the relative frequencies it compares.
+const RECORD_ONE_READ_IN: u32 = 16;
+
+thread_local! {
+    /// Warm reads on this thread, for the sampling above.
+    static WARM_READS: Cell<u32> = const { Cell::new(0) };
+}
 
 /// HMAC-SHA256 of an accepted secret.
 pub type SecretDigest = [u8; 32];
@@ -93,6 +108,8 @@ impl Expiry<KeyId, Arc<CachedKey>> for LoadedLifetime {
 pub struct KeyCache {
     /// Keys found in the database.
     keys: Cache<KeyId, Arc<CachedKey>>,
+    /// What warm reads use: `keys`' entries in a plain sharded map.
+    index: Arc<ReadIndex>,
     /// Key ids found not to exist, remembered for `negative_ttl` (a cache of
     /// its own, so that a flood of unknown ids cannot push out real keys).
     unknown: Cache<KeyId, ()>,
@@ -110,9 +127,17 @@ impl KeyCache {
         let mut digest_key = [0u8; 64];
         OsRng.fill_bytes(&mut digest_key);
         let keyed_mac = <Hmac<Sha256> as KeyInit>::new(&digest_key.into());
+        let index = Arc::new(ReadIndex::new());
+        let listener_index = index.clone();
         let keys = Cache::builder()
             .max_capacity(settings.capacity)
             .expire_after(LoadedLifetime { ttl: settings.ttl })
+            // Called with no index lock held: moka is never called under one.
+            .eviction_listener(
+                move |id: Arc<KeyId>, removed: Arc<CachedKey>, _cause: RemovalCause| {
+                    listener_index.remove_if_same(&id, &removed);
+                },
+            )
             .build();
         let unknown = Cache::builder()
             .max_capacity(settings.capacity)
@@ -120,6 +145,7 @@ impl KeyCache {
             .build();
         KeyCache {
             keys,
+            index,
             unknown,
             loads: Arc::default(),
             carried: carried::CarriedDigests::new(),
@@ -139,7 +165,29 @@ impl KeyCache {
         mac.finalize().into_bytes().into()
     }
 
-    /// The cached entry for `id`, if there is one; a read with no await.
+    /// The entry a warm request decides on, from the read index: `None` when
+    /// the index holds none for `id`, or one older than the time to live
+    /// (moka's expiry, which the index learns of only when moka gets round
+    /// to it); the caller then asks [`KeyCache::get`].
+    pub fn get_warm(&self, id: &KeyId) -> Option<Arc<CachedKey>> {
+        let entry = self.index.get(id)?;
+        if entry.loaded_at.elapsed() >= self.settings.ttl {
+            return None;
+        }
+        let reads = WARM_READS.with(|reads| {
+            let counted = reads.get().wrapping_add(1);
+            reads.set(counted);
+            counted
+        });
+        if reads.is_multiple_of(RECORD_ONE_READ_IN) {
+            // Only to tell moka's eviction policy: the entry is already known.
+            let _recorded = self.keys.get(id);
+        }
+        Some(entry)
+    }
+
+    /// The cached entry for `id`, if there is one, as moka holds it; a read
+    /// with no await.
     pub fn get(&self, id: &KeyId) -> Option<Entry> {
         if let Some(cached) = self.keys.get(id) {
             return Some(Some(cached));
@@ -188,14 +236,36 @@ impl KeyCache {
         match entry {
             Some(cached) => {
                 self.carried.carry_into(&cached);
-                self.keys.insert(id, cached);
+                self.write(id, |_| Op::Put(cached));
                 self.unknown.invalidate(&id);
             }
             None => {
                 self.unknown.insert(id, ());
-                self.keys.invalidate(&id);
+                self.write(id, |_| Op::Remove);
             }
         }
+    }
+
+    /// Changes `id`'s entry through `change` (given the entry moka holds, if
+    /// any) in moka's per-key compute, so that it is serialized with every
+    /// other write of that key, and sets the read index to the outcome in
+    /// the same step. Every write of `keys` goes through here.
+    fn write(
+        &self,
+        id: KeyId,
+        change: impl FnOnce(Option<Arc<CachedKey>>) -> Op<Arc<CachedKey>>,
+    ) -> CompResult<KeyId, Arc<CachedKey>> {
+        self.keys.entry(id).and_compute_with(|existing| {
+            let existing = existing.map(|entry| entry.into_value());
+            let op = change(existing.clone());
+            let held = match &op {
+                Op::Put(entry) => Some(entry),
+                Op::Remove => None,
+                Op::Nop => existing.as_ref(),
+            };
+            self.index.set(id, held);
+            op
+        })
     }
 
     /// Puts a key in the cache directly (benchmarks warm the cache this way).
@@ -206,8 +276,8 @@ impl KeyCache {
     /// Forgets a key (positive or negative entry); the secrets argon2
     /// accepted for it carry over to its reload if its hashes are unchanged.
     pub fn evict(&self, id: &KeyId) {
-        if let Some(evicted) = self.keys.remove(id) {
-            self.evicted(&evicted);
+        if let CompResult::Removed(evicted) = self.write(*id, |_| Op::Remove) {
+            self.evicted(evicted.value());
         }
         self.unknown.invalidate(id);
     }
@@ -233,11 +303,10 @@ impl KeyCache {
     /// tombstone at `version` first, so an older entry landing afterwards is
     /// never used.
     pub fn follow_event(&self, id: KeyId, version: i64, change: Option<StateChange>) {
-        let outcome = self.keys.entry(id).and_compute_with(|existing| {
+        let outcome = self.write(id, |existing| {
             let Some(cached) = existing else {
                 return Op::Nop;
             };
-            let cached = cached.into_value();
             if cached.key.version >= version {
                 return Op::Nop;
             }
@@ -271,17 +340,21 @@ impl KeyCache {
     /// Recomputes one entry's permissions under `policy`, atomically with
     /// respect to other writes of that key.
     pub fn apply_policy_to(&self, id: KeyId, policy: &Policy) {
-        self.keys
-            .entry(id)
-            .and_compute_with(|existing| match existing {
-                Some(cached) => Op::Put(Arc::new(cached.into_value().with_policy(policy))),
-                None => Op::Nop,
-            });
+        self.write(id, |existing| match existing {
+            Some(cached) => Op::Put(Arc::new(cached.with_policy(policy))),
+            None => Op::Nop,
+        });
     }
 
     /// Keys cached now (unknown key ids not counted).
     pub fn entry_count(&self) -> u64 {
         self.keys.entry_count()
+    }
+
+    /// Keys the read index holds now (equal to [`KeyCache::entry_count`]
+    /// once pending tasks have run).
+    pub fn indexed_count(&self) -> usize {
+        self.index.len()
     }
 
     /// Applies pending evictions and expirations (for measurements and tests).

@@ -124,6 +124,23 @@ fn digests_are_keyed_per_cache() {
     assert_ne!(first.digest("secret"), second.digest("secret"));
 }
 
+/// The entry moka holds for `id`, after checking that the read index holds
+/// the very same one (or, like moka, none).
+fn held(cache: &KeyCache, id: &KeyId) -> Option<Arc<CachedKey>> {
+    let in_moka = cache.get(id).flatten();
+    let in_index = cache.index.get(id);
+    match (&in_moka, &in_index) {
+        (Some(moka), Some(index)) => assert!(Arc::ptr_eq(moka, index), "index differs"),
+        (None, None) => {}
+        _ => panic!(
+            "moka holds {}, the index {}",
+            in_moka.is_some(),
+            in_index.is_some()
+        ),
+    }
+    in_moka
+}
+
 #[test]
 fn disables_and_revocations_are_followed_in_place_one_version_on_and_anything_else_evicts() {
     let cache = KeyCache::new(CacheSettings::default());
@@ -131,7 +148,7 @@ fn disables_and_revocations_are_followed_in_place_one_version_on_and_anything_el
     let (current, previous) = ([1u8; 32], [2u8; 32]);
     let at = Utc::now();
     let change = |action| Some(StateChange { action, at });
-    let cached = |cache: &KeyCache| cache.get(&id).flatten();
+    let cached = |cache: &KeyCache| held(cache, &id);
     // A rotated key at `version` with both secrets accepted, the old in grace.
     let rotated = |version| {
         let mut cached_key = entry(id, "salt2$two", Some("salt1$one"));
@@ -152,7 +169,7 @@ fn disables_and_revocations_are_followed_in_place_one_version_on_and_anything_el
     // An enable gives access back, which a notification is never trusted
     // to do: the key is read again.
     cache.follow_event(id, 3, change(EventAction::Enabled));
-    assert!(cache.get(&id).is_none(), "an enable evicts");
+    assert!(cached(&cache).is_none(), "an enable evicts");
 
     // A revocation also ends the rotated-out secret's grace.
     cache.insert(rotated(3));
@@ -178,12 +195,12 @@ fn disables_and_revocations_are_followed_in_place_one_version_on_and_anything_el
     cache.follow_event(id, 4, None);
     assert!(cached(&cache).is_some());
     cache.follow_event(id, 5, None);
-    assert!(cache.get(&id).is_none());
+    assert!(cached(&cache).is_none());
 
     // A version skipped (the entry is older than the event's base): evicted.
     cache.insert(entry(id, "salt2$two", None));
     cache.follow_event(id, 3, change(EventAction::Disabled));
-    assert!(cache.get(&id).is_none());
+    assert!(cached(&cache).is_none());
 
     // Changes an event does not carry, a deletion, or no action known: evicted.
     for (version, followed) in [
@@ -195,6 +212,75 @@ fn disables_and_revocations_are_followed_in_place_one_version_on_and_anything_el
     ] {
         cache.insert(entry(id, "salt2$two", None));
         cache.follow_event(id, version, followed);
-        assert!(cache.get(&id).is_none(), "{followed:?}");
+        assert!(cached(&cache).is_none(), "{followed:?}");
     }
+}
+
+#[test]
+fn the_read_index_follows_every_write_and_what_moka_evicts() {
+    let cache = KeyCache::new(CacheSettings {
+        capacity: 20,
+        ..CacheSettings::default()
+    });
+    let id = KeyId::generate();
+    cache.insert(entry(id, "salt1$one", None));
+    let loaded = held(&cache, &id).expect("a put reaches the index");
+    assert!(cache
+        .get_warm(&id)
+        .is_some_and(|warm| Arc::ptr_eq(&warm, &loaded)));
+
+    // A rebuild under a reloaded policy replaces the entry in both.
+    let policy = Policy::parse(EMBEDDED_DEFAULT_POLICY).unwrap();
+    cache.apply_policy(&policy);
+    let rebuilt = held(&cache, &id).expect("a rebuild stays cached");
+    assert!(!Arc::ptr_eq(&rebuilt, &loaded));
+    assert_eq!(
+        rebuilt.loaded_at, loaded.loaded_at,
+        "the time to live runs on"
+    );
+
+    // An unknown id cached negatively, and an eviction, leave the index.
+    cache.put(id, None);
+    assert!(held(&cache, &id).is_none());
+    cache.insert(entry(id, "salt1$one", None));
+    cache.evict(&id);
+    assert!(held(&cache, &id).is_none());
+    assert!(cache.get_warm(&id).is_none());
+
+    // What moka drops to stay within its capacity leaves the index too.
+    let ids: Vec<KeyId> = (0..200).map(|_| KeyId::generate()).collect();
+    for id in &ids {
+        cache.insert(entry(*id, "salt1$one", None));
+        cache.run_pending_tasks();
+    }
+    cache.run_pending_tasks();
+    let cached = cache.entry_count();
+    assert!(cached <= 20, "{cached} cached");
+    assert_eq!(cache.indexed_count() as u64, cached);
+    for id in &ids {
+        held(&cache, id);
+    }
+}
+
+#[test]
+fn warm_reads_stop_at_the_time_to_live_before_moka_expires_the_entry() {
+    let cache = KeyCache::new(CacheSettings {
+        ttl: Duration::from_millis(100),
+        ..CacheSettings::default()
+    });
+    let id = KeyId::generate();
+    cache.insert(entry(id, "salt1$one", None));
+    assert!(cache.get_warm(&id).is_some());
+    std::thread::sleep(Duration::from_millis(150));
+    // moka has not run its expirations yet; the index still holds the entry.
+    assert_eq!(cache.indexed_count(), 1);
+    assert!(cache.get_warm(&id).is_none());
+    assert!(cache.get(&id).is_none());
+    // moka's timer wheel expires entries to the second: wait for it (bounded).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while cache.indexed_count() > 0 && Instant::now() < deadline {
+        cache.run_pending_tasks();
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(cache.indexed_count(), 0, "moka's expiry leaves the index");
 }
