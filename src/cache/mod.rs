@@ -45,7 +45,7 @@ use read_index::ReadIndex;
 /// One warm read in this many is also made through moka, so that its
 /// eviction policy (recency and frequency) still sees which keys are used;
 /// sampling keeps the relative frequencies it compares.
-const RECORD_ONE_READ_IN: u32 = 16;
+const RECORD_ONE_READ_IN: u32 = 32;
 
 thread_local! {
     /// Warm reads on this thread, for the sampling above.
