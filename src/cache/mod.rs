@@ -21,7 +21,6 @@ mod single_flight;
 pub use entry::{AttemptWindow, CachedKey};
 pub use id_text::IdText;
 
-use std::cell::Cell;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -41,16 +40,6 @@ use crate::policy::Policy;
 use crate::store::StoreError;
 use crate::token::KeyId;
 use read_index::ReadIndex;
-
-/// One warm read in this many is also made through moka, so that its
-/// eviction policy (recency and frequency) still sees which keys are used;
-/// sampling keeps the relative frequencies it compares.
-const RECORD_ONE_READ_IN: u32 = 32;
-
-thread_local! {
-    /// Warm reads on this thread, for the sampling above.
-    static WARM_READS: Cell<u32> = const { Cell::new(0) };
-}
 
 /// HMAC-SHA256 of an accepted secret.
 pub type SecretDigest = [u8; 32];
@@ -85,21 +74,39 @@ pub type Entry = Option<Arc<CachedKey>>;
 /// What loading a key from the database gave.
 pub type LoadResult = Result<Entry, Arc<StoreError>>;
 
-/// Keys expire `ttl` after they were loaded. Rebuilding an entry under a new
-/// policy keeps its deadline (moka's `time_to_live` would restart it, and
-/// frequent reloads would then keep a key cached forever).
+/// Keys expire `ttl` after their row was read (`CachedKey::loaded_at`), the
+/// deadline warm reads check too. Rebuilding an entry under a new policy or
+/// following a change in place keeps it (moka's `time_to_live` would restart
+/// it, and frequent rebuilds would then keep a key cached forever); a reload
+/// starts a new one.
 struct LoadedLifetime {
     ttl: Duration,
+}
+
+impl LoadedLifetime {
+    fn left(&self, entry: &CachedKey) -> Option<Duration> {
+        Some(self.ttl.saturating_sub(entry.loaded_at.elapsed()))
+    }
 }
 
 impl Expiry<KeyId, Arc<CachedKey>> for LoadedLifetime {
     fn expire_after_create(
         &self,
         _id: &KeyId,
-        _entry: &Arc<CachedKey>,
+        entry: &Arc<CachedKey>,
         _created_at: Instant,
     ) -> Option<Duration> {
-        Some(self.ttl)
+        self.left(entry)
+    }
+
+    fn expire_after_update(
+        &self,
+        _id: &KeyId,
+        entry: &Arc<CachedKey>,
+        _updated_at: Instant,
+        _left: Option<Duration>,
+    ) -> Option<Duration> {
+        self.left(entry)
     }
 }
 
@@ -165,27 +172,6 @@ impl KeyCache {
         mac.finalize().into_bytes().into()
     }
 
-    /// The entry a warm request decides on, from the read index: `None` when
-    /// the index holds none for `id`, or one older than the time to live
-    /// (moka's expiry, which the index learns of only when moka gets round
-    /// to it); the caller then asks [`KeyCache::get`].
-    pub fn get_warm(&self, id: &KeyId) -> Option<Arc<CachedKey>> {
-        let entry = self.index.get(id)?;
-        if entry.loaded_at.elapsed() >= self.settings.ttl {
-            return None;
-        }
-        let reads = WARM_READS.with(|reads| {
-            let counted = reads.get().wrapping_add(1);
-            reads.set(counted);
-            counted
-        });
-        if reads.is_multiple_of(RECORD_ONE_READ_IN) {
-            // Only to tell moka's eviction policy: the entry is already known.
-            let _recorded = self.keys.get(id);
-        }
-        Some(entry)
-    }
-
     /// The cached entry for `id`, if there is one, as moka holds it; a read
     /// with no await.
     pub fn get(&self, id: &KeyId) -> Option<Entry> {
@@ -244,28 +230,6 @@ impl KeyCache {
                 self.write(id, |_| Op::Remove);
             }
         }
-    }
-
-    /// Changes `id`'s entry through `change` (given the entry moka holds, if
-    /// any) in moka's per-key compute, so that it is serialized with every
-    /// other write of that key, and sets the read index to the outcome in
-    /// the same step. Every write of `keys` goes through here.
-    fn write(
-        &self,
-        id: KeyId,
-        change: impl FnOnce(Option<Arc<CachedKey>>) -> Op<Arc<CachedKey>>,
-    ) -> CompResult<KeyId, Arc<CachedKey>> {
-        self.keys.entry(id).and_compute_with(|existing| {
-            let existing = existing.map(|entry| entry.into_value());
-            let op = change(existing.clone());
-            let held = match &op {
-                Op::Put(entry) => Some(entry),
-                Op::Remove => None,
-                Op::Nop => existing.as_ref(),
-            };
-            self.index.set(id, held);
-            op
-        })
     }
 
     /// Puts a key in the cache directly (benchmarks warm the cache this way).

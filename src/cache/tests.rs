@@ -263,19 +263,42 @@ fn the_read_index_follows_every_write_and_what_moka_evicts() {
 }
 
 #[test]
+fn an_entry_moka_drops_while_a_write_looks_at_it_does_not_stay_in_the_index() {
+    // A write that leaves the entry as it is (an event the entry already
+    // holds), while moka drops that entry to stay within its capacity or on
+    // expiry: done here from inside the write, where that race would land.
+    let cache = KeyCache::new(CacheSettings::default());
+    let id = KeyId::generate();
+    cache.insert(entry(id, "salt1$one", None));
+    cache.write(id, |existing| {
+        assert!(existing.is_some());
+        cache.keys.invalidate(&id);
+        Op::Nop
+    });
+    assert!(held(&cache, &id).is_none());
+    assert_eq!(cache.indexed_count(), 0);
+}
+
+#[test]
 fn warm_reads_stop_at_the_time_to_live_before_moka_expires_the_entry() {
     let cache = KeyCache::new(CacheSettings {
         ttl: Duration::from_millis(100),
         ..CacheSettings::default()
     });
-    let id = KeyId::generate();
-    cache.insert(entry(id, "salt1$one", None));
-    assert!(cache.get_warm(&id).is_some());
+    let (read, unread) = (KeyId::generate(), KeyId::generate());
+    cache.insert(entry(read, "salt1$one", None));
+    cache.insert(entry(unread, "salt1$one", None));
+    assert!(cache.get_warm(&read).is_some());
     std::thread::sleep(Duration::from_millis(150));
-    // moka has not run its expirations yet; the index still holds the entry.
-    assert_eq!(cache.indexed_count(), 1);
-    assert!(cache.get_warm(&id).is_none());
-    assert!(cache.get(&id).is_none());
+    // moka has not run its expirations yet; the index still holds both.
+    assert_eq!(cache.indexed_count(), 2);
+    assert!(cache.get_warm(&read).is_none());
+    assert_eq!(
+        cache.indexed_count(),
+        1,
+        "a warm read drops what it refuses"
+    );
+    assert!(cache.get(&read).is_none());
     // moka's timer wheel expires entries to the second: wait for it (bounded).
     let deadline = Instant::now() + Duration::from_secs(10);
     while cache.indexed_count() > 0 && Instant::now() < deadline {
