@@ -1,5 +1,6 @@
 //! Micro-benchmarks of the hot path: token parse, route match, permission check,
-//! and a full decision on a warm cache (target: under 2 µs). Also what a
+//! and a full decision on a warm cache (target: under 2 µs); a cache read alone beside
+//! a plain moka cache's. Also what a
 //! listener pays to leave a tombstone while many are live (after a burst of
 //! changes), and what a lookup pays then.
 //! Run: `cargo bench --bench hot_path`.
@@ -16,7 +17,7 @@ use criterion::{criterion_group, criterion_main, Criterion};
 use keygate::authorizer::Authorizer;
 use keygate::cache::{CacheSettings, CachedKey, KeyCache};
 use keygate::decision::{AuthorizeRequest, Target};
-use keygate::hashing::{HashingParams, SecretHasher};
+use keygate::hashing::{HashingParams, SecretHash, SecretHasher};
 use keygate::key::{Key, KeyKind};
 use keygate::permission::{Permission, Scope};
 use keygate::policy::{Policy, EMBEDDED_DEFAULT_POLICY};
@@ -237,6 +238,53 @@ fn warm_decision_many_keys(criterion: &mut Criterion) {
     });
 }
 
+/// A cache read alone, for one key and cycling over 100,000: Keygate's cache
+/// (its read index) beside a plain moka cache holding the same entries, the
+/// reason warm reads do not go to moka (see `cache::read_index`).
+fn cache_reads(criterion: &mut Criterion) {
+    const KEYS: usize = 100_000;
+    let policy = policy();
+    let cache = KeyCache::new(CacheSettings {
+        capacity: 200_000,
+        ..CacheSettings::default()
+    });
+    let moka: moka::sync::Cache<KeyId, Arc<CachedKey>> = moka::sync::Cache::builder()
+        .max_capacity(200_000)
+        .time_to_live(Duration::from_secs(300))
+        .build();
+    let ids: Vec<KeyId> = (0..KEYS).map(|_| KeyId::generate()).collect();
+    let entry = |id: KeyId| {
+        let stored = StoredKey {
+            key: key(id, &["customers:read"]),
+            secret_hash: SecretHash::from_stored("$argon2id$v=19$m=8,t=1,p=1$c2FsdA$aGFzaA".into()),
+            previous_secret_hash: None,
+        };
+        CachedKey::new(stored, &policy, 1)
+    };
+    for id in &ids {
+        cache.insert(entry(*id));
+        moka.insert(*id, Arc::new(entry(*id)));
+    }
+    cache.run_pending_tasks();
+    moka.run_pending_tasks();
+    for (count, suffix) in [(1, "1_key"), (KEYS, "100k_keys")] {
+        let mut next = 0usize;
+        criterion.bench_function(&format!("cache_read_{suffix}"), |bencher| {
+            bencher.iter(|| {
+                next = (next + 7919) % count;
+                black_box(cache.get(&ids[next]))
+            })
+        });
+        let mut next = 0usize;
+        criterion.bench_function(&format!("moka_read_{suffix}"), |bencher| {
+            bencher.iter(|| {
+                next = (next + 7919) % count;
+                black_box(moka.get(&ids[next]))
+            })
+        });
+    }
+}
+
 /// A replica's freshness with `count` live tombstones, and their key ids.
 fn with_tombstones(count: usize) -> (Arc<keygate::freshness::Freshness>, Vec<KeyId>) {
     let freshness = keygate::freshness::Freshness::new();
@@ -275,6 +323,7 @@ criterion_group!(
     permission_check,
     warm_decision,
     warm_decision_many_keys,
+    cache_reads,
     tombstones
 );
 criterion_main!(benches);

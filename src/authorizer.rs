@@ -180,11 +180,7 @@ impl Authorizer {
         digest: &SecretDigest,
         now: DateTime<Utc>,
     ) -> Option<Result<KeyIdentity, Reason>> {
-        let cached = match self.cache.get_warm(token.key_id()) {
-            Some(entry) => Some(entry),
-            None => self.cache.get(token.key_id())?,
-        };
-        let verified = match cached {
+        let verified = match self.cache.get(token.key_id())? {
             None => Err(Reason::UnknownKey),
             Some(entry) if !self.is_confirmed(&entry) => return None,
             Some(entry) if entry.key.environment != token.environment() => {

@@ -172,10 +172,10 @@ impl KeyCache {
         mac.finalize().into_bytes().into()
     }
 
-    /// The cached entry for `id`, if there is one, as moka holds it; a read
-    /// with no await.
+    /// The cached entry for `id`, if there is one; a read with no await,
+    /// from the read index when it holds the key (see `read_index`).
     pub fn get(&self, id: &KeyId) -> Option<Entry> {
-        if let Some(cached) = self.keys.get(id) {
+        if let Some(cached) = self.indexed(id).or_else(|| self.keys.get(id)) {
             return Some(Some(cached));
         }
         self.unknown.contains_key(id).then_some(None)
@@ -313,12 +313,6 @@ impl KeyCache {
     /// Keys cached now (unknown key ids not counted).
     pub fn entry_count(&self) -> u64 {
         self.keys.entry_count()
-    }
-
-    /// Keys the read index holds now (equal to [`KeyCache::entry_count`]
-    /// once pending tasks have run).
-    pub fn indexed_count(&self) -> usize {
-        self.index.len()
     }
 
     /// Applies pending evictions and expirations (for measurements and tests).

@@ -85,18 +85,18 @@ impl ReadIndex {
         }
     }
 
-    /// Entries held (for tests and measurements).
+    /// Entries held.
+    #[cfg(test)]
     pub(super) fn len(&self) -> usize {
         self.shards.iter().map(|shard| shard.0.read().len()).sum()
     }
 }
 
 impl KeyCache {
-    /// The entry a warm request decides on, from the read index: `None` when
-    /// the index holds none for `id`, or one past its time to live (moka's
-    /// expiry reaches the index only with moka's upkeep); the caller then
-    /// asks [`KeyCache::get`].
-    pub fn get_warm(&self, id: &KeyId) -> Option<Arc<CachedKey>> {
+    /// `id`'s entry from the read index: `None` when the index holds none,
+    /// or one past its time to live (moka's expiry reaches the index only
+    /// with moka's upkeep), which [`KeyCache::get`] then asks moka about.
+    pub(super) fn indexed(&self, id: &KeyId) -> Option<Arc<CachedKey>> {
         let entry = self.index.get(id)?;
         if entry.loaded_at.elapsed() >= self.settings.ttl {
             self.index.remove_if_same(id, &entry);

@@ -127,7 +127,7 @@ fn digests_are_keyed_per_cache() {
 /// The entry moka holds for `id`, after checking that the read index holds
 /// the very same one (or, like moka, none).
 fn held(cache: &KeyCache, id: &KeyId) -> Option<Arc<CachedKey>> {
-    let in_moka = cache.get(id).flatten();
+    let in_moka = cache.keys.get(id);
     let in_index = cache.index.get(id);
     match (&in_moka, &in_index) {
         (Some(moka), Some(index)) => assert!(Arc::ptr_eq(moka, index), "index differs"),
@@ -226,7 +226,7 @@ fn the_read_index_follows_every_write_and_what_moka_evicts() {
     cache.insert(entry(id, "salt1$one", None));
     let loaded = held(&cache, &id).expect("a put reaches the index");
     assert!(cache
-        .get_warm(&id)
+        .indexed(&id)
         .is_some_and(|warm| Arc::ptr_eq(&warm, &loaded)));
 
     // A rebuild under a reloaded policy replaces the entry in both.
@@ -245,7 +245,7 @@ fn the_read_index_follows_every_write_and_what_moka_evicts() {
     cache.insert(entry(id, "salt1$one", None));
     cache.evict(&id);
     assert!(held(&cache, &id).is_none());
-    assert!(cache.get_warm(&id).is_none());
+    assert!(cache.indexed(&id).is_none());
 
     // What moka drops to stay within its capacity leaves the index too.
     let ids: Vec<KeyId> = (0..200).map(|_| KeyId::generate()).collect();
@@ -256,7 +256,7 @@ fn the_read_index_follows_every_write_and_what_moka_evicts() {
     cache.run_pending_tasks();
     let cached = cache.entry_count();
     assert!(cached <= 20, "{cached} cached");
-    assert_eq!(cache.indexed_count() as u64, cached);
+    assert_eq!(cache.index.len() as u64, cached);
     for id in &ids {
         held(&cache, id);
     }
@@ -276,7 +276,7 @@ fn an_entry_moka_drops_while_a_write_looks_at_it_does_not_stay_in_the_index() {
         Op::Nop
     });
     assert!(held(&cache, &id).is_none());
-    assert_eq!(cache.indexed_count(), 0);
+    assert_eq!(cache.index.len(), 0);
 }
 
 #[test]
@@ -288,22 +288,18 @@ fn warm_reads_stop_at_the_time_to_live_before_moka_expires_the_entry() {
     let (read, unread) = (KeyId::generate(), KeyId::generate());
     cache.insert(entry(read, "salt1$one", None));
     cache.insert(entry(unread, "salt1$one", None));
-    assert!(cache.get_warm(&read).is_some());
+    assert!(cache.indexed(&read).is_some());
     std::thread::sleep(Duration::from_millis(150));
     // moka has not run its expirations yet; the index still holds both.
-    assert_eq!(cache.indexed_count(), 2);
-    assert!(cache.get_warm(&read).is_none());
-    assert_eq!(
-        cache.indexed_count(),
-        1,
-        "a warm read drops what it refuses"
-    );
+    assert_eq!(cache.index.len(), 2);
+    assert!(cache.indexed(&read).is_none());
+    assert_eq!(cache.index.len(), 1, "a warm read drops what it refuses");
     assert!(cache.get(&read).is_none());
     // moka's timer wheel expires entries to the second: wait for it (bounded).
     let deadline = Instant::now() + Duration::from_secs(10);
-    while cache.indexed_count() > 0 && Instant::now() < deadline {
+    while cache.index.len() > 0 && Instant::now() < deadline {
         cache.run_pending_tasks();
         std::thread::sleep(Duration::from_millis(50));
     }
-    assert_eq!(cache.indexed_count(), 0, "moka's expiry leaves the index");
+    assert_eq!(cache.index.len(), 0, "moka's expiry leaves the index");
 }
