@@ -1,8 +1,7 @@
 //! Micro-benchmarks of the hot path: token parse, route match, permission check,
-//! and a full decision on a warm cache (target: under 2 µs); a cache read alone beside
-//! a plain moka cache's. Also what a
-//! listener pays to leave a tombstone while many are live (after a burst of
-//! changes), and what a lookup pays then.
+//! and a full decision on a warm cache (target: under 2 µs); a cache read alone
+//! beside a plain moka cache's. Also what a listener pays to leave a tombstone
+//! while many are live (after a burst of changes), and what a lookup pays then.
 //! Run: `cargo bench --bench hot_path`.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
