@@ -39,13 +39,21 @@ pub enum ServiceError {
     Internal(#[source] anyhow::Error),
 }
 
+/// The one mapping of store errors (shared: a load's error reaches every
+/// request that waited on it).
+impl From<std::sync::Arc<StoreError>> for ServiceError {
+    fn from(error: std::sync::Arc<StoreError>) -> ServiceError {
+        match error.as_ref() {
+            StoreError::Unavailable(_) => ServiceError::Unavailable(error),
+            StoreError::Conflict(_) => ServiceError::Aborted(error),
+            _ => ServiceError::Internal(anyhow::Error::from(error)),
+        }
+    }
+}
+
 impl From<StoreError> for ServiceError {
     fn from(error: StoreError) -> ServiceError {
-        match error {
-            StoreError::Unavailable(_) => ServiceError::Unavailable(std::sync::Arc::new(error)),
-            StoreError::Conflict(_) => ServiceError::Aborted(std::sync::Arc::new(error)),
-            other => ServiceError::Internal(other.into()),
-        }
+        std::sync::Arc::new(error).into()
     }
 }
 
@@ -58,11 +66,7 @@ impl From<HashingError> for ServiceError {
 impl From<VerifyError> for ServiceError {
     fn from(error: VerifyError) -> ServiceError {
         match error {
-            VerifyError::Store(store_error) => match store_error.as_ref() {
-                StoreError::Unavailable(_) => ServiceError::Unavailable(store_error),
-                StoreError::Conflict(_) => ServiceError::Aborted(store_error),
-                _ => ServiceError::Internal(anyhow::Error::from(store_error)),
-            },
+            VerifyError::Store(store_error) => store_error.into(),
             VerifyError::Hashing(hashing_error) => hashing_error.into(),
         }
     }

@@ -34,6 +34,7 @@ impl Default for ProgressFeed {
 }
 
 impl ProgressFeed {
+    /// Tells every waiting mutation of `report` (`None`: read the table).
     pub fn publish(&self, report: Option<ReplicaProgress>) {
         // An error only means that nobody is waiting.
         let _ = self.reports.send(report);
@@ -48,9 +49,12 @@ impl ProgressFeed {
     /// Takes back a recorded sequence beyond `latest`, the newest event
     /// committed when `claimed` had been read: only a forged notification can
     /// claim one (anyone who can connect to the database can send one).
-    /// Leaves a value recorded since `claimed` was read alone, so that a real
-    /// event applied meanwhile is never lost (a forger who keeps raising the
-    /// claim keeps it; see the README). Whether it took one back.
+    /// Leaves a value recorded since `claimed` was read alone (a forger who
+    /// keeps raising the claim keeps it; see the README). A real event applied
+    /// meanwhile that did not raise the value (it was below the claim) is not
+    /// counted: the value falls back to `latest` and this replica reports
+    /// itself behind until its next event, which errs on the safe side.
+    /// Whether it took one back.
     pub fn bound_own(&self, claimed: i64, latest: i64) -> bool {
         claimed > latest
             && self
@@ -79,6 +83,7 @@ impl ProgressFeed {
         self.own_applied.load(Ordering::SeqCst)
     }
 
+    /// Reports from now on, for a mutation waiting on replicas.
     pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<Option<ReplicaProgress>> {
         self.reports.subscribe()
     }

@@ -19,7 +19,7 @@ use crate::key::{
 };
 use crate::permission::Scope;
 use crate::store::changes::{delete_key, rotate_secret, set_disabled, set_revoked, update_fields};
-use crate::store::events::latest_event_of;
+use crate::store::events::latest_event_sequence;
 use crate::store::keys::{lock_key_for_change, KeyFields};
 use crate::store::StoreError;
 use crate::token::{KeyId, Token};
@@ -286,9 +286,9 @@ impl KeyManager {
             // Already revoked: a retry still learns whether that revocation
             // reached every replica.
             drop(transaction);
-            let revoked_at =
-                latest_event_of(&mut *connection, key_id, EventAction::Revoked).await?;
-            let propagation = match revoked_at {
+            let revocation_sequence =
+                latest_event_sequence(&mut *connection, key_id, EventAction::Revoked).await?;
+            let propagation = match revocation_sequence {
                 Some(sequence) => self.propagate(sequence, wait, connection).await,
                 None => Propagation::default(),
             };

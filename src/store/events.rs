@@ -210,8 +210,12 @@ pub async fn list_events(
 
 /// The sequence number of the latest `action` event of key `key_id`, if its
 /// events still hold one.
-#[tracing::instrument(name = "keygate.store.latest_event_of", level = "debug", skip_all)]
-pub async fn latest_event_of(
+#[tracing::instrument(
+    name = "keygate.store.latest_event_sequence",
+    level = "debug",
+    skip_all
+)]
+pub async fn latest_event_sequence(
     executor: impl PgExecutor<'_>,
     key_id: &KeyId,
     action: EventAction,
