@@ -2,8 +2,10 @@
 //! its channels. A forged key event may deny or evict, but never give a key
 //! access back, and a sequence it claims is taken back by the next heartbeat.
 
+use chrono::Utc;
+use keygate::events::EventAction;
 use keygate::grpc::pb::Reason;
-use keygate::store::events::NOTIFY_CHANNEL;
+use keygate::store::events::{Waiter, NOTIFY_CHANNEL};
 use keygate::store::keys::find_key_by_id;
 use keygate::token::KeyId;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
@@ -14,30 +16,32 @@ use crate::helpers::{
     three_replicas, warm_key,
 };
 
-/// A key event as a role outside Keygate could send it: `sequence`, key,
-/// `version`, the time now, `waiter` (`-` nobody, `*` someone) and `action`.
+/// A key event as a role outside Keygate could send it, stamped with the
+/// time now.
 struct Forged<'a> {
     sequence: i64,
     key_id: &'a KeyId,
     version: i64,
-    waiter: &'a str,
-    action: &'a str,
+    waiter: Waiter,
+    action: EventAction,
 }
 
 async fn forge(pool: &PgPool, event: Forged<'_>) {
-    sqlx::query(
-        "SELECT pg_notify($1, $2::text || ' ' || $3 || ' ' || $4::text || ' ' \
-         || (extract(epoch FROM now()) * 1000)::bigint || ' ' || $5 || ' ' || $6)",
-    )
-    .bind(NOTIFY_CHANNEL)
-    .bind(event.sequence)
-    .bind(event.key_id.as_uuid().to_string())
-    .bind(event.version)
-    .bind(event.waiter)
-    .bind(event.action)
-    .execute(pool)
-    .await
-    .unwrap();
+    let payload = format!(
+        "{} {} {} {} {} {}",
+        event.sequence,
+        event.key_id.as_uuid(),
+        event.version,
+        Utc::now().timestamp_millis(),
+        event.waiter,
+        event.action.as_str()
+    );
+    sqlx::query("SELECT pg_notify($1, $2)")
+        .bind(NOTIFY_CHANNEL)
+        .bind(payload)
+        .execute(pool)
+        .await
+        .unwrap();
 }
 
 #[sqlx::test(migrations = false)]
@@ -52,7 +56,7 @@ async fn a_forged_enable_gives_no_disabled_key_access_back(
     let (other, _) = warm_key(&all, &["customers:read"]).await;
     assert_complete(set_disabled_through(&a, admin, &key, true, true).await, 3);
     let id = KeyId::parse(&key.id).unwrap();
-    let disabled = find_key_by_id(&a.server_pool, &id).await.unwrap().unwrap();
+    let disabled = find_key_by_id(&a.pool, &id).await.unwrap().unwrap();
     // Every replica holds the disabled key exactly one version behind what
     // the forged event claims: the case an enable followed in place would open.
     for replica in all {
@@ -69,10 +73,10 @@ async fn a_forged_enable_gives_no_disabled_key_access_back(
         sequence,
         key_id: &id,
         version: disabled.key.version + 1,
-        waiter: "-",
-        action: "enabled",
+        waiter: Waiter::Nobody,
+        action: EventAction::Enabled,
     };
-    forge(&a.server_pool, enabled).await;
+    forge(&a.pool, enabled).await;
     // Each listener hears notifications in order: once a later change is
     // confirmed everywhere, the forged one has been heard everywhere too.
     assert_complete(set_disabled_through(&a, admin, &other, true, true).await, 3);
@@ -84,7 +88,7 @@ async fn a_forged_enable_gives_no_disabled_key_access_back(
         authorize_on_all(&all, &token, "GET", "/customers").await,
         vec![Reason::Unverifiable; 3]
     );
-    let stored = find_key_by_id(&a.server_pool, &id).await.unwrap().unwrap();
+    let stored = find_key_by_id(&a.pool, &id).await.unwrap().unwrap();
     // Nothing was written (beyond usage times the authorizations reported).
     let state = |key: &keygate::key::Key| (key.version, key.disabled_at);
     assert_eq!(state(&stored.key), state(&disabled.key));
@@ -98,14 +102,14 @@ async fn a_forged_sequence_is_taken_back_and_never_recorded(
     let app = spawn_app(db).await;
     let (key, _) = warm_key(&[&app], &["customers:read"]).await;
     let (other, _) = warm_key(&[&app], &["customers:read"]).await;
-    let pool = &app.server_pool;
+    let pool = &app.pool;
     // Someone waits for it, so the reporter writes what it claims at once.
     let beyond = Forged {
         sequence: i64::MAX,
         key_id: &KeyId::generate(),
         version: 1,
-        waiter: "*",
-        action: "revoked",
+        waiter: Waiter::Unnamed,
+        action: EventAction::Revoked,
     };
     forge(pool, beyond).await;
     // The listener hears in order: once a later change is confirmed, the
