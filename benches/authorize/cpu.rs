@@ -55,15 +55,28 @@ pub fn name_of(pid: u32) -> Option<String> {
     Some(comm.trim_end().to_owned())
 }
 
+/// The value of one line of `/proc/<pid>/status` (`field` with its colon).
+fn status_field(pid: u32, field: &str) -> Option<String> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let value = status.lines().find_map(|line| line.strip_prefix(field))?;
+    Some(value.trim().to_owned())
+}
+
+/// The processes process `pid` has started and that are still running;
+/// `None` if the kernel does not list them.
+fn children_of(pid: u32) -> Option<Vec<u32>> {
+    let children = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).ok()?;
+    Some(
+        children
+            .split_whitespace()
+            .filter_map(|child| child.parse().ok())
+            .collect(),
+    )
+}
+
 /// The parent of process `pid`.
 pub fn parent_of(pid: u32) -> Option<u32> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    status
-        .lines()
-        .find_map(|line| line.strip_prefix("PPid:"))?
-        .trim()
-        .parse()
-        .ok()
+    status_field(pid, "PPid:")?.parse().ok()
 }
 
 /// The database server's main process, found from one of its backends'
@@ -97,14 +110,11 @@ impl GroupReading {
     pub fn now(parent: u32) -> GroupReading {
         loop {
             let reaped = reaped_children_cpu(parent).expect("the database server is gone");
-            let children =
-                std::fs::read_to_string(format!("/proc/{parent}/task/{parent}/children"))
-                    .expect("this kernel does not list a process's children in /proc");
-            let pids = children
-                .split_whitespace()
-                .filter_map(|pid| pid.parse().ok())
-                .chain([parent]);
-            let per_process = pids
+            let children = children_of(parent)
+                .expect("this kernel does not list a process's children in /proc");
+            let per_process = children
+                .into_iter()
+                .chain([parent])
                 .filter_map(|pid| Some((pid, process_cpu(pid)?)))
                 .collect();
             if reaped_children_cpu(parent) == Some(reaped) {
@@ -169,20 +179,18 @@ impl PinnedDatabase {
                 "warning: the database server was already pinned to CPU {cpu}; it gets CPUs {original_cpus} afterwards"
             );
         }
-        let pinned = PinnedDatabase {
-            postmaster,
-            original_cpus,
-        };
         if !set_group_affinity(postmaster, &cpu.to_string()) {
             eprintln!("warning: could not pin the database server to CPU {cpu}");
             return None;
         }
         eprintln!(
             "database server pinned to CPU {cpu} until the bench ends (if it is killed: \
-             taskset -a -p -c {} <pid> for the postmaster and each of its children)",
-            pinned.original_cpus
+             taskset -a -p -c {original_cpus} <pid> for the postmaster and each of its children)"
         );
-        Some(pinned)
+        Some(PinnedDatabase {
+            postmaster,
+            original_cpus,
+        })
     }
 }
 
@@ -199,11 +207,7 @@ impl Drop for PinnedDatabase {
 
 /// The CPUs process `pid` may run on, in `taskset -c` list syntax.
 fn allowed_cpus(pid: u32) -> Option<String> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let list = status
-        .lines()
-        .find_map(|line| line.strip_prefix("Cpus_allowed_list:"))?;
-    Some(list.trim().to_owned())
+    status_field(pid, "Cpus_allowed_list:")
 }
 
 /// Sets the CPUs of process `parent`, then of its children (`taskset -c` list
@@ -213,12 +217,7 @@ fn set_group_affinity(parent: u32, cpus: &str) -> bool {
     if !set_affinity(parent, cpus) {
         return false;
     }
-    let children = std::fs::read_to_string(format!("/proc/{parent}/task/{parent}/children"))
-        .unwrap_or_default();
-    for child in children
-        .split_whitespace()
-        .filter_map(|pid| pid.parse().ok())
-    {
+    for child in children_of(parent).unwrap_or_default() {
         set_affinity(child, cpus);
     }
     true
