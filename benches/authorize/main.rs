@@ -35,7 +35,8 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 const WARM_KEYS: usize = 100_000;
 const SMALL_SET: usize = 1_000;
 const COLD_KEYS: usize = 10_000;
-const ROUNDS: usize = 5;
+/// Rounds unless `KEYGATE_BENCH_ROUNDS` asks for more (on a noisy day).
+const DEFAULT_ROUNDS: usize = 5;
 const ROUND_DURATION: Duration = Duration::from_secs(2);
 const SHAPE: LoadShape = LoadShape {
     connections: 4,
@@ -167,8 +168,13 @@ async fn bench() {
     let mut cores_noop = Vec::new();
     let mut cores_small = Vec::new();
     let mut cores_large = Vec::new();
-    for round in 1..=ROUNDS {
-        println!("round {round}/{ROUNDS}");
+    let rounds = std::env::var("KEYGATE_BENCH_ROUNDS")
+        .ok()
+        .and_then(|text| text.parse::<usize>().ok())
+        .filter(|&rounds| rounds > 0)
+        .unwrap_or(DEFAULT_ROUNDS);
+    for round in 1..=rounds {
+        println!("round {round}/{rounds}");
         let noop_round = measure("no-op server", &noop, &small_bodies).await;
         let small_round = measure("keygate, 1,000 keys", &keygate_small, &small_bodies).await;
         let large_round = measure("keygate, 100,000 keys", &keygate, &warm_bodies).await;
@@ -193,7 +199,7 @@ async fn bench() {
         large_vs_small.push(large.requests_per_second() / small.requests_per_second());
         warm_p99.push(small.percentile(0.99));
     }
-    println!("median over {ROUNDS} rounds [range]:");
+    println!("median over {rounds} rounds [range]:");
     for (label, values) in [
         ("req/s keygate 1k / no-op", &mut throughput_small),
         ("req/s keygate 100k / no-op", &mut throughput_large),
