@@ -65,8 +65,7 @@ impl BenchDatabase {
     }
 
     /// The process id of one of the database server's backends (its parent is
-    /// the server's postmaster). Used by the propagation bench.
-    #[allow(dead_code)]
+    /// the server's postmaster), to read the database server's CPU time.
     pub async fn backend_pid(&self) -> u32 {
         let pid: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
             .fetch_one(&self.pool)
