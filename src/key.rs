@@ -211,30 +211,26 @@ pub fn check_expiry(
 }
 
 /// A key as stored, without its secret hashes.
-///
-/// `repr(C)` keeps the declared order: the fields a warm Authorize reads
-/// first, together (see `CachedKey`).
 #[derive(Clone, PartialEq, Eq)]
-#[repr(C)]
 pub struct Key {
     pub id: KeyId,
-    pub version: i64,
+    pub organization_id: Option<Uuid>,
     pub kind: KeyKind,
     pub environment: Environment,
-    pub lock_scopes: bool,
-    pub revoked_at: Option<DateTime<Utc>>,
-    pub disabled_at: Option<DateTime<Utc>>,
-    pub expires_at: Option<DateTime<Utc>>,
-    pub previous_secret_expires_at: Option<DateTime<Utc>>,
-    pub allowed_cidrs: Vec<IpNet>,
-    pub metadata: BTreeMap<String, String>,
-    pub organization_id: Option<Uuid>,
     pub name: String,
     pub description: String,
     pub scopes: Vec<Scope>,
+    pub allowed_cidrs: Vec<IpNet>,
+    pub expires_at: Option<DateTime<Utc>>,
+    pub metadata: BTreeMap<String, String>,
+    pub lock_scopes: bool,
+    pub version: i64,
     pub created_by: Option<KeyId>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    pub disabled_at: Option<DateTime<Utc>>,
+    pub revoked_at: Option<DateTime<Utc>>,
+    pub previous_secret_expires_at: Option<DateTime<Utc>>,
     pub last_used_at: Option<DateTime<Utc>>,
 }
 

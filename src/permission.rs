@@ -140,21 +140,18 @@ pub(crate) fn is_segment_prefix(prefix: &str, path: &str) -> bool {
 }
 
 /// A key's scopes after expanding implications: what a check looks up.
-/// `repr(C)`: the bits a warm check reads come first (see `CachedKey`).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-#[repr(C)]
 pub struct EffectivePermissions {
-    granted: CatalogBits,
     everything: bool,
     below: HashSet<String>,
     exactly: HashSet<String>,
+    granted: CatalogBits,
 }
 
 /// Which of a catalog's permissions are allowed, one bit per catalog index, so the
 /// hot path tests a bit instead of hashing strings. Valid only for the catalog
 /// generation it was computed against.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-#[repr(C)]
 struct CatalogBits {
     generation: u64,
     inline: [u64; 4],

@@ -47,33 +47,28 @@ impl AttemptWindow {
 
 /// A cached key: the stored record, its precomputed permissions, and digests of
 /// the secrets argon2 has accepted.
-///
-/// `repr(C)` keeps the declared order: what every warm Authorize reads comes
-/// first, so that it shares a few neighbouring cache lines (with many keys
-/// cached, each line is a miss) instead of being spread over the entry.
-#[repr(C)]
 pub struct CachedKey {
-    /// The freshness epoch in which this entry was last confirmed against the
-    /// database (0: never; see `freshness`).
-    pub validated_epoch: std::sync::atomic::AtomicU64,
-    /// Unix second of the last `last_used_at` report for this key.
-    pub last_used_reported: AtomicI64,
-    /// When the row was read: the time to live counts from here, through
-    /// rebuilds (a policy reload, a change followed in place).
-    pub(super) loaded_at: Instant,
-    pub(super) current_digest: OnceLock<SecretDigest>,
+    pub key: Key,
     /// The key id and organization id (empty for a system key) as the API
     /// spells them, computed once and held inline.
     pub key_id_text: IdText,
     pub organization_id_text: IdText,
-    pub key: Key,
     pub permissions: EffectivePermissions,
-    pub(super) previous_digest: OnceLock<SecretDigest>,
     pub secret_hash: SecretHash,
     pub previous_secret_hash: Option<SecretHash>,
+    pub(super) current_digest: OnceLock<SecretDigest>,
+    pub(super) previous_digest: OnceLock<SecretDigest>,
     /// Serializes argon2 for this key (so a burst of first requests pays once)
     /// and limits how many run per second.
     pub verification: tokio::sync::Mutex<AttemptWindow>,
+    /// Unix second of the last `last_used_at` report for this key.
+    pub last_used_reported: AtomicI64,
+    /// The freshness epoch in which this entry was last confirmed against the
+    /// database (0: never; see `freshness`).
+    pub validated_epoch: std::sync::atomic::AtomicU64,
+    /// When the row was read: the time to live counts from here, through
+    /// rebuilds (a policy reload, a change followed in place).
+    pub(super) loaded_at: Instant,
 }
 
 impl fmt::Debug for CachedKey {
