@@ -221,6 +221,7 @@ async fn subscribe(pool: &PgPool, replica: Uuid) -> Result<PgListener, sqlx::Err
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::events::notification_tail;
 
     #[test]
     fn lag_takes_any_written_time_without_overflow() {
@@ -265,6 +266,16 @@ mod tests {
         assert_eq!(
             parse_payload(&format!("{payload} - updated")),
             Some(notice(Waiter::Nobody, Some(EventAction::Updated)))
+        );
+        // As the store writes its tail.
+        let tail = notification_tail(
+            1_700_000_000_000,
+            Waiter::Origin(origin),
+            EventAction::Revoked,
+        );
+        assert_eq!(
+            parse_payload(&format!("42 {} 7 {tail}", id.as_uuid())),
+            Some(notice(Waiter::Origin(origin), Some(EventAction::Revoked)))
         );
         // An action this replica does not know: the key is evicted.
         assert_eq!(

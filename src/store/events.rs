@@ -117,19 +117,19 @@ pub(super) fn event_sql(first: usize, version: &str) -> (String, String) {
     (ctes, columns)
 }
 
+/// A key event's notification after its sequence, key id and version (which
+/// the statement writes): when it was written, who waits for it, and what
+/// happened, as the listener parses them.
+pub fn notification_tail(written_at_millis: i64, waiter: Waiter, action: EventAction) -> String {
+    format!("{written_at_millis} {waiter} {}", action.as_str())
+}
+
 /// Binds an event's parameters, as [`event_sql`] numbers them.
 pub(super) fn bind_event<'q>(
     query: Query<'q, Postgres, PgArguments>,
     event: NewEvent<'_>,
 ) -> Query<'q, Postgres, PgArguments> {
-    // The payload after the sequence, key and version, which the statement
-    // writes.
-    let payload_tail = format!(
-        "{} {} {}",
-        Utc::now().timestamp_millis(),
-        event.waiter,
-        event.action.as_str()
-    );
+    let payload_tail = notification_tail(Utc::now().timestamp_millis(), event.waiter, event.action);
     query
         .bind(event.key_id.as_uuid())
         .bind(event.organization_id)

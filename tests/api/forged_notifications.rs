@@ -5,7 +5,7 @@
 use chrono::Utc;
 use keygate::events::EventAction;
 use keygate::grpc::pb::Reason;
-use keygate::store::events::{Waiter, NOTIFY_CHANNEL};
+use keygate::store::events::{notification_tail, Waiter, NOTIFY_CHANNEL};
 use keygate::store::keys::find_key_by_id;
 use keygate::token::KeyId;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
@@ -27,14 +27,12 @@ struct Forged<'a> {
 }
 
 async fn forge(pool: &PgPool, event: Forged<'_>) {
+    let tail = notification_tail(Utc::now().timestamp_millis(), event.waiter, event.action);
     let payload = format!(
-        "{} {} {} {} {} {}",
+        "{} {} {} {tail}",
         event.sequence,
         event.key_id.as_uuid(),
-        event.version,
-        Utc::now().timestamp_millis(),
-        event.waiter,
-        event.action.as_str()
+        event.version
     );
     sqlx::query("SELECT pg_notify($1, $2)")
         .bind(NOTIFY_CHANNEL)
