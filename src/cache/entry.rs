@@ -150,6 +150,12 @@ impl CachedKey {
         }
     }
 
+    /// What is left of `ttl`, counted from when the row was read: zero once
+    /// the entry has outlived it (moka's expiry and warm reads both use this).
+    pub(super) fn time_to_live_left(&self, ttl: Duration) -> Duration {
+        ttl.saturating_sub(self.loaded_at.elapsed())
+    }
+
     /// Whether this entry was confirmed in `epoch`, a trusted epoch (never
     /// true for 0, the answer while the cache is untrusted).
     pub fn validated_in(&self, epoch: u64) -> bool {

@@ -85,7 +85,7 @@ struct LoadedLifetime {
 
 impl LoadedLifetime {
     fn left(&self, entry: &CachedKey) -> Option<Duration> {
-        Some(self.ttl.saturating_sub(entry.loaded_at.elapsed()))
+        Some(entry.time_to_live_left(self.ttl))
     }
 }
 

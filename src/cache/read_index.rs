@@ -99,7 +99,7 @@ impl KeyCache {
     /// with moka's upkeep), which is dropped here.
     pub(super) fn indexed(&self, id: &KeyId) -> Option<Arc<CachedKey>> {
         let entry = self.index.get(id)?;
-        if entry.loaded_at.elapsed() >= self.settings.ttl {
+        if entry.time_to_live_left(self.settings.ttl).is_zero() {
             self.index.remove_if_same(id, &entry);
             return None;
         }
