@@ -30,6 +30,17 @@ fn policy() -> Policy {
     Policy::parse(EMBEDDED_DEFAULT_POLICY).unwrap()
 }
 
+/// A cache entry for key `id` with `scopes` and the secret `secret_hash`,
+/// confirmed in epoch 1.
+fn cached_key(id: KeyId, scopes: &[&str], secret_hash: SecretHash, policy: &Policy) -> CachedKey {
+    let stored = StoredKey {
+        key: key(id, scopes),
+        secret_hash,
+        previous_secret_hash: None,
+    };
+    CachedKey::new(stored, policy, 1)
+}
+
 fn key(id: KeyId, scopes: &[&str]) -> Key {
     let now = Utc::now();
     Key {
@@ -123,12 +134,9 @@ fn warm_decision(criterion: &mut Criterion) {
         let prefix = TokenPrefix::default();
         let id = KeyId::generate();
         let issued = Token::issue(&prefix, Environment::Live, &id);
-        let stored = StoredKey {
-            key: key(id, &["customers:read", "payments:write", "subscriptions:*"]),
-            secret_hash: hasher.hash(&issued.secret).await.unwrap(),
-            previous_secret_hash: None,
-        };
-        cache.insert(CachedKey::new(stored, &policy, 1));
+        let secret_hash = hasher.hash(&issued.secret).await.unwrap();
+        let scopes = ["customers:read", "payments:write", "subscriptions:*"];
+        cache.insert(cached_key(id, &scopes, secret_hash, &policy));
         let authorizer = Authorizer::new(pool, hasher, prefix, policy, cache, usage);
         (authorizer, issued.token.expose_secret().to_owned())
     });
@@ -187,12 +195,9 @@ fn warm_decision_many_keys(criterion: &mut Criterion) {
         for _ in 0..KEYS {
             let id = KeyId::generate();
             let issued = Token::issue(&prefix, Environment::Live, &id);
-            let stored = StoredKey {
-                key: key(id, &["customers:read", "payments:write", "subscriptions:*"]),
-                secret_hash: hasher.hash(&issued.secret).await.unwrap(),
-                previous_secret_hash: None,
-            };
-            cache.insert(CachedKey::new(stored, &policy, 1));
+            let secret_hash = hasher.hash(&issued.secret).await.unwrap();
+            let scopes = ["customers:read", "payments:write", "subscriptions:*"];
+            cache.insert(cached_key(id, &scopes, secret_hash, &policy));
             bearers.push(issued.token.expose_secret().to_owned());
         }
         let authorizer = Authorizer::new(pool, hasher, prefix, policy, cache, usage);
@@ -253,12 +258,8 @@ fn cache_reads(criterion: &mut Criterion) {
         .build();
     let ids: Vec<KeyId> = (0..KEYS).map(|_| KeyId::generate()).collect();
     let entry = |id: KeyId| {
-        let stored = StoredKey {
-            key: key(id, &["customers:read"]),
-            secret_hash: SecretHash::from_stored("$argon2id$v=19$m=8,t=1,p=1$c2FsdA$aGFzaA".into()),
-            previous_secret_hash: None,
-        };
-        CachedKey::new(stored, &policy, 1)
+        let hash = SecretHash::from_stored("$argon2id$v=19$m=8,t=1,p=1$c2FsdA$aGFzaA".into());
+        cached_key(id, &["customers:read"], hash, &policy)
     };
     for id in &ids {
         cache.insert(entry(*id));
