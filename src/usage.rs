@@ -1,22 +1,40 @@
-//! `last_used_at`, written off the hot path: a use marks the key at most once a
-//! minute (per cached entry), marks travel over a bounded channel, and a
-//! background task writes them in batches. Marks that do not fit are dropped:
-//! usage is informational and must never slow Authorize down.
+//! A key's last use, written off the hot path: a use marks the key at most
+//! once a minute (per cached entry), marks travel over a bounded channel, and
+//! a background task writes them in batches (`store::usage`). Marks that do
+//! not fit are dropped: usage is informational and must never slow Authorize
+//! down.
+//!
+//! The next mark after a report falls due a minute plus a random part of
+//! [`REPORT_JITTER_SECONDS`] later: keys that entered the cache together (a
+//! replica warming up) would otherwise all report again in the same second,
+//! every minute, as one burst of writes on the database.
 
 use std::collections::HashSet;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
+use rand::Rng;
 use sqlx::PgPool;
 use tokio::sync::mpsc;
 
 use crate::cache::CachedKey;
+use crate::store::usage::record_key_uses;
 use crate::token::KeyId;
 
 /// How often a key's use is reported, at most.
 pub const REPORT_EVERY_SECONDS: i64 = 60;
+/// The most a report may come later than [`REPORT_EVERY_SECONDS`] after the last.
+pub const REPORT_JITTER_SECONDS: i64 = 30;
 const CHANNEL_CAPACITY: usize = 10_000;
 const MAX_BATCH: usize = 1_000;
+
+/// When the report after one made at `now_seconds` falls due, given `jitter`
+/// in `0..REPORT_JITTER_SECONDS`.
+fn next_report_due(now_seconds: i64, jitter: i64) -> i64 {
+    now_seconds
+        .saturating_add(REPORT_EVERY_SECONDS)
+        .saturating_add(jitter.clamp(0, REPORT_JITTER_SECONDS - 1))
+}
 
 #[derive(Clone)]
 pub struct UsageRecorder {
@@ -33,18 +51,29 @@ impl UsageRecorder {
 
     /// Notes that `entry` was used at `now_seconds` (Unix time). Never blocks.
     pub fn touch(&self, entry: &CachedKey, now_seconds: i64) {
-        let last = entry.last_used_reported.load(Ordering::Relaxed);
-        if now_seconds - last < REPORT_EVERY_SECONDS {
+        if !claim_report(&entry.usage_report_due, now_seconds) {
             return;
         }
-        let claimed = entry
-            .last_used_reported
-            .compare_exchange(last, now_seconds, Ordering::Relaxed, Ordering::Relaxed)
-            .is_ok();
-        if claimed {
-            let _ = self.sender.try_send(entry.key.id);
-        }
+        let _ = self.sender.try_send(entry.key.id);
     }
+}
+
+/// Whether a use at `now_seconds` is the one to report, given the second
+/// its entry's report is `due` (0 for a new entry: at once). True for the
+/// first use at or after that second, which also sets the next one.
+fn claim_report(due: &AtomicI64, now_seconds: i64) -> bool {
+    let due_at = due.load(Ordering::Relaxed);
+    if now_seconds < due_at {
+        return false;
+    }
+    let jitter = rand::thread_rng().gen_range(0..REPORT_JITTER_SECONDS);
+    due.compare_exchange(
+        due_at,
+        next_report_due(now_seconds, jitter),
+        Ordering::Relaxed,
+        Ordering::Relaxed,
+    )
+    .is_ok()
 }
 
 async fn write_batches(
@@ -77,15 +106,74 @@ async fn flush(pool: &PgPool, pending: &mut HashSet<KeyId>) {
     if pending.is_empty() {
         return;
     }
-    let ids: Vec<uuid::Uuid> = pending.drain().map(|id| id.as_uuid()).collect();
-    let written = sqlx::query(
-        "UPDATE api_keys SET last_used_at = now() \
-         WHERE id = ANY($1) AND (last_used_at IS NULL OR last_used_at < now())",
-    )
-    .bind(&ids)
-    .execute(pool)
-    .await;
-    if let Err(error) = written {
+    let ids: Vec<KeyId> = pending.drain().collect();
+    if let Err(error) = record_key_uses(pool, &ids).await {
         tracing::warn!(%error, keys = ids.len(), "failed to record key usage");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashSet;
+    use std::sync::atomic::{AtomicI64, Ordering};
+
+    use super::{claim_report, next_report_due, REPORT_EVERY_SECONDS, REPORT_JITTER_SECONDS};
+
+    const NOW: i64 = 1_800_000_000;
+
+    #[test]
+    fn a_new_entry_reports_its_first_use_and_then_waits_a_minute() {
+        let due = AtomicI64::new(0);
+        assert!(claim_report(&due, NOW));
+        assert!(!claim_report(&due, NOW));
+        assert!(!claim_report(&due, NOW + REPORT_EVERY_SECONDS - 1));
+        assert!(claim_report(
+            &due,
+            NOW + REPORT_EVERY_SECONDS + REPORT_JITTER_SECONDS
+        ));
+    }
+
+    #[test]
+    fn the_next_report_falls_within_the_jitter_window() {
+        for jitter in [
+            -5,
+            0,
+            7,
+            REPORT_JITTER_SECONDS - 1,
+            REPORT_JITTER_SECONDS,
+            1_000,
+        ] {
+            let next = next_report_due(NOW, jitter);
+            assert!(
+                next >= NOW + REPORT_EVERY_SECONDS,
+                "jitter {jitter}: {next}"
+            );
+            assert!(
+                next < NOW + REPORT_EVERY_SECONDS + REPORT_JITTER_SECONDS,
+                "jitter {jitter}: {next}"
+            );
+        }
+        assert_eq!(next_report_due(i64::MAX - 1, 3), i64::MAX);
+    }
+
+    #[test]
+    fn keys_reported_together_fall_due_at_spread_out_times() {
+        let dues: Vec<AtomicI64> = (0..1_000).map(|_| AtomicI64::new(0)).collect();
+        for due in &dues {
+            assert!(claim_report(due, NOW));
+        }
+        let seconds: HashSet<i64> = dues
+            .iter()
+            .map(|due| due.load(Ordering::Relaxed) - NOW)
+            .collect();
+        assert!(seconds.iter().all(|second| (REPORT_EVERY_SECONDS
+            ..REPORT_EVERY_SECONDS + REPORT_JITTER_SECONDS)
+            .contains(second)));
+        // 1,000 draws over 30 seconds leave none out but by a freak chance.
+        assert!(
+            seconds.len() > 20,
+            "only {} distinct seconds",
+            seconds.len()
+        );
     }
 }

@@ -61,8 +61,9 @@ pub struct CachedKey {
     /// Serializes argon2 for this key (so a burst of first requests pays once)
     /// and limits how many run per second.
     pub verification: tokio::sync::Mutex<AttemptWindow>,
-    /// Unix second of the last `last_used_at` report for this key.
-    pub last_used_reported: AtomicI64,
+    /// Unix second from which this key's next use is reported to
+    /// `last_used_at` (0: at once; see `usage`).
+    pub usage_report_due: AtomicI64,
     /// The freshness epoch in which this entry was last confirmed against the
     /// database (0: never; see `freshness`).
     pub validated_epoch: std::sync::atomic::AtomicU64,
@@ -98,7 +99,7 @@ impl CachedKey {
             current_digest: OnceLock::new(),
             previous_digest: OnceLock::new(),
             verification: tokio::sync::Mutex::new(AttemptWindow::new()),
-            last_used_reported: AtomicI64::new(0),
+            usage_report_due: AtomicI64::new(0),
             validated_epoch: std::sync::atomic::AtomicU64::new(epoch),
             loaded_at: Instant::now(),
         }
@@ -142,7 +143,7 @@ impl CachedKey {
             current_digest: self.current_digest.clone(),
             previous_digest,
             verification: tokio::sync::Mutex::new(AttemptWindow::new()),
-            last_used_reported: AtomicI64::new(self.last_used_reported.load(Ordering::Relaxed)),
+            usage_report_due: AtomicI64::new(self.usage_report_due.load(Ordering::Relaxed)),
             validated_epoch: std::sync::atomic::AtomicU64::new(
                 self.validated_epoch.load(Ordering::SeqCst),
             ),

@@ -67,11 +67,14 @@ pub struct KeyFilter {
     pub environment: Option<Environment>,
 }
 
+/// A key's columns, for a statement that reads or returns `api_keys` rows
+/// under that name (its last use comes from `key_usage`, see `usage`).
 pub(super) const KEY_COLUMNS: &str =
     "id, seq, organization_id, kind, environment, name, description, scopes, \
     allowed_cidrs, expires_at, metadata, lock_scopes, secret_hash, previous_secret_hash, \
     previous_secret_expires_at, disabled_at, revoked_at, version, created_by, created_at, \
-    updated_at, last_used_at";
+    updated_at, (SELECT key_usage.last_used_at FROM key_usage \
+    WHERE key_usage.key_id = api_keys.id) AS last_used_at";
 
 fn scope_texts(scopes: &[Scope]) -> Vec<String> {
     scopes.iter().map(Scope::to_string).collect()

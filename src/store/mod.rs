@@ -7,6 +7,7 @@ pub mod changes;
 pub mod events;
 pub mod keys;
 pub mod organizations;
+pub mod usage;
 
 use std::time::Duration;
 

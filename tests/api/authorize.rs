@@ -571,6 +571,80 @@ async fn use_is_recorded_as_last_used_time(_pool: PgPoolOptions, db: PgConnectOp
     assert_eq!(fetched.version, 1);
 }
 
+async fn last_used_time(app: &crate::helpers::TestApp, key_id: &str) -> Option<Timestamp> {
+    let request = pb::GetKeyRequest {
+        key_id: key_id.to_owned(),
+    };
+    app.client
+        .clone()
+        .get_key(authed(&app.admin_token, request))
+        .await
+        .unwrap()
+        .into_inner()
+        .last_used_time
+}
+
+#[sqlx::test(migrations = false)]
+async fn usage_is_written_only_for_keys_that_exist_and_goes_with_its_key(
+    _pool: PgPoolOptions,
+    db: PgConnectOptions,
+) {
+    use keygate::store::usage::record_key_uses;
+    use keygate::token::KeyId;
+
+    let app = spawn_app(db).await;
+    let org = app.create_organization("Acme").await;
+    let (kept, _) = app
+        .org_key(&org, Environment::Live, &["customers:read"])
+        .await;
+    let (deleted, _) = app
+        .org_key(&org, Environment::Live, &["customers:read"])
+        .await;
+    let request = pb::DeleteKeyRequest {
+        key_id: deleted.id.clone(),
+        ..Default::default()
+    };
+    app.client
+        .clone()
+        .delete_key(authed(&app.admin_token, request))
+        .await
+        .unwrap();
+    let id_of = |key: &pb::Key| KeyId::parse(&key.id).unwrap();
+    let marks = [id_of(&kept), id_of(&deleted), KeyId::generate()];
+
+    let written = record_key_uses(&app.pool, &marks).await.unwrap();
+    assert_eq!(written, 1);
+    assert_eq!(app.count("key_usage").await, 1);
+    let first = last_used_time(&app, &kept.id).await.expect("recorded");
+
+    // A later report moves the time on, in the same row.
+    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    assert_eq!(record_key_uses(&app.pool, &marks).await.unwrap(), 1);
+    let second = last_used_time(&app, &kept.id).await.expect("recorded");
+    assert!(
+        (second.seconds, second.nanos) > (first.seconds, first.nanos),
+        "{first:?} then {second:?}"
+    );
+    assert_eq!(app.count("key_usage").await, 1);
+
+    // Usage is not a change: no version bump, no event.
+    let (_, events_before) = app.row_counts().await;
+    assert_eq!(record_key_uses(&app.pool, &marks).await.unwrap(), 1);
+    assert_eq!(app.row_counts().await.1, events_before);
+
+    // Deleting the key deletes its usage row.
+    let request = pb::DeleteKeyRequest {
+        key_id: kept.id.clone(),
+        ..Default::default()
+    };
+    app.client
+        .clone()
+        .delete_key(authed(&app.admin_token, request))
+        .await
+        .unwrap();
+    assert_eq!(app.count("key_usage").await, 0);
+}
+
 #[sqlx::test(migrations = false)]
 async fn policy_reload_swaps_routes_and_refuses_bad_files(
     _pool: PgPoolOptions,

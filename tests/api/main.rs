@@ -17,6 +17,7 @@ mod events;
 mod forged_notifications;
 mod helpers;
 mod lifecycle;
+mod migrations;
 mod operations;
 mod organizations;
 mod outage;

@@ -1,0 +1,13 @@
+-- When each key was last used, in a narrow table of its own. Every replica
+-- reports each key it serves about once a minute; on the wide api_keys row each
+-- report wrote a new copy of the row and of its index entries. These small rows
+-- on half-full pages are updated in place (HOT), at a fraction of the cost.
+CREATE TABLE key_usage (
+    key_id       uuid PRIMARY KEY REFERENCES api_keys (id) ON DELETE CASCADE,
+    last_used_at timestamptz NOT NULL
+) WITH (fillfactor = 50);
+
+INSERT INTO key_usage (key_id, last_used_at)
+SELECT id, last_used_at FROM api_keys WHERE last_used_at IS NOT NULL;
+
+ALTER TABLE api_keys DROP COLUMN last_used_at;

@@ -1,0 +1,59 @@
+//! Migrations that move data keep it.
+
+use sqlx::postgres::PgPoolOptions;
+use sqlx::PgPool;
+
+const INITIAL: &str = include_str!("../../migrations/20261123000001_initial.sql");
+const REPLICAS: &str = include_str!("../../migrations/20261123000002_replicas.sql");
+const KEY_USAGE: &str = include_str!("../../migrations/20261130000001_key_usage.sql");
+
+async fn key_with_last_use(pool: &PgPool, last_used: Option<&str>) -> uuid::Uuid {
+    let id = uuid::Uuid::new_v4();
+    sqlx::query(
+        "INSERT INTO api_keys (id, kind, environment, name, scopes, secret_hash, last_used_at) \
+         VALUES ($1, 'system', 'live', 'k', '{customers:read}', 'hash', $2::timestamptz)",
+    )
+    .bind(id)
+    .bind(last_used)
+    .execute(pool)
+    .await
+    .unwrap();
+    id
+}
+
+#[sqlx::test(migrations = false)]
+async fn key_usage_takes_over_the_last_use_times(
+    pool_options: PgPoolOptions,
+    db: sqlx::postgres::PgConnectOptions,
+) {
+    let pool = pool_options.connect_with(db).await.unwrap();
+    sqlx::raw_sql(INITIAL).execute(&pool).await.unwrap();
+    sqlx::raw_sql(REPLICAS).execute(&pool).await.unwrap();
+    let used = key_with_last_use(&pool, Some("2026-11-01T10:00:00Z")).await;
+    let unused = key_with_last_use(&pool, None).await;
+
+    sqlx::raw_sql(KEY_USAGE).execute(&pool).await.unwrap();
+
+    let rows: Vec<(uuid::Uuid, chrono::DateTime<chrono::Utc>)> =
+        sqlx::query_as("SELECT key_id, last_used_at FROM key_usage")
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+    let expected = "2026-11-01T10:00:00Z".parse().unwrap();
+    assert_eq!(rows, vec![(used, expected)]);
+    let column_left: bool = sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM information_schema.columns \
+         WHERE table_name = 'api_keys' AND column_name = 'last_used_at')",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert!(!column_left);
+    let keys: i64 = sqlx::query_scalar("SELECT count(*) FROM api_keys WHERE id = ANY($1)")
+        .bind(vec![used, unused])
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(keys, 2);
+    pool.close().await;
+}
