@@ -374,27 +374,10 @@ fn report_load_impact(windows: &[Window]) {
     }
 }
 
-/// Where the database server runs during the bench: beside the load
-/// generator on CPU 1 (as on hosts of its own in a deployment), unless
-/// `KEYGATE_BENCH_DATABASE_CPU=any` leaves it on every CPU, the replicas' too.
-fn pin_database(postmaster: u32) -> Option<cpu::PinnedDatabase> {
-    match std::env::var("KEYGATE_BENCH_DATABASE_CPU").as_deref() {
-        Ok("any") => {
-            println!("database server: on every CPU, the replicas' too");
-            return None;
-        }
-        Ok("1") | Err(_) => {}
-        Ok(other) => panic!("KEYGATE_BENCH_DATABASE_CPU is `any` or `1`, not {other:?}"),
-    }
-    let pinned = cpu::PinnedDatabase::pin(postmaster, 1)?;
-    println!("database server: pinned to CPU 1, beside the load generator");
-    Some(pinned)
-}
-
 async fn bench() {
     let database = servers::BenchDatabase::create().await;
     let postmaster = cpu::postmaster_of(database.backend_pid().await);
-    let _pinned_database = pin_database(postmaster);
+    let _pinned_database = cpu::pin_database(postmaster);
     let load_tokens = database.seed_keys(LOAD_KEYS, HashingParams::FASTEST).await;
     let victims = database
         .seed_keys(REVOKED_PER_MODE * MODES.len(), HashingParams::FASTEST)

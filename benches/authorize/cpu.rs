@@ -233,3 +233,20 @@ pub fn set_affinity(pid: u32, cpus: &str) -> bool {
         .status()
         .is_ok_and(|status| status.success())
 }
+
+/// Where the database server runs during the bench: beside the load
+/// generator on CPU 1 (as on hosts of its own in a deployment), unless
+/// `KEYGATE_BENCH_DATABASE_CPU=any` leaves it on every CPU, the servers' too.
+pub fn pin_database(postmaster: u32) -> Option<PinnedDatabase> {
+    match std::env::var("KEYGATE_BENCH_DATABASE_CPU").as_deref() {
+        Ok("any") => {
+            println!("database server: on every CPU, the servers' too");
+            return None;
+        }
+        Ok("1") | Err(_) => {}
+        Ok(other) => panic!("KEYGATE_BENCH_DATABASE_CPU is `any` or `1`, not {other:?}"),
+    }
+    let pinned = PinnedDatabase::pin(postmaster, 1)?;
+    println!("database server: pinned to CPU 1, beside the load generator");
+    Some(pinned)
+}

@@ -4,7 +4,10 @@
 //! Two Keygate replicas (the real binary) and a no-op tonic Authorizer with the
 //! same message shapes, runtime and log subscriber run pinned to CPU 0: one
 //! replica serves (and caches) 1,000 keys, the other all 100,000. This process,
-//! the load generator, is pinned to CPU 1. Rounds alternate no-op / Keygate
+//! the load generator, is pinned to CPU 1, and so is the database server (as on
+//! hosts of its own in a deployment; `KEYGATE_BENCH_DATABASE_CPU=any` leaves it
+//! on both CPUs, where the replicas' usage writes take their core's time too).
+//! Rounds alternate no-op / Keygate
 //! with 1,000 keys / Keygate with 100,000 keys; the medians of the per-round
 //! ratios are reported with their range. Then a cold run (every request a new
 //! key, argon2 at the default parameters) with warm probes beside it, and a
@@ -168,6 +171,7 @@ async fn bench() {
         .seed_keys(COLD_KEYS, keygate::hashing::HashingParams::DEFAULT)
         .await;
     let postmaster = cpu::postmaster_of(database.backend_pid().await);
+    let _pinned_database = cpu::pin_database(postmaster);
     let keygate_small = servers::Child::keygate(&database.url, 0).await;
     let keygate = servers::Child::keygate(&database.url, 0).await;
     let noop = servers::Child::noop(0).await;
