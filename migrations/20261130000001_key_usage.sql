@@ -10,4 +10,6 @@ CREATE TABLE key_usage (
 INSERT INTO key_usage (key_id, last_used_at)
 SELECT id, last_used_at FROM api_keys WHERE last_used_at IS NOT NULL;
 
-ALTER TABLE api_keys DROP COLUMN last_used_at;
+-- api_keys.last_used_at stays for now: replicas of the previous release read
+-- and write it until a rolling update has replaced them all. Nothing of this
+-- release uses it; a later release drops it.

@@ -1,4 +1,5 @@
-//! Migrations that move data keep it.
+//! Migrations that move data keep it, and leave what the previous release
+//! still uses in place.
 
 use sqlx::postgres::PgPoolOptions;
 use sqlx::PgPool;
@@ -41,14 +42,16 @@ async fn key_usage_takes_over_the_last_use_times(
             .unwrap();
     let expected = "2026-11-01T10:00:00Z".parse().unwrap();
     assert_eq!(rows, vec![(used, expected)]);
-    let column_left: bool = sqlx::query_scalar(
+    // Kept, so that replicas of the previous release keep working while a
+    // rolling update replaces them.
+    let old_column_kept: bool = sqlx::query_scalar(
         "SELECT EXISTS (SELECT 1 FROM information_schema.columns \
          WHERE table_name = 'api_keys' AND column_name = 'last_used_at')",
     )
     .fetch_one(&pool)
     .await
     .unwrap();
-    assert!(!column_left);
+    assert!(old_column_kept);
     let keys: i64 = sqlx::query_scalar("SELECT count(*) FROM api_keys WHERE id = ANY($1)")
         .bind(vec![used, unused])
         .fetch_one(&pool)
