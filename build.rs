@@ -8,6 +8,9 @@ use prost::Message;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("cargo:rerun-if-changed=proto");
+    // `sqlx::migrate!` embeds migrations/ at compile time; a changed file
+    // must rebuild the crate.
+    println!("cargo:rerun-if-changed=migrations");
     let mut protos = Vec::new();
     for entry in std::fs::read_dir("proto/keygate/v1")? {
         let path = entry?.path();

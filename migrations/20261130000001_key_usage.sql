@@ -12,4 +12,5 @@ SELECT id, last_used_at FROM api_keys WHERE last_used_at IS NOT NULL;
 
 -- api_keys.last_used_at stays for now: replicas of the previous release read
 -- and write it until a rolling update has replaced them all. Nothing of this
--- release uses it; a later release drops it.
+-- release uses it; the later release that drops it first merges what those
+-- replicas wrote meanwhile (the later of the two times for each key).

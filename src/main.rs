@@ -72,7 +72,7 @@ async fn migrate(args: keygate::config::DatabaseArgs) -> anyhow::Result<()> {
     let pool = open_database(&settings, true).await?;
     pool.close().await;
     tracing::info!(
-        migrations = store::MIGRATOR.iter().count(),
+        migrations = store::migrator().iter().count(),
         "database migrated"
     );
     Ok(())

@@ -23,7 +23,8 @@ use crate::token::KeyId;
 
 /// How often a key's use is reported, at most.
 pub const REPORT_EVERY_SECONDS: i64 = 60;
-/// The most a report may come later than [`REPORT_EVERY_SECONDS`] after the last.
+/// A report falls due [`REPORT_EVERY_SECONDS`] after the last plus a random
+/// whole number of seconds below this.
 pub const REPORT_JITTER_SECONDS: i64 = 30;
 const CHANNEL_CAPACITY: usize = 10_000;
 const MAX_BATCH: usize = 1_000;
@@ -106,7 +107,9 @@ async fn flush(pool: &PgPool, pending: &mut HashSet<KeyId>) {
     if pending.is_empty() {
         return;
     }
-    let ids: Vec<KeyId> = pending.drain().collect();
+    let mut ids: Vec<KeyId> = pending.drain().collect();
+    // In one order in every replica (see `record_key_uses`).
+    ids.sort_unstable();
     if let Err(error) = record_key_uses(pool, &ids).await {
         tracing::warn!(%error, keys = ids.len(), "failed to record key usage");
     }

@@ -16,8 +16,16 @@ use sqlx::migrate::MigrateDatabase;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::PgPool;
 
-/// The migrations in `migrations/`, embedded in the binary.
-pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+/// The migrations in `migrations/`, embedded in the binary. Migrations are
+/// additive (a release never removes what the previous one reads), so a
+/// replica also starts on a database that a newer release has migrated
+/// further: a rollback, or a replica of the old release restarting during a
+/// rolling update.
+pub fn migrator() -> sqlx::migrate::Migrator {
+    let mut migrator = sqlx::migrate!("./migrations");
+    migrator.set_ignore_missing(true);
+    migrator
+}
 
 const FOREIGN_KEY_VIOLATION: &str = "23503";
 const UNIQUE_VIOLATION: &str = "23505";
@@ -101,7 +109,7 @@ pub async fn create_database_if_missing(url: &str) -> anyhow::Result<()> {
 
 /// Applies pending migrations; concurrent replicas serialize on sqlx's advisory lock.
 pub async fn migrate(pool: &PgPool) -> anyhow::Result<()> {
-    MIGRATOR
+    migrator()
         .run(pool)
         .await
         .context("failed to apply migrations")

@@ -7,13 +7,14 @@ use super::StoreError;
 use crate::token::KeyId;
 
 /// Records `ids` as used now; returns how many rows changed. Ids of keys
-/// that no longer exist are skipped. A key deleted between this statement's
-/// snapshot and its insert fails the whole call on the foreign key (the
-/// caller drops those marks, as it drops any it cannot write).
+/// that no longer exist are skipped, also one deleted while this runs (the
+/// key's row is share-locked before its usage row is inserted).
 ///
 /// Keys in use already have a row, which the update moves on in place; only
-/// the rest are looked up among the keys and inserted. (An upsert of every
-/// key, through the keys table, cost about 1.6 times as much per batch.)
+/// the rest are looked up among the keys and inserted, in key id order, so
+/// that replicas inserting the same new keys at once wait for each other
+/// instead of deadlocking. (An upsert of every key, through the keys table,
+/// cost about 1.6 times as much per batch.)
 #[tracing::instrument(name = "keygate.store.record_key_uses", level = "debug", skip_all, fields(keys = ids.len()))]
 pub async fn record_key_uses(
     executor: impl PgExecutor<'_>,
@@ -29,6 +30,7 @@ pub async fn record_key_uses(
            SELECT api_keys.id, now() \
            FROM unnest($1::uuid[]) AS marked (id) JOIN api_keys ON api_keys.id = marked.id \
            WHERE marked.id NOT IN (SELECT key_id FROM updated) \
+           ORDER BY marked.id FOR KEY SHARE OF api_keys \
            ON CONFLICT (key_id) DO NOTHING RETURNING key_id) \
          SELECT (SELECT count(*) FROM updated) + (SELECT count(*) FROM inserted)",
     )

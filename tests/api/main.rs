@@ -27,3 +27,4 @@ mod rotation;
 mod state_changes;
 mod telemetry;
 mod tls;
+mod usage;

@@ -60,3 +60,33 @@ async fn key_usage_takes_over_the_last_use_times(
     assert_eq!(keys, 2);
     pool.close().await;
 }
+
+#[sqlx::test(migrations = false)]
+async fn a_database_migrated_by_a_later_release_is_accepted(
+    pool_options: PgPoolOptions,
+    db: sqlx::postgres::PgConnectOptions,
+) {
+    let pool = pool_options.connect_with(db).await.unwrap();
+    keygate::store::migrate(&pool).await.unwrap();
+    let applied_before: i64 = sqlx::query_scalar("SELECT count(*) FROM _sqlx_migrations")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    // What a later release's migration leaves behind: this release knows nothing of it.
+    sqlx::query(
+        "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time) \
+         VALUES (29991231000001, 'from a later release', true, '\\x00', 0)",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+
+    keygate::store::migrate(&pool).await.unwrap();
+
+    let applied_after: i64 = sqlx::query_scalar("SELECT count(*) FROM _sqlx_migrations")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(applied_after, applied_before + 1);
+    pool.close().await;
+}
