@@ -19,6 +19,7 @@ use tokio::sync::mpsc;
 
 use crate::cache::CachedKey;
 use crate::store::usage::record_key_uses;
+use crate::store::StoreError;
 use crate::token::KeyId;
 
 /// How often a key's use is reported, at most.
@@ -107,10 +108,14 @@ async fn flush(pool: &PgPool, pending: &mut HashSet<KeyId>) {
     if pending.is_empty() {
         return;
     }
-    let mut ids: Vec<KeyId> = pending.drain().collect();
-    // In one order in every replica (see `record_key_uses`).
-    ids.sort_unstable();
-    if let Err(error) = record_key_uses(pool, &ids).await {
+    let ids: Vec<KeyId> = pending.drain().collect();
+    let mut written = record_key_uses(pool, &ids).await;
+    if matches!(written, Err(StoreError::Conflict(_))) {
+        // A deadlock with another replica writing the same keys' first uses
+        // (see `record_key_uses`): nothing was written, and once is enough.
+        written = record_key_uses(pool, &ids).await;
+    }
+    if let Err(error) = written {
         tracing::warn!(%error, keys = ids.len(), "failed to record key usage");
     }
 }

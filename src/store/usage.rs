@@ -12,9 +12,11 @@ use crate::token::KeyId;
 ///
 /// Keys in use already have a row, which the update moves on in place; only
 /// the rest are looked up among the keys and inserted, in key id order, so
-/// that replicas inserting the same new keys at once wait for each other
-/// instead of deadlocking. (An upsert of every key, through the keys table,
-/// cost about 1.6 times as much per batch.)
+/// that replicas inserting the same new keys at once mostly wait for each
+/// other. They can still deadlock (the update and the insert take their
+/// locks in two runs), which fails the call with [`StoreError::Conflict`]
+/// and writes nothing; the caller may retry. (An upsert of every key, in one
+/// order, through the keys table, cost about 1.6 times as much per batch.)
 #[tracing::instrument(name = "keygate.store.record_key_uses", level = "debug", skip_all, fields(keys = ids.len()))]
 pub async fn record_key_uses(
     executor: impl PgExecutor<'_>,

@@ -115,6 +115,10 @@ async fn a_key_deleted_while_uses_are_written_is_skipped(
     let app = spawn_app(db).await;
     let (kept, deleted) = two_keys(&app).await;
     let mut deleting = app.pool.begin().await.unwrap();
+    let deleting_pid: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
+        .fetch_one(&mut *deleting)
+        .await
+        .unwrap();
     sqlx::query("DELETE FROM api_keys WHERE id = $1")
         .bind(id_of(&deleted).as_uuid())
         .execute(&mut *deleting)
@@ -124,22 +128,24 @@ async fn a_key_deleted_while_uses_are_written_is_skipped(
     let pool = app.pool.clone();
     let marks = [id_of(&kept), id_of(&deleted)];
     let writing = tokio::spawn(async move { record_key_uses(&pool, &marks).await });
-    // The write must reach the deleted key's row lock before the delete commits.
-    let mut waiting = 0_i64;
+    // The write must be held up by the delete before the delete commits.
+    let mut blocked = false;
     for _ in 0..100 {
-        waiting = sqlx::query_scalar(
-            "SELECT count(*) FROM pg_stat_activity \
-             WHERE datname = current_database() AND wait_event_type = 'Lock'",
+        blocked = sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM pg_stat_activity \
+             WHERE $1 = ANY(pg_blocking_pids(pid)) AND query LIKE '%INSERT INTO key_usage%')",
         )
+        .bind(deleting_pid)
         .fetch_one(&app.pool)
         .await
         .unwrap();
-        if waiting > 0 {
+        if blocked {
             break;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    assert_eq!(waiting, 1, "the write never waited for the delete");
+    assert!(blocked, "the write never waited for the delete");
+    assert!(!writing.is_finished());
     deleting.commit().await.unwrap();
 
     assert_eq!(writing.await.unwrap().unwrap(), 1);
