@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use keygate::grpc::pb::{self, Environment};
+use keygate::grpc::pb;
 use keygate::store::usage::record_key_uses;
 use keygate::token::KeyId;
 use prost_types::Timestamp;
@@ -40,15 +40,14 @@ fn id_of(key: &pb::Key) -> KeyId {
     KeyId::parse(&key.id).unwrap()
 }
 
+/// Two live keys of one organization.
 async fn two_keys(app: &TestApp) -> (pb::Key, pb::Key) {
-    let org = app.create_organization("Acme").await;
-    let (first, _) = app
-        .org_key(&org, Environment::Live, &["customers:read"])
-        .await;
-    let (second, _) = app
-        .org_key(&org, Environment::Live, &["customers:read"])
-        .await;
-    (first, second)
+    let mut keys = app
+        .customer_readers(2)
+        .await
+        .into_iter()
+        .map(|(key, _)| key);
+    (keys.next().unwrap(), keys.next().unwrap())
 }
 
 #[sqlx::test(migrations = false)]
