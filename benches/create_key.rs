@@ -10,14 +10,14 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use keygate::config::{DatabaseSettings, KeySettings, Settings};
+use keygate::domain::hashing::{HashingParams, SecretHasher};
+use keygate::domain::key::DisplayName;
+use keygate::domain::policy::{Policy, EMBEDDED_DEFAULT_POLICY};
+use keygate::domain::token::TokenPrefix;
 use keygate::grpc::pb::key_service_client::KeyServiceClient;
 use keygate::grpc::pb::{CreateKeyRequest, CreateOrganizationRequest, Environment};
-use keygate::hashing::{HashingParams, SecretHasher};
-use keygate::key::DisplayName;
-use keygate::policy::{Policy, EMBEDDED_DEFAULT_POLICY};
+use keygate::server::config::{DatabaseSettings, KeySettings, Settings};
 use keygate::server::Application;
-use keygate::token::TokenPrefix;
 use secrecy::{ExposeSecret, SecretString};
 use sqlx::postgres::PgConnectOptions;
 use sqlx::{ConnectOptions, Connection};
@@ -100,7 +100,7 @@ async fn main() {
         tls: None,
         metrics_listen: None,
         usage_flush_interval: std::time::Duration::from_millis(200),
-        replication: keygate::config::ReplicationSettings::default(),
+        replication: keygate::server::config::ReplicationSettings::default(),
     };
     let application = Application::build(settings).await.unwrap();
     let address = application.local_addr();

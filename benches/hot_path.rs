@@ -13,16 +13,16 @@ use std::time::Duration;
 
 use chrono::Utc;
 use criterion::{criterion_group, criterion_main, Criterion};
+use keygate::authorizer::decision::{AuthorizeRequest, Target};
+use keygate::authorizer::usage::UsageRecorder;
 use keygate::authorizer::Authorizer;
 use keygate::cache::{CacheSettings, CachedKey, KeyCache};
-use keygate::decision::{AuthorizeRequest, Target};
-use keygate::hashing::{HashingParams, SecretHash, SecretHasher};
-use keygate::key::{Key, KeyKind};
-use keygate::permission::{Permission, Scope};
-use keygate::policy::{Policy, EMBEDDED_DEFAULT_POLICY};
+use keygate::domain::hashing::{HashingParams, SecretHash, SecretHasher};
+use keygate::domain::key::{Key, KeyKind};
+use keygate::domain::permission::{Permission, Scope};
+use keygate::domain::policy::{Policy, EMBEDDED_DEFAULT_POLICY};
+use keygate::domain::token::{Environment, KeyId, Token, TokenPrefix};
 use keygate::store::keys::StoredKey;
-use keygate::token::{Environment, KeyId, Token, TokenPrefix};
-use keygate::usage::UsageRecorder;
 use secrecy::ExposeSecret;
 use sqlx::postgres::PgPoolOptions;
 

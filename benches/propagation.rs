@@ -30,9 +30,9 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use keygate::domain::hashing::HashingParams;
+use keygate::domain::token::{Token, TokenPrefix};
 use keygate::grpc::pb::{self, key_service_client::KeyServiceClient};
-use keygate::hashing::HashingParams;
-use keygate::token::{Token, TokenPrefix};
 use load::{grpc_frame, LoadShape, RunResult};
 use prost::Message;
 

@@ -7,12 +7,13 @@ use clap::Parser;
 use secrecy::ExposeSecret;
 use tracing_subscriber::filter::LevelFilter;
 
-use keygate::config::{BootstrapArgs, Cli, Command, ServeArgs};
-use keygate::key::DisplayName;
+use keygate::commands::{Cli, Command};
+use keygate::domain::key::DisplayName;
 use keygate::lifecycle::BootstrapError;
+use keygate::server::config::{BootstrapArgs, ServeArgs};
+use keygate::server::telemetry::{self, LogStyle};
 use keygate::server::{key_manager, open_database, shutdown_signal, Application};
 use keygate::store;
-use keygate::telemetry::{self, LogStyle};
 
 /// mimalloc: the cache holds many small, long-lived allocations beside the
 /// short-lived ones of every call, and glibc's allocator slows down as that
@@ -67,7 +68,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     application.run_until(shutdown_signal()).await
 }
 
-async fn migrate(args: keygate::config::DatabaseArgs) -> anyhow::Result<()> {
+async fn migrate(args: keygate::server::config::DatabaseArgs) -> anyhow::Result<()> {
     let settings = args.settings()?;
     let pool = open_database(&settings, true).await?;
     pool.close().await;
@@ -83,8 +84,8 @@ async fn bootstrap(args: BootstrapArgs) -> anyhow::Result<()> {
     let keys = args.keys.settings()?;
     let name = DisplayName::parse("--name", &args.name)?;
     let pool = open_database(&database, true).await?;
-    let policy = std::sync::Arc::new(keygate::policy::Policy::parse(
-        keygate::policy::EMBEDDED_DEFAULT_POLICY,
+    let policy = std::sync::Arc::new(keygate::domain::policy::Policy::parse(
+        keygate::domain::policy::EMBEDDED_DEFAULT_POLICY,
     )?);
     let manager = key_manager(
         pool.clone(),
@@ -93,7 +94,7 @@ async fn bootstrap(args: BootstrapArgs) -> anyhow::Result<()> {
         policy,
         std::time::Duration::from_secs(5),
         keygate::freshness::Freshness::always_trusted(),
-        &keygate::config::ReplicationSettings::default(),
+        &keygate::server::config::ReplicationSettings::default(),
     )?;
     let created = match manager.bootstrap(name).await {
         Ok(created) => created,

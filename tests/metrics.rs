@@ -76,7 +76,7 @@ async fn metrics_count_decisions_cache_argon2_rpcs_and_the_listener(
         .await
         .unwrap();
     let missing = pb::GetKeyRequest {
-        key_id: keygate::token::KeyId::generate().to_string(),
+        key_id: keygate::domain::token::KeyId::generate().to_string(),
     };
     assert!(app
         .client

@@ -165,10 +165,10 @@ async fn bench() {
     let database = servers::BenchDatabase::create().await;
     println!("seeding {WARM_KEYS} warm-path keys and {COLD_KEYS} cold-path keys");
     let warm_tokens = database
-        .seed_keys(WARM_KEYS, keygate::hashing::HashingParams::FASTEST)
+        .seed_keys(WARM_KEYS, keygate::domain::hashing::HashingParams::FASTEST)
         .await;
     let cold_tokens = database
-        .seed_keys(COLD_KEYS, keygate::hashing::HashingParams::DEFAULT)
+        .seed_keys(COLD_KEYS, keygate::domain::hashing::HashingParams::DEFAULT)
         .await;
     let postmaster = cpu::postmaster_of(database.backend_pid().await);
     let _pinned_database = cpu::pin_database(postmaster);

@@ -5,9 +5,9 @@
 use std::net::SocketAddr;
 use std::process::Stdio;
 
+use keygate::domain::hashing::{HashingParams, SecretHasher};
+use keygate::domain::token::{Environment, KeyId, Token, TokenPrefix};
 use keygate::grpc::pb::{self, authorizer_server};
-use keygate::hashing::{HashingParams, SecretHasher};
-use keygate::token::{Environment, KeyId, Token, TokenPrefix};
 use secrecy::ExposeSecret;
 use sqlx::postgres::PgConnectOptions;
 use sqlx::{ConnectOptions, Connection, PgPool};
@@ -238,8 +238,8 @@ impl authorizer_server::Authorizer for NoopAuthorizer {
 /// span inside tonic and h2 would fall back to the `log` crate, a cost Keygate
 /// does not pay).
 pub fn run_noop_server() {
-    let _telemetry = keygate::telemetry::init(
-        keygate::telemetry::LogStyle::Text,
+    let _telemetry = keygate::server::telemetry::init(
+        keygate::server::telemetry::LogStyle::Text,
         tracing_subscriber::filter::LevelFilter::INFO,
         false,
     )

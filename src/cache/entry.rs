@@ -10,11 +10,11 @@ use std::time::{Duration, Instant};
 use subtle::ConstantTimeEq;
 
 use super::{IdText, SecretDigest};
-use crate::events::StateChange;
-use crate::hashing::SecretHash;
-use crate::key::Key;
-use crate::permission::EffectivePermissions;
-use crate::policy::Policy;
+use crate::domain::events::StateChange;
+use crate::domain::hashing::SecretHash;
+use crate::domain::key::Key;
+use crate::domain::permission::EffectivePermissions;
+use crate::domain::policy::Policy;
 use crate::store::keys::StoredKey;
 
 /// Counts argon2 attempts for one key in the current one-second window.

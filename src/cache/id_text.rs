@@ -7,7 +7,7 @@ use std::fmt;
 
 use uuid::Uuid;
 
-use crate::token::{KeyId, KEY_ID_LEN};
+use crate::domain::token::{KeyId, KEY_ID_LEN};
 
 /// The longest text held: a hyphenated UUID.
 const CAPACITY: usize = 36;

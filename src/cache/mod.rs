@@ -12,7 +12,7 @@
 //! mirrors moka (see `read_index`). Loads are asynchronous and single-flight:
 //! requests that miss the same key while it loads share that one load.
 
-mod carried;
+mod accepted_digests;
 mod entry;
 mod id_text;
 mod read_index;
@@ -22,7 +22,7 @@ pub use entry::{AttemptWindow, CachedKey};
 pub use id_text::IdText;
 
 use std::future::Future;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use hmac::digest::KeyInit;
@@ -35,11 +35,28 @@ use rand::rngs::OsRng;
 use rand::RngCore;
 use sha2::Sha256;
 
-use crate::events::StateChange;
-use crate::policy::Policy;
+use crate::domain::events::StateChange;
+use crate::domain::policy::Policy;
+use crate::domain::token::KeyId;
 use crate::store::StoreError;
-use crate::token::KeyId;
 use read_index::ReadIndex;
+
+/// Cache hits and misses, counted by the reads that answer requests.
+pub struct CacheCounters {
+    pub hits: metrics::Counter,
+    pub misses: metrics::Counter,
+}
+
+static COUNTERS: OnceLock<CacheCounters> = OnceLock::new();
+
+/// The cache's hit and miss counters, registered once so that a read only
+/// does an atomic add.
+pub fn counters() -> &'static CacheCounters {
+    COUNTERS.get_or_init(|| CacheCounters {
+        hits: metrics::counter!("keygate_cache_hits_total"),
+        misses: metrics::counter!("keygate_cache_misses_total"),
+    })
+}
 
 /// HMAC-SHA256 of an accepted secret.
 pub type SecretDigest = [u8; 32];
@@ -122,7 +139,7 @@ pub struct KeyCache {
     unknown: Cache<KeyId, ()>,
     loads: Arc<single_flight::Loads>,
     /// What argon2 accepted for keys evicted lately, for their reloads.
-    carried: carried::CarriedDigests,
+    accepted_digests: accepted_digests::AcceptedDigests,
     /// HMAC-SHA256 already keyed with a per-process random key; cloned per digest.
     keyed_mac: Hmac<Sha256>,
     settings: CacheSettings,
@@ -155,7 +172,7 @@ impl KeyCache {
             index,
             unknown,
             loads: Arc::default(),
-            carried: carried::CarriedDigests::new(),
+            accepted_digests: accepted_digests::AcceptedDigests::new(),
             keyed_mac,
             settings,
         }
@@ -190,10 +207,10 @@ impl KeyCache {
         F: Future<Output = Result<Entry, StoreError>>,
     {
         if let Some(entry) = self.get(&id) {
-            crate::observability::hot_path().cache_hits.increment(1);
+            counters().hits.increment(1);
             return Ok(entry);
         }
-        crate::observability::hot_path().cache_misses.increment(1);
+        counters().misses.increment(1);
         // Boxed: the loader's future is large and only needed on a miss.
         Box::pin(self.load_once(id, load)).await
     }
@@ -222,7 +239,7 @@ impl KeyCache {
     fn put(&self, id: KeyId, entry: Entry) {
         match entry {
             Some(cached) => {
-                self.carried.carry_into(&cached);
+                self.accepted_digests.carry_into(&cached);
                 self.write(id, |_| Op::Put(cached));
                 self.unknown.invalidate(&id);
             }
@@ -251,7 +268,7 @@ impl KeyCache {
     /// accepted for it.
     fn evicted(&self, entry: &CachedKey) {
         metrics::counter!("keygate_cache_evictions_total").increment(1);
-        self.carried.remember(entry);
+        self.accepted_digests.remember(entry);
     }
 
     /// Follows a key event that brought key `id` to `version`: an entry at

@@ -27,7 +27,7 @@ use parking_lot::RwLock;
 use rand::Rng;
 
 use super::{CachedKey, KeyCache};
-use crate::token::KeyId;
+use crate::domain::token::KeyId;
 
 /// One warm read in this many, at random, is also made through moka, so that
 /// its eviction policy still sees which keys are in use. A key read fewer

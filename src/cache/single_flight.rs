@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use tokio::sync::OnceCell;
 
 use super::LoadResult;
-use crate::token::KeyId;
+use crate::domain::token::KeyId;
 
 /// A load in progress, shared by every request waiting for it.
 type InFlight = Arc<OnceCell<LoadResult>>;

@@ -7,12 +7,12 @@ use chrono::Utc;
 
 use super::entry::digests_match;
 use super::*;
-use crate::events::EventAction;
-use crate::hashing::SecretHash;
-use crate::key::{Key, KeyKind};
-use crate::policy::EMBEDDED_DEFAULT_POLICY;
+use crate::domain::events::EventAction;
+use crate::domain::hashing::SecretHash;
+use crate::domain::key::{Key, KeyKind};
+use crate::domain::policy::EMBEDDED_DEFAULT_POLICY;
+use crate::domain::token::Environment;
 use crate::store::keys::StoredKey;
-use crate::token::Environment;
 
 /// A PHC string: `<salt>$<hash>` after the parameters.
 fn hash(salt_and_hash: &str) -> SecretHash {

@@ -7,15 +7,16 @@ use chrono::Utc;
 use tonic::{Request, Response, Status};
 
 use super::convert::{environment_to_proto, kind_to_proto};
+use super::metrics::record_authorize_error;
 use super::pb::authorizer_server::Authorizer as AuthorizerRpc;
 use super::pb::{self};
 use super::status_from_error;
+use crate::authorizer::decision::{AuthorizeRequest, Decision, Reason, SecretSlot, Target};
+use crate::authorizer::metrics::decision_metrics;
 use crate::authorizer::Authorizer;
-use crate::decision::{AuthorizeRequest, Decision, Reason, SecretSlot, Target};
-use crate::error::ServiceError;
-use crate::key::FieldError;
-use crate::observability;
-use crate::permission::Permission;
+use crate::domain::key::FieldError;
+use crate::domain::permission::Permission;
+use crate::lifecycle::error::ServiceError;
 
 pub struct AuthorizerHandler {
     authorizer: Authorizer,
@@ -141,18 +142,18 @@ impl AuthorizerRpc for AuthorizerHandler {
         let started = std::time::Instant::now();
         let message = request.get_ref();
         let parsed = parse_request(message).map_err(|error| {
-            observability::record_authorize_error(tonic::Code::InvalidArgument, started);
+            record_authorize_error(tonic::Code::InvalidArgument, started);
             Status::invalid_argument(error.to_string())
         })?;
         let decision = match self.authorizer.decide(&parsed, Utc::now()).await {
             Ok(decision) => decision,
             Err(error) => {
                 let status = status_from_error(ServiceError::from(error));
-                observability::record_authorize_error(status.code(), started);
+                record_authorize_error(status.code(), started);
                 return Err(status);
             }
         };
-        observability::hot_path().record_decision(decision.reason, started);
+        decision_metrics().record_decision(decision.reason, started);
         record_on_span(&decision);
         Ok(Response::new(decision_to_proto(decision)))
     }

@@ -5,10 +5,10 @@ use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use super::pb;
-use crate::events::KeyEvent;
-use crate::key::{FieldError, Key, KeyKind, KeyState};
-use crate::store::organizations::Organization;
-use crate::token::{Environment, KeyId, TokenPrefix};
+use crate::domain::events::KeyEvent;
+use crate::domain::key::{FieldError, Key, KeyKind, KeyState};
+use crate::domain::organization::Organization;
+use crate::domain::token::{Environment, KeyId, TokenPrefix};
 
 pub fn parse_key_id(field: &'static str, text: &str) -> Result<KeyId, FieldError> {
     if text.is_empty() {

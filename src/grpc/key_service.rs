@@ -14,8 +14,8 @@ use super::convert::{
 use super::pb::key_service_server::KeyService;
 use super::pb::{self};
 use super::{bearer_token, status_from_error};
-use crate::access::Caller;
-use crate::key::{parse_allowed_cidrs, Description, DisplayName, FieldError, Key};
+use crate::domain::key::{parse_allowed_cidrs, Description, DisplayName, FieldError, Key};
+use crate::lifecycle::access::Caller;
 use crate::lifecycle::{
     KeyManager, KeyUpdate, KeyWithToken, NewKeyRequest, Propagation, RequestedScopes, Rotation,
 };

@@ -5,6 +5,7 @@
 mod authorizer_service;
 pub(crate) mod convert;
 mod key_service;
+pub mod metrics;
 
 pub use authorizer_service::AuthorizerHandler;
 pub use key_service::KeyServiceHandler;
@@ -12,7 +13,7 @@ pub use key_service::KeyServiceHandler;
 use tonic::metadata::MetadataMap;
 use tonic::Status;
 
-use crate::error::ServiceError;
+use crate::lifecycle::error::ServiceError;
 
 /// Generated code for the `keygate.v1` package.
 #[allow(clippy::all, clippy::unwrap_used, clippy::expect_used, clippy::panic)]

@@ -3,15 +3,18 @@
 //! scopes, which need the policy's catalog; every write and its audit event share
 //! one transaction.
 
+pub mod access;
+pub mod error;
 mod mutations;
 mod organizations;
-mod propagation;
 
+/// What a mutation's wait for the replicas found (returned with the change).
+pub use crate::replication::propagation::Propagation;
 pub use mutations::{KeyUpdate, Rotation};
 pub use organizations::BootstrapError;
-pub use propagation::Propagation;
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use ipnet::IpNet;
@@ -20,24 +23,26 @@ use serde_json::json;
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use crate::access::Caller;
+use crate::authorizer::decision::Reason;
 use crate::authorizer::Authorizer;
-use crate::decision::Reason;
-use crate::error::ServiceError;
-use crate::events::{EventAction, KeyEvent};
-use crate::hashing::SecretHasher;
-use crate::key::{
+use crate::domain::events::{EventAction, KeyEvent};
+use crate::domain::hashing::SecretHasher;
+use crate::domain::key::{
     check_expiry, check_metadata, Description, DisplayName, FieldError, Key, KeyKind,
 };
-use crate::paging::{into_page, parse_page_size, parse_page_token};
-use crate::permission::Scope;
+use crate::domain::paging::{into_page, parse_page_size, parse_page_token};
+use crate::domain::permission::Scope;
+use crate::domain::token::{Environment, KeyId, Token, TokenPrefix};
+use crate::lifecycle::access::Caller;
+use crate::lifecycle::error::ServiceError;
+use crate::replication::feed::ProgressFeed;
+use crate::replication::propagation::PropagationWait;
 use crate::store::events::{insert_event, list_events, EventFilter, NewEvent, Waiter};
 use crate::store::keys::{
     find_key_by_id, insert_key, list_keys, lock_caller_state, CallerState, KeyFields, KeyFilter,
     NewKey,
 };
 use crate::store::StoreError;
-use crate::token::{Environment, KeyId, Token, TokenPrefix};
 
 /// Scopes as a request names them: listed, or a preset from the catalog.
 pub enum RequestedScopes {
@@ -77,11 +82,7 @@ pub struct KeyManager {
     hasher: SecretHasher,
     prefix: TokenPrefix,
     authorizer: Authorizer,
-    propagation_timeout: std::time::Duration,
-    lease: std::time::Duration,
-    /// The replica this manager serves, named as its events' origin so that
-    /// replicas report their progress to it alone.
-    origin: Option<uuid::Uuid>,
+    propagation: PropagationWait,
 }
 
 impl KeyManager {
@@ -91,20 +92,19 @@ impl KeyManager {
         prefix: TokenPrefix,
         authorizer: Authorizer,
     ) -> KeyManager {
+        let propagation = PropagationWait::new(pool.clone(), Arc::new(ProgressFeed::default()));
         KeyManager {
             pool,
             hasher,
             prefix,
             authorizer,
-            propagation_timeout: std::time::Duration::from_secs(2),
-            lease: std::time::Duration::from_secs(3),
-            origin: None,
+            propagation,
         }
     }
 
     /// Names `replica` as the origin of the events this manager writes.
     pub fn with_origin(mut self, replica: uuid::Uuid) -> KeyManager {
-        self.origin = Some(replica);
+        self.propagation = self.propagation.with_origin(replica);
         self
     }
 
@@ -118,7 +118,7 @@ impl KeyManager {
         changes: serde_json::Value,
         awaited: bool,
     ) -> NewEvent<'a> {
-        let waiter = match (awaited, self.origin) {
+        let waiter = match (awaited, self.propagation.origin()) {
             (false, _) => Waiter::Nobody,
             (true, Some(origin)) => Waiter::Origin(origin),
             (true, None) => Waiter::Unnamed,
@@ -153,13 +153,18 @@ impl KeyManager {
         timeout: std::time::Duration,
         lease: std::time::Duration,
     ) -> KeyManager {
-        self.propagation_timeout = timeout;
-        self.lease = lease;
+        self.propagation = self.propagation.with_timing(timeout, lease);
         self
     }
 
     pub fn authorizer(&self) -> &Authorizer {
         &self.authorizer
+    }
+
+    /// Where this manager's waits hear replicas' progress: the replica's
+    /// listener publishes what it hears here.
+    pub fn progress_feed(&self) -> &Arc<ProgressFeed> {
+        self.propagation.feed()
     }
 
     pub fn prefix(&self) -> &TokenPrefix {

@@ -11,18 +11,18 @@ use sqlx::pool::PoolConnection;
 use sqlx::{Postgres, Transaction};
 
 use super::{KeyManager, KeyWithToken, Propagation, RequestedScopes};
-use crate::access::Caller;
-use crate::error::ServiceError;
-use crate::events::{EventAction, StateChange};
-use crate::key::{
+use crate::domain::events::{EventAction, StateChange};
+use crate::domain::key::{
     check_expiry, check_metadata, Description, DisplayName, FieldError, Key, KeyState,
 };
-use crate::permission::Scope;
+use crate::domain::permission::Scope;
+use crate::domain::token::{KeyId, Token};
+use crate::lifecycle::access::Caller;
+use crate::lifecycle::error::ServiceError;
 use crate::store::changes::{delete_key, rotate_secret, set_disabled, set_revoked, update_fields};
 use crate::store::events::latest_event_sequence;
 use crate::store::keys::{lock_key_for_change, KeyFields};
 use crate::store::StoreError;
-use crate::token::{KeyId, Token};
 
 /// The longest grace period a rotation may grant the previous secret.
 pub const MAX_GRACE_PERIOD: Duration = Duration::days(30);
@@ -184,7 +184,10 @@ impl KeyManager {
         transaction.commit().await.map_err(StoreError::from)?;
         self.authorizer.follow_change(key_id, key.version, None);
         tracing::info!(key_id = %key.id, version = key.version, "key updated");
-        Ok((key, self.propagate(sequence, wait, connection).await))
+        Ok((
+            key,
+            self.propagation.wait_for(sequence, wait, connection).await,
+        ))
     }
 
     pub async fn rotate_key(
@@ -223,7 +226,7 @@ impl KeyManager {
         transaction.commit().await.map_err(StoreError::from)?;
         self.authorizer.follow_change(key_id, key.version, None);
         tracing::info!(key_id = %key.id, grace_seconds = rotation.grace_period.num_seconds(), "key rotated");
-        let propagation = self.propagate(sequence, wait, connection).await;
+        let propagation = self.propagation.wait_for(sequence, wait, connection).await;
         Ok((
             KeyWithToken {
                 key,
@@ -269,7 +272,10 @@ impl KeyManager {
         self.authorizer
             .follow_change(key_id, key.version, Some(change));
         tracing::info!(key_id = %key.id, disabled, "key state changed");
-        Ok((key, self.propagate(sequence, wait, connection).await))
+        Ok((
+            key,
+            self.propagation.wait_for(sequence, wait, connection).await,
+        ))
     }
 
     /// Revokes a key for good; a no-op when already revoked.
@@ -289,7 +295,7 @@ impl KeyManager {
             let revocation_sequence =
                 latest_event_sequence(&mut *connection, key_id, EventAction::Revoked).await?;
             let propagation = match revocation_sequence {
-                Some(sequence) => self.propagate(sequence, wait, connection).await,
+                Some(sequence) => self.propagation.wait_for(sequence, wait, connection).await,
                 None => Propagation::default(),
             };
             return Ok((current, propagation));
@@ -310,7 +316,10 @@ impl KeyManager {
         self.authorizer
             .follow_change(key_id, key.version, Some(change));
         tracing::info!(key_id = %key.id, "key revoked");
-        Ok((key, self.propagate(sequence, wait, connection).await))
+        Ok((
+            key,
+            self.propagation.wait_for(sequence, wait, connection).await,
+        ))
     }
 
     /// Removes a key; its events stay in the audit log.
@@ -334,7 +343,7 @@ impl KeyManager {
         transaction.commit().await.map_err(StoreError::from)?;
         self.authorizer.follow_change(key_id, i64::MAX, None);
         tracing::info!(key_id = %current.id, "key deleted");
-        Ok(self.propagate(sequence, wait, connection).await)
+        Ok(self.propagation.wait_for(sequence, wait, connection).await)
     }
 }
 

@@ -4,17 +4,16 @@ use serde_json::json;
 use uuid::Uuid;
 
 use super::{creation_changes, KeyManager, KeyWithToken, Page};
-use crate::access::Caller;
-use crate::error::ServiceError;
-use crate::key::{DisplayName, KeyKind};
-use crate::paging::{into_page, parse_page_size, parse_page_token};
-use crate::permission::Scope;
+use crate::domain::key::{DisplayName, KeyKind};
+use crate::domain::organization::Organization;
+use crate::domain::paging::{into_page, parse_page_size, parse_page_token};
+use crate::domain::permission::Scope;
+use crate::domain::token::{Environment, KeyId, Token};
+use crate::lifecycle::access::Caller;
+use crate::lifecycle::error::ServiceError;
 use crate::store::keys::{insert_key, system_key_exists, KeyFields, NewKey};
-use crate::store::organizations::{
-    find_organization, insert_organization, list_organizations, Organization,
-};
+use crate::store::organizations::{find_organization, insert_organization, list_organizations};
 use crate::store::StoreError;
-use crate::token::{Environment, KeyId, Token};
 
 /// Why bootstrap did not create a key.
 #[derive(Debug, thiserror::Error)]

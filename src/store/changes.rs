@@ -10,9 +10,9 @@ use sqlx::{PgConnection, Postgres, Row};
 use super::events::{bind_event, event_sql, NewEvent};
 use super::keys::{bind_fields, stored_key_from_row, KeyFields, KEY_COLUMNS};
 use super::StoreError;
-use crate::hashing::SecretHash;
-use crate::key::Key;
-use crate::token::KeyId;
+use crate::domain::hashing::SecretHash;
+use crate::domain::key::Key;
+use crate::domain::token::KeyId;
 
 type PgQuery<'q> = Query<'q, Postgres, PgArguments>;
 

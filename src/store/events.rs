@@ -8,8 +8,8 @@ use sqlx::{PgConnection, PgExecutor, Postgres, Row};
 use uuid::Uuid;
 
 use super::StoreError;
-use crate::events::{EventAction, KeyEvent};
-use crate::token::{Environment, KeyId};
+use crate::domain::events::{EventAction, KeyEvent};
+use crate::domain::token::{Environment, KeyId};
 
 /// The channel every replica listens on; payload
 /// `<seq> <key uuid> <version> <unix ms when written> <waiter> <action>`, where

@@ -11,10 +11,10 @@ use sqlx::{PgExecutor, Postgres, Row};
 use uuid::Uuid;
 
 use super::StoreError;
-use crate::hashing::SecretHash;
-use crate::key::{Key, KeyKind};
-use crate::permission::Scope;
-use crate::token::{Environment, KeyId};
+use crate::domain::hashing::SecretHash;
+use crate::domain::key::{Key, KeyKind};
+use crate::domain::permission::Scope;
+use crate::domain::token::{Environment, KeyId};
 
 /// A key with its secret hashes, as loaded for verification or mutation.
 pub struct StoredKey {

@@ -1,19 +1,11 @@
 //! The `organizations` table.
 
-use chrono::{DateTime, Utc};
 use sqlx::postgres::PgRow;
 use sqlx::{PgExecutor, Row};
 use uuid::Uuid;
 
 use super::StoreError;
-
-/// A tenant that owns organization keys.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Organization {
-    pub id: Uuid,
-    pub display_name: String,
-    pub created_at: DateTime<Utc>,
-}
+use crate::domain::organization::Organization;
 
 fn organization_from_row(row: &PgRow) -> Result<Organization, StoreError> {
     Ok(Organization {

@@ -1,10 +1,10 @@
 //! When keys were last used: the `key_usage` table, one narrow row per key
-//! that has been used, written in batches by the usage writer (`crate::usage`).
+//! that has been used, written in batches by the usage writer (`crate::authorizer::usage`).
 
 use sqlx::PgExecutor;
 
 use super::StoreError;
-use crate::token::KeyId;
+use crate::domain::token::KeyId;
 
 /// Records `ids` as used now; returns how many rows changed. Ids of keys
 /// that no longer exist are skipped, also one deleted while this runs (the

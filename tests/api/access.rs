@@ -527,7 +527,7 @@ async fn missing_or_bad_credentials_are_unauthenticated(
         b'a'
     };
     let wrong_secret = String::from_utf8(wrong_secret).unwrap();
-    let unknown = token_for(&keygate::token::KeyId::generate());
+    let unknown = token_for(&keygate::domain::token::KeyId::generate());
     let wrong_environment = admin.replacen("kg_live_", "kg_test_", 1);
 
     let bad_headers = [
@@ -690,7 +690,11 @@ async fn a_caller_revoked_behind_the_caches_back_cannot_complete_a_change(
     // Revoked in the database without an event: the cache still trusts the key,
     // but a mutation re-reads the caller inside its transaction.
     sqlx::query("UPDATE api_keys SET revoked_at = now() WHERE id = $1")
-        .bind(keygate::token::KeyId::parse(&caller.id).unwrap().as_uuid())
+        .bind(
+            keygate::domain::token::KeyId::parse(&caller.id)
+                .unwrap()
+                .as_uuid(),
+        )
         .execute(&app.pool)
         .await
         .unwrap();
@@ -750,7 +754,11 @@ async fn a_caller_changed_behind_the_caches_back_cannot_change_a_key(
             .await
             .unwrap();
         sqlx::query(&format!("{change} WHERE id = $1"))
-            .bind(keygate::token::KeyId::parse(&caller.id).unwrap().as_uuid())
+            .bind(
+                keygate::domain::token::KeyId::parse(&caller.id)
+                    .unwrap()
+                    .as_uuid(),
+            )
             .execute(&app.pool)
             .await
             .unwrap();

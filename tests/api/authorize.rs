@@ -72,12 +72,12 @@ async fn every_reason_code_with_its_http_status(_pool: PgPoolOptions, db: PgConn
         Reason::MalformedKey,
         401,
     );
-    let stranger = token_for(&keygate::token::KeyId::generate());
+    let stranger = token_for(&keygate::domain::token::KeyId::generate());
     let unknown = app.authorize(&stranger, "GET", "/customers", "").await;
     check(&unknown, Reason::UnknownKey, 401);
     assert!(unknown.key_id.is_empty());
     // Same key id, someone else's secret, valid checksum.
-    let forged = token_for(&keygate::token::KeyId::parse(&key.id).unwrap());
+    let forged = token_for(&keygate::domain::token::KeyId::parse(&key.id).unwrap());
     let wrong = app.authorize(&forged, "GET", "/customers", "").await;
     check(&wrong, Reason::InvalidSecret, 401);
     assert!(
@@ -272,7 +272,8 @@ async fn paynext_endpoint_table_against_every_access_level(
 async fn payconex_nested_wildcards(_pool: PgPoolOptions, db: PgConnectOptions) {
     let mut settings = test_settings(db);
     settings.policy = std::sync::Arc::new(
-        keygate::policy::Policy::parse(include_str!("../../policies/payconex.yaml")).unwrap(),
+        keygate::domain::policy::Policy::parse(include_str!("../../policies/payconex.yaml"))
+            .unwrap(),
     );
     let app = spawn_app_with(settings).await;
     let org = app.create_organization("PayConex merchant").await;
@@ -411,7 +412,7 @@ async fn warm_keys_are_decided_without_the_database(_pool: PgPoolOptions, db: Pg
     );
     // A cold key needs the database, and says so.
     let request = pb::AuthorizeRequest {
-        token: token_for(&keygate::token::KeyId::generate()),
+        token: token_for(&keygate::domain::token::KeyId::generate()),
         method: "GET".into(),
         path: "/customers".into(),
         ..Default::default()
@@ -432,7 +433,7 @@ async fn bad_secrets_are_rate_limited_per_key(_pool: PgPoolOptions, db: PgConnec
     let (key, _) = app
         .org_key(&org, Environment::Live, &["customers:read"])
         .await;
-    let key_id = keygate::token::KeyId::parse(&key.id).unwrap();
+    let key_id = keygate::domain::token::KeyId::parse(&key.id).unwrap();
     let forged_tokens: Vec<String> = (0..60).map(|_| token_for(&key_id)).collect();
     let before = app.authorizer.hasher().verifications();
     let started = std::time::Instant::now();
@@ -579,7 +580,7 @@ async fn policy_reload_swaps_routes_and_refuses_bad_files(
     let directory = std::env::temp_dir().join(format!("keygate-policy-{}", uuid::Uuid::new_v4()));
     std::fs::create_dir_all(&directory).unwrap();
     let path = directory.join("policy.yaml");
-    std::fs::write(&path, keygate::policy::EMBEDDED_DEFAULT_POLICY).unwrap();
+    std::fs::write(&path, keygate::domain::policy::EMBEDDED_DEFAULT_POLICY).unwrap();
     let mut settings = test_settings(db);
     settings.policy_path = Some(path.clone());
     let app = spawn_app_with(settings).await;
@@ -594,8 +595,8 @@ async fn policy_reload_swaps_routes_and_refuses_bad_files(
         Reason::UnknownRoute
     );
 
-    let renamed =
-        keygate::policy::EMBEDDED_DEFAULT_POLICY.replace("GET /customers:", "GET /v2/customers:");
+    let renamed = keygate::domain::policy::EMBEDDED_DEFAULT_POLICY
+        .replace("GET /customers:", "GET /v2/customers:");
     std::fs::write(&path, renamed).unwrap();
     assert!(keygate::server::reload_policy(&app.authorizer, &path).await);
     assert!(
@@ -632,7 +633,7 @@ async fn policy_reload_swaps_routes_and_refuses_bad_files(
             .await
             .allowed
     );
-    let without_implications = keygate::policy::EMBEDDED_DEFAULT_POLICY
+    let without_implications = keygate::domain::policy::EMBEDDED_DEFAULT_POLICY
         .replace("  implications:\n    write: [read]\n", "");
     std::fs::write(&path, without_implications).unwrap();
     assert!(keygate::server::reload_policy(&app.authorizer, &path).await);

@@ -206,7 +206,7 @@ async fn key_ids_are_checked_and_unknown_ones_are_not_found(
             "key_id",
         );
     }
-    let unknown = keygate::token::KeyId::generate().to_string();
+    let unknown = keygate::domain::token::KeyId::generate().to_string();
     let before = app.row_counts().await;
     assert_status(
         client
@@ -329,7 +329,7 @@ async fn paging_inputs_are_checked(_pool: PgPoolOptions, db: PgConnectOptions) {
             .list_key_events(authed(&token, request))
             .await
             .unwrap();
-        keygate::paging::page_token("events", 5)
+        keygate::domain::paging::page_token("events", 5)
     };
     for page_token in ["garbage", "a2V5czotMQ", events_token.as_str()] {
         let request = pb::ListKeysRequest {
@@ -342,7 +342,7 @@ async fn paging_inputs_are_checked(_pool: PgPoolOptions, db: PgConnectOptions) {
             "page_token",
         );
     }
-    let keys_token = keygate::paging::page_token("keys", 5);
+    let keys_token = keygate::domain::paging::page_token("keys", 5);
     for page_token in ["garbage", keys_token.as_str()] {
         let request = pb::ListKeyEventsRequest {
             page_token: page_token.to_owned(),

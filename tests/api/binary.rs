@@ -152,7 +152,11 @@ async fn migrate_bootstrap_serve_and_stop_without_leaking_secrets(
         std::env::temp_dir().join(format!("keygate-binary-{}", uuid::Uuid::new_v4()));
     std::fs::create_dir_all(&policy_directory).unwrap();
     let policy_path = policy_directory.join("policy.yaml");
-    std::fs::write(&policy_path, keygate::policy::EMBEDDED_DEFAULT_POLICY).unwrap();
+    std::fs::write(
+        &policy_path,
+        keygate::domain::policy::EMBEDDED_DEFAULT_POLICY,
+    )
+    .unwrap();
     let policy_argument = policy_path.to_str().unwrap();
     let mut command = keygate(
         &url,

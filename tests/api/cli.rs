@@ -1,8 +1,8 @@
 //! The admin CLI end to end: the real `keygate` binary, run as a process,
 //! against a real server on loopback and a fresh database per test.
 
+use keygate::domain::token::KeyId;
 use keygate::grpc::pb::{self, Environment};
-use keygate::token::KeyId;
 use serde_json::json;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 

@@ -4,7 +4,7 @@
 
 use std::path::Path;
 
-use keygate::key::DisplayName;
+use keygate::domain::key::DisplayName;
 use keygate::server::Application;
 use secrecy::ExposeSecret;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
@@ -282,7 +282,7 @@ fn write_file(directory: &Path, name: &str, contents: &str) -> String {
 async fn cli_connects_over_mutual_tls(_pool: PgPoolOptions, db: PgConnectOptions) {
     let pki = make_pki();
     let mut settings = test_settings(db);
-    settings.tls = Some(keygate::config::TlsSettings {
+    settings.tls = Some(keygate::server::config::TlsSettings {
         cert_pem: pki.server.0.clone().into_bytes(),
         key_pem: pki.server.1.clone().into_bytes(),
         client_ca_pem: Some(pki.ca_pem.clone().into_bytes()),

@@ -3,8 +3,8 @@
 
 use std::time::Duration;
 
+use keygate::domain::token::KeyId;
 use keygate::grpc::pb::{self, Environment};
-use keygate::token::KeyId;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{Connection, PgConnection};
 use tonic::{Code, Response, Status};

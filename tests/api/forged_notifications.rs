@@ -3,11 +3,11 @@
 //! access back, and a sequence it claims is taken back by the next heartbeat.
 
 use chrono::Utc;
-use keygate::events::EventAction;
+use keygate::domain::events::EventAction;
+use keygate::domain::token::KeyId;
 use keygate::grpc::pb::Reason;
 use keygate::store::events::{notification_tail, Waiter, NOTIFY_CHANNEL};
 use keygate::store::keys::find_key_by_id;
-use keygate::token::KeyId;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::PgPool;
 
@@ -88,7 +88,7 @@ async fn a_forged_enable_gives_no_disabled_key_access_back(
     );
     let stored = find_key_by_id(&a.pool, &id).await.unwrap().unwrap();
     // Nothing was written (beyond usage times the authorizations reported).
-    let state = |key: &keygate::key::Key| (key.version, key.disabled_at);
+    let state = |key: &keygate::domain::key::Key| (key.version, key.disabled_at);
     assert_eq!(state(&stored.key), state(&disabled.key));
 }
 
@@ -118,7 +118,7 @@ async fn a_forged_sequence_is_taken_back_and_never_recorded(
     );
 
     // The heartbeat, every second, takes the claim back.
-    let own_applied = || app.authorizer.freshness().replica_progress.own_applied();
+    let own_applied = || app.replica.progress_feed().own_applied();
     for _ in 0..300 {
         if own_applied() < i64::MAX {
             break;

@@ -3,15 +3,15 @@
 
 use std::sync::Arc;
 
-use keygate::config::{DatabaseSettings, KeySettings, Settings};
+use keygate::domain::hashing::HashingParams;
+use keygate::domain::key::DisplayName;
+use keygate::domain::policy::{Policy, EMBEDDED_DEFAULT_POLICY};
+use keygate::domain::token::TokenPrefix;
 use keygate::grpc::pb::authorizer_client::AuthorizerClient;
 use keygate::grpc::pb::key_service_client::KeyServiceClient;
 use keygate::grpc::pb::{self, CreateKeyRequest, Environment, Reason};
-use keygate::hashing::HashingParams;
-use keygate::key::DisplayName;
-use keygate::policy::{Policy, EMBEDDED_DEFAULT_POLICY};
+use keygate::server::config::{DatabaseSettings, KeySettings, Settings};
 use keygate::server::Application;
-use keygate::token::TokenPrefix;
 use prost_types::FieldMask;
 use secrecy::ExposeSecret;
 use sqlx::postgres::PgConnectOptions;
@@ -34,7 +34,7 @@ pub struct TestApp {
     /// The server's own pool: closing it cuts the server off from the database.
     pub server_pool: PgPool,
     pub authorizer: keygate::authorizer::Authorizer,
-    pub replica: keygate::replica::Replica,
+    pub replica: keygate::replication::Replica,
     pub pool: PgPool,
     /// Token of the bootstrapped system key, which holds `*`.
     pub admin_token: String,
@@ -65,7 +65,7 @@ pub fn test_settings(connect_options: PgConnectOptions) -> Settings {
         tls: None,
         metrics_listen: None,
         usage_flush_interval: std::time::Duration::from_millis(200),
-        replication: keygate::config::ReplicationSettings {
+        replication: keygate::server::config::ReplicationSettings {
             replica_name: format!(
                 "replica-{}",
                 &uuid::Uuid::new_v4().simple().to_string()[..8]
@@ -399,10 +399,10 @@ pub async fn decisions_on_all(
 
 /// A well-formed live token (valid checksum) for `key_id` with a new secret:
 /// someone else's secret for that key, or a key id nobody issued.
-pub fn token_for(key_id: &keygate::token::KeyId) -> String {
-    let issued = keygate::token::Token::issue(
-        &keygate::token::TokenPrefix::default(),
-        keygate::token::Environment::Live,
+pub fn token_for(key_id: &keygate::domain::token::KeyId) -> String {
+    let issued = keygate::domain::token::Token::issue(
+        &keygate::domain::token::TokenPrefix::default(),
+        keygate::domain::token::Environment::Live,
         key_id,
     );
     secrecy::ExposeSecret::expose_secret(&issued.token).to_owned()
@@ -411,7 +411,7 @@ pub fn token_for(key_id: &keygate::token::KeyId) -> String {
 /// The secret part of a token (what is hashed): the 43 characters before the
 /// checksum. A leak check looks for this, not the whole token.
 pub fn secret_of(token: &str) -> &str {
-    use keygate::token::{CHECKSUM_LEN, SECRET_LEN};
+    use keygate::domain::token::{CHECKSUM_LEN, SECRET_LEN};
     let end = token.len() - CHECKSUM_LEN;
     &token[end - SECRET_LEN..end]
 }
@@ -419,7 +419,7 @@ pub fn secret_of(token: &str) -> &str {
 /// The key id part of a token (the 22 characters after `kg_<env>_`).
 pub fn key_id_of(token: &str) -> String {
     let start = "kg_live_".len();
-    token[start..start + keygate::token::KEY_ID_LEN].to_owned()
+    token[start..start + keygate::domain::token::KEY_ID_LEN].to_owned()
 }
 
 /// Three replicas on one database, the first with the bootstrap admin.

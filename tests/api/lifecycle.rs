@@ -62,7 +62,9 @@ async fn create_key_returns_a_working_token_once(_pool: PgPoolOptions, db: PgCon
 }
 
 async fn uuid_of(app: &crate::helpers::TestApp, key_id: &str) -> uuid::Uuid {
-    let id = keygate::token::KeyId::parse(key_id).unwrap().as_uuid();
+    let id = keygate::domain::token::KeyId::parse(key_id)
+        .unwrap()
+        .as_uuid();
     let exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM api_keys WHERE id = $1)")
         .bind(id)
         .fetch_one(&app.pool)

@@ -49,7 +49,7 @@ async fn a_key_reloaded_after_a_change_keeps_the_secrets_argon2_accepted(
     );
 
     // Someone else's secret for the same key is still checked, and refused.
-    let forged = token_for(&keygate::token::KeyId::parse(&key.id).unwrap());
+    let forged = token_for(&keygate::domain::token::KeyId::parse(&key.id).unwrap());
     assert_eq!(
         b.authorize(&forged, "GET", "/payments", "").await.reason(),
         Reason::InvalidSecret

@@ -3,9 +3,9 @@
 
 use std::time::Duration;
 
-use keygate::config::Settings;
 use keygate::freshness::StalePolicy;
 use keygate::grpc::pb::{self, Reason};
+use keygate::server::config::Settings;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 
 use crate::helpers::{
@@ -22,7 +22,7 @@ fn with_heartbeat(
     lease: Duration,
 ) -> Settings {
     let mut settings = test_settings(db.clone());
-    settings.replication.lease = keygate::replica::LeaseSettings {
+    settings.replication.lease = keygate::replication::LeaseSettings {
         heartbeat_interval,
         lease,
     };
@@ -135,7 +135,7 @@ async fn a_stale_fill_landing_after_the_eviction_is_never_used(
 ) {
     let (a, b, _c) = three_replicas(db).await;
     let (key, token) = warm_key(&[&a, &b], &["customers:read"]).await;
-    let key_id = keygate::token::KeyId::parse(&key.id).unwrap();
+    let key_id = keygate::domain::token::KeyId::parse(&key.id).unwrap();
     // A load on B reads the row before the revocation commits...
     let stale_row = keygate::store::keys::find_key_by_id(&b.pool, &key_id)
         .await
@@ -255,7 +255,11 @@ async fn untrusted_caches_confirm_versions_without_argon2(
     );
     // Each use is confirmed against the database: a change shows up at once.
     sqlx::query("UPDATE api_keys SET disabled_at = now(), version = version + 1 WHERE id = $1")
-        .bind(keygate::token::KeyId::parse(&key.id).unwrap().as_uuid())
+        .bind(
+            keygate::domain::token::KeyId::parse(&key.id)
+                .unwrap()
+                .as_uuid(),
+        )
         .execute(&a.pool)
         .await
         .unwrap();
@@ -374,7 +378,9 @@ async fn wait_until_all_applied(replicas: &[&TestApp]) {
 /// The replicas that reported having applied `sequence` or later, from what a
 /// subscriber has heard so far.
 fn reported_at_least(
-    heard: &mut tokio::sync::broadcast::Receiver<Option<keygate::freshness::ReplicaProgress>>,
+    heard: &mut tokio::sync::broadcast::Receiver<
+        Option<keygate::replication::feed::ReplicaProgress>,
+    >,
     sequence: i64,
 ) -> std::collections::HashSet<uuid::Uuid> {
     let mut reporters = std::collections::HashSet::new();
@@ -407,9 +413,9 @@ async fn progress_reports_reach_only_the_replica_that_waits(
     // Let the reports of the set-up's events settle before listening in.
     wait_until_all_applied(&all).await;
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let mut heard_by_a = a.authorizer.freshness().replica_progress.subscribe();
-    let mut heard_by_b = b.authorizer.freshness().replica_progress.subscribe();
-    let mut heard_by_c = c.authorizer.freshness().replica_progress.subscribe();
+    let mut heard_by_a = a.replica.progress_feed().subscribe();
+    let mut heard_by_b = b.replica.progress_feed().subscribe();
+    let mut heard_by_c = c.replica.progress_feed().subscribe();
     let everyone = std::collections::HashSet::from([a.replica.id, b.replica.id, c.replica.id]);
 
     let through_a = revoke_through(&a, &a.admin_token, &first_key).await;

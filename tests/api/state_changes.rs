@@ -4,12 +4,12 @@
 //! trusted to do (see `forged_notifications`): the key is read again.
 
 use keygate::cache::{CacheSettings, CachedKey, KeyCache};
-use keygate::events::{EventAction, StateChange};
+use keygate::domain::events::{EventAction, StateChange};
+use keygate::domain::token::KeyId;
 use keygate::grpc::pb::{self, Reason};
 use keygate::store::changes::{set_disabled, set_revoked};
 use keygate::store::events::{NewEvent, Waiter};
 use keygate::store::keys::find_key_by_id;
-use keygate::token::KeyId;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use tonic::Code;
 

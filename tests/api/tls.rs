@@ -4,8 +4,8 @@ use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair}
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
 
-use keygate::config::TlsSettings;
 use keygate::grpc::pb::{self, authorizer_client::AuthorizerClient};
+use keygate::server::config::TlsSettings;
 use keygate::server::Application;
 
 use crate::helpers::test_settings;

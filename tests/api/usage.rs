@@ -3,9 +3,9 @@
 
 use std::time::Duration;
 
+use keygate::domain::token::KeyId;
 use keygate::grpc::pb;
 use keygate::store::usage::record_key_uses;
-use keygate::token::KeyId;
 use prost_types::Timestamp;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 

@@ -19,11 +19,7 @@ use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 
-use crate::token::KeyId;
-
-mod progress;
-
-pub use progress::{ProgressFeed, ReplicaProgress};
+use crate::domain::token::KeyId;
 
 /// How long a tombstone outlives its eviction.
 pub const TOMBSTONE_LIFETIME: Duration = Duration::from_secs(60);
@@ -59,9 +55,6 @@ pub struct Freshness {
     tombstone_writer: Mutex<VecDeque<(Instant, KeyId)>>,
     /// Unix milliseconds of the last failed version check; 0 if none.
     check_failed_at_millis: AtomicI64,
-    /// Progress reports addressed to this replica (or to all), for the
-    /// propagation waits of the changes it makes.
-    pub replica_progress: ProgressFeed,
 }
 
 /// How long one version check may take before it counts as failed.

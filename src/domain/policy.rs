@@ -24,11 +24,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use anyhow::Context;
 use serde::Deserialize;
 
-use crate::permission::{EffectivePermissions, Permission, Scope};
-use crate::routes::RouteTable;
+use crate::domain::permission::{EffectivePermissions, Permission, Scope};
+use crate::domain::routes::RouteTable;
 
 /// The policy used when no `--policy` file is given: the PayNext example.
-pub const EMBEDDED_DEFAULT_POLICY: &str = include_str!("../policies/paynext.yaml");
+pub const EMBEDDED_DEFAULT_POLICY: &str = include_str!("../../policies/paynext.yaml");
 
 const BUILT_IN_RESOURCES: [(&str, &[&str]); 2] = [
     ("api_keys", &["create", "read", "update", "delete"]),
@@ -195,7 +195,7 @@ impl Catalog {
                 let known = self
                     .resources
                     .keys()
-                    .any(|resource| crate::permission::is_segment_prefix(prefix, resource));
+                    .any(|resource| crate::domain::permission::is_segment_prefix(prefix, resource));
                 if known {
                     return Ok(());
                 }
@@ -308,7 +308,7 @@ mod tests {
     #[test]
     fn the_helm_charts_sample_policy_is_valid() {
         let values: serde_yaml_ng::Value =
-            serde_yaml_ng::from_str(include_str!("../helm/keygate/ci/production-values.yaml"))
+            serde_yaml_ng::from_str(include_str!("../../helm/keygate/ci/production-values.yaml"))
                 .unwrap();
         let content = values["policy"]["content"].as_str().unwrap();
         let policy = Policy::parse(content).unwrap();
@@ -364,7 +364,7 @@ mod tests {
 
     #[test]
     fn nested_resources_and_prefix_wildcards() {
-        let policy = Policy::parse(include_str!("../policies/payconex.yaml")).unwrap();
+        let policy = Policy::parse(include_str!("../../policies/payconex.yaml")).unwrap();
         let catalog = policy.catalog;
         assert!(catalog
             .parse_scopes(&strings(&["pcx:account_updater:*"]))
@@ -426,7 +426,7 @@ mod tests {
             Policy::parse(EMBEDDED_DEFAULT_POLICY).unwrap().routes.len(),
             18
         );
-        assert!(!Policy::parse(include_str!("../policies/payconex.yaml"))
+        assert!(!Policy::parse(include_str!("../../policies/payconex.yaml"))
             .unwrap()
             .routes
             .is_empty());

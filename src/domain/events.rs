@@ -5,7 +5,7 @@
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-use crate::token::KeyId;
+use crate::domain::token::KeyId;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum EventAction {
@@ -47,7 +47,7 @@ impl EventAction {
 }
 
 /// A change to a key as a cached copy may follow it: the event's action and
-/// when it happened (see [`crate::key::Key::after_state_change`]).
+/// when it happened (see [`crate::domain::key::Key::after_state_change`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct StateChange {
     pub action: EventAction,

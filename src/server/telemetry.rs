@@ -196,15 +196,6 @@ pub fn rpc_span(request: &http::Request<()>) -> tracing::Span {
     span
 }
 
-/// Records a call's gRPC status code on the current call span.
-pub fn record_status(code: tonic::Code) {
-    let span = tracing::Span::current();
-    span.record("rpc.grpc.status_code", code as i32);
-    if code != tonic::Code::Ok {
-        span.record("otel.status_code", "ERROR");
-    }
-}
-
 struct HeaderExtractor<'a>(&'a http::HeaderMap);
 
 impl Extractor for HeaderExtractor<'_> {

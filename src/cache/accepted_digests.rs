@@ -14,8 +14,8 @@ use moka::ops::compute::Op;
 use moka::sync::Cache;
 
 use super::{CachedKey, SecretDigest};
-use crate::hashing::SecretHash;
-use crate::token::KeyId;
+use crate::domain::hashing::SecretHash;
+use crate::domain::token::KeyId;
 
 /// How long the accepted digests of an evicted key are remembered: a key in
 /// use is reloaded by its next request, within moments.
@@ -34,13 +34,13 @@ struct AcceptedDigest {
 
 /// The accepted digests of evicted keys, by key id, for their reloads.
 #[derive(Clone)]
-pub struct CarriedDigests {
+pub struct AcceptedDigests {
     by_key: Cache<KeyId, Arc<[AcceptedDigest]>>,
 }
 
-impl CarriedDigests {
-    pub fn new() -> CarriedDigests {
-        CarriedDigests {
+impl AcceptedDigests {
+    pub fn new() -> AcceptedDigests {
+        AcceptedDigests {
             by_key: Cache::builder()
                 .max_capacity(MOST_REMEMBERED)
                 .time_to_live(REMEMBERED_FOR)
@@ -117,7 +117,7 @@ mod tests {
 
     #[test]
     fn digests_go_only_to_the_slot_holding_their_hash() {
-        let carried = CarriedDigests::new();
+        let carried = AcceptedDigests::new();
         let id = KeyId::generate();
         let first = [1u8; 32];
         let evicted = entry(id, "salt1$one", None);
@@ -148,7 +148,7 @@ mod tests {
 
     #[test]
     fn earlier_digests_survive_entries_that_did_not_carry_them() {
-        let carried = CarriedDigests::new();
+        let carried = AcceptedDigests::new();
         let id = KeyId::generate();
         let (old_secret, new_secret) = ([1u8; 32], [2u8; 32]);
         let rotated = entry(id, "salt2$two", Some("salt1$one"));

@@ -2,8 +2,8 @@
 //! one place (`grpc::status_from_error`).
 
 use crate::authorizer::VerifyError;
-use crate::hashing::HashingError;
-use crate::key::FieldError;
+use crate::domain::hashing::HashingError;
+use crate::domain::key::FieldError;
 use crate::store::StoreError;
 
 #[derive(Debug, thiserror::Error)]

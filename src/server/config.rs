@@ -8,61 +8,18 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use clap::{Args, Parser, Subcommand};
+use clap::Args;
 use sqlx::postgres::PgConnectOptions;
 
 use crate::cache::CacheSettings;
+use crate::domain::hashing::HashingParams;
+use crate::domain::policy::Policy;
+use crate::domain::token::TokenPrefix;
 use crate::freshness::StalePolicy;
-use crate::hashing::HashingParams;
-use crate::policy::Policy;
-use crate::replica::LeaseSettings;
-use crate::token::TokenPrefix;
+use crate::replication::LeaseSettings;
 
 /// The default database: the local server, database `keygate` (created when missing).
 pub const DEFAULT_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/keygate";
-
-#[derive(Parser)]
-#[command(
-    name = "keygate",
-    version,
-    about = "Authorization service for scoped API keys"
-)]
-pub struct Cli {
-    /// Log format: `text` for people, `json` for log pipelines.
-    #[arg(
-        long,
-        global = true,
-        env = "KEYGATE_LOG_FORMAT",
-        default_value = "text",
-        value_parser = ["text", "json"]
-    )]
-    pub log_format: String,
-    #[command(subcommand)]
-    pub command: Command,
-}
-
-// Parsed once at start; the size difference between variants does not matter.
-#[allow(clippy::large_enum_variant)]
-#[derive(Subcommand)]
-pub enum Command {
-    /// Run the gRPC server.
-    Serve(ServeArgs),
-    /// Apply database migrations and exit.
-    Migrate(DatabaseArgs),
-    /// Create the first system key on an empty database and print its token once.
-    Bootstrap(BootstrapArgs),
-    /// Manage keys on a running server (token from KEYGATE_TOKEN).
-    Keys(crate::cli::KeysArgs),
-    /// Manage organizations on a running server (system keys only).
-    Orgs(crate::cli::OrgsArgs),
-}
-
-impl Command {
-    /// Whether this command is the admin CLI, a client of a running server.
-    pub fn is_client(&self) -> bool {
-        matches!(self, Command::Keys(_) | Command::Orgs(_))
-    }
-}
 
 #[derive(Args, Clone)]
 pub struct DatabaseArgs {
@@ -440,15 +397,23 @@ impl ServeArgs {
 mod tests {
     use clap::Parser;
 
-    use super::{Cli, Command};
+    use super::ServeArgs;
+
+    /// `keygate serve`'s flags, as the binary's command line parses them.
+    #[derive(Parser)]
+    struct Serve {
+        #[command(flatten)]
+        args: ServeArgs,
+    }
+
+    fn parse_serve(flags: &[&str]) -> ServeArgs {
+        let arguments = ["keygate serve"].iter().chain(flags);
+        Serve::try_parse_from(arguments).unwrap().args
+    }
 
     /// The error `keygate serve <flags>` stops with, as one line.
     fn serve_error(flags: &[&str]) -> String {
-        let arguments = ["keygate", "serve"].iter().chain(flags);
-        let cli = Cli::try_parse_from(arguments).unwrap();
-        let Command::Serve(args) = cli.command else {
-            panic!("not serve");
-        };
+        let args = parse_serve(flags);
         match args.settings() {
             Ok(_) => panic!("{flags:?} were accepted"),
             Err(error) => format!("{error:#}"),
@@ -462,11 +427,7 @@ mod tests {
             "postgresql://postgres@127.0.0.1:5432/keygate",
             "POSTGRES://postgres@127.0.0.1:5432/keygate",
         ] {
-            let arguments = ["keygate", "serve", "--database-url", url];
-            let cli = Cli::try_parse_from(arguments).unwrap();
-            let Command::Serve(args) = cli.command else {
-                panic!("not serve");
-            };
+            let args = parse_serve(&["--database-url", url]);
             let settings = args.database.settings();
             assert!(settings.is_ok(), "{url}: {:#}", settings.err().unwrap());
         }
@@ -532,10 +493,7 @@ mod tests {
 
     #[test]
     fn defaults_are_valid() {
-        let cli = Cli::try_parse_from(["keygate", "serve"]).unwrap();
-        let Command::Serve(args) = cli.command else {
-            panic!("not serve");
-        };
+        let args = parse_serve(&[]);
         assert!(args.settings().is_ok());
     }
 }

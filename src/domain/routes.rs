@@ -1,7 +1,7 @@
 //! The route table: `METHOD /path/{param}` → the permission a request needs,
 //! compiled once per policy load into one radix router per method.
 
-use crate::permission::Permission;
+use crate::domain::permission::Permission;
 
 /// The HTTP methods a route may name.
 pub const METHODS: [&str; 7] = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"];

@@ -8,9 +8,9 @@ use chrono::{DateTime, Utc};
 use ipnet::IpNet;
 use uuid::Uuid;
 
-use crate::events::{EventAction, StateChange};
-use crate::permission::Scope;
-use crate::token::{Environment, KeyId};
+use crate::domain::events::{EventAction, StateChange};
+use crate::domain::permission::Scope;
+use crate::domain::token::{Environment, KeyId};
 
 pub const MAX_NAME_CHARS: usize = 64;
 pub const MAX_DESCRIPTION_CHARS: usize = 500;

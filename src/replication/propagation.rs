@@ -5,15 +5,15 @@
 //! not to wait for it.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use sqlx::pool::PoolConnection;
-use sqlx::{PgExecutor, Postgres, Row};
+use sqlx::{PgExecutor, PgPool, Postgres, Row};
 use tokio::sync::broadcast;
 use uuid::Uuid;
 
-use super::KeyManager;
-use crate::freshness::ReplicaProgress;
+use super::feed::{ProgressFeed, ReplicaProgress};
 use crate::store::StoreError;
 
 /// How far a mutation's event had spread when the RPC returned.
@@ -161,7 +161,54 @@ async fn count_reports(reports: &mut Reports, tally: &mut Tally, until: Instant)
     }
 }
 
-impl KeyManager {
+/// The wait after a mutation commits: how long it may take, how long a
+/// replica's lease lasts, and where this replica hears progress reports.
+#[derive(Clone)]
+pub struct PropagationWait {
+    pool: PgPool,
+    feed: Arc<ProgressFeed>,
+    timeout: Duration,
+    lease: Duration,
+    /// The replica whose mutations wait, named as their events' origin so
+    /// that replicas report their progress to it alone.
+    origin: Option<Uuid>,
+}
+
+impl PropagationWait {
+    /// A wait of at most 2 s for leases of 3 s, hearing reports on `feed`.
+    pub fn new(pool: PgPool, feed: Arc<ProgressFeed>) -> PropagationWait {
+        PropagationWait {
+            pool,
+            feed,
+            timeout: Duration::from_secs(2),
+            lease: Duration::from_secs(3),
+            origin: None,
+        }
+    }
+
+    /// Sets how long a wait may take and how long a replica's lease lasts.
+    pub fn with_timing(mut self, timeout: Duration, lease: Duration) -> PropagationWait {
+        self.timeout = timeout;
+        self.lease = lease;
+        self
+    }
+
+    /// Names `replica` as the origin of the events whose application is awaited.
+    pub fn with_origin(mut self, replica: Uuid) -> PropagationWait {
+        self.origin = Some(replica);
+        self
+    }
+
+    /// The replica named as the origin of awaited events, if any.
+    pub fn origin(&self) -> Option<Uuid> {
+        self.origin
+    }
+
+    /// Where this replica hears progress reports (its listener publishes them).
+    pub fn feed(&self) -> &Arc<ProgressFeed> {
+        &self.feed
+    }
+
     /// Waits (when asked) until every live replica has applied event
     /// `sequence`, at most the configured timeout. Never fails the already
     /// committed change. The replicas table is read once, on the mutation's
@@ -169,7 +216,7 @@ impl KeyManager {
     /// committed: a replica that becomes live after that read renews its
     /// trust after the commit too. Then replicas' reports are counted as
     /// they arrive; the table is read again only when reports do not settle it.
-    pub(super) async fn propagate(
+    pub async fn wait_for(
         &self,
         sequence: i64,
         wait: bool,
@@ -178,9 +225,9 @@ impl KeyManager {
         if !wait {
             return Propagation::default();
         }
-        let deadline = Instant::now() + self.propagation_timeout;
+        let deadline = Instant::now() + self.timeout;
         // Subscribed before the first read, so no report made meanwhile is missed.
-        let feed = &self.authorizer.freshness().replica_progress;
+        let feed = &self.feed;
         let mut reports: Reports = feed.subscribe();
         let mut tally = Tally::new(sequence);
         let mut first_read_on = Some(connection);

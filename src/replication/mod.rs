@@ -22,12 +22,15 @@ use uuid::Uuid;
 
 use crate::authorizer::Authorizer;
 use crate::freshness::{now_millis, Freshness};
+use feed::ProgressFeed;
 
+pub mod feed;
 mod listener;
-mod progress;
+pub mod propagation;
+mod reports;
 
 use listener::{listen, SILENT_HEARTBEATS};
-use progress::{report_applied, PendingReports};
+use reports::{report_applied, PendingReports};
 
 /// Heartbeat and lease timing.
 #[derive(Debug, Clone, Copy)]
@@ -54,6 +57,9 @@ pub struct Replica {
     pub name: String,
     tasks: Arc<Vec<tokio::task::JoinHandle<()>>>,
     freshness: Arc<Freshness>,
+    /// Where this replica's listener publishes the progress reports it hears,
+    /// and records its own, for its mutations' waits.
+    feed: Arc<ProgressFeed>,
 }
 
 impl Replica {
@@ -70,7 +76,12 @@ impl Replica {
 
     /// The last event sequence this replica has applied to its cache.
     pub fn applied_sequence(&self) -> i64 {
-        self.freshness.replica_progress.own_applied()
+        self.feed.own_applied()
+    }
+
+    /// Progress reports as this replica hears them (and its own progress).
+    pub fn progress_feed(&self) -> &Arc<ProgressFeed> {
+        &self.feed
     }
 }
 
@@ -78,6 +89,7 @@ impl Replica {
 pub async fn start(
     pool: PgPool,
     authorizer: Authorizer,
+    feed: Arc<ProgressFeed>,
     name: String,
     lease: LeaseSettings,
 ) -> Result<Replica, sqlx::Error> {
@@ -87,6 +99,7 @@ pub async fn start(
         name,
         tasks: Arc::new(Vec::new()),
         freshness: freshness.clone(),
+        feed,
     };
     let registered_at = now_millis();
     sqlx::query("INSERT INTO replicas (id, name) VALUES ($1, $2)")
@@ -155,12 +168,12 @@ async fn heartbeat(
         .bind(replica.id)
         .bind(&replica.name)
         .bind(claimed)
-        .bind(progress::own_channel(replica.id))
+        .bind(reports::own_channel(replica.id))
         .fetch_one(&pool);
         match tokio::time::timeout(lease.heartbeat_interval, renewal).await {
             Ok(Ok((latest, _))) => {
                 freshness.renew_lease(started + own_lease.as_millis() as i64);
-                if freshness.replica_progress.bound_own(claimed, latest) {
+                if replica.feed.bound_own(claimed, latest) {
                     tracing::warn!(
                         claimed,
                         latest,

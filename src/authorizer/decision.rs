@@ -7,8 +7,8 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 
 use crate::cache::CachedKey;
-use crate::key::KeyState;
-use crate::permission::Permission;
+use crate::domain::key::KeyState;
+use crate::domain::permission::Permission;
 
 /// Why a request was allowed or denied.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

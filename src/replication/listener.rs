@@ -9,13 +9,13 @@ use sqlx::postgres::{PgListener, PgPoolOptions};
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use super::progress::{self, parse_progress, PendingReports};
+use super::reports::{self, parse_progress, PendingReports};
 use super::Replica;
 use crate::authorizer::Authorizer;
-use crate::events::{EventAction, StateChange};
+use crate::domain::events::{EventAction, StateChange};
+use crate::domain::token::KeyId;
 use crate::freshness::now_millis;
 use crate::store::events::{Waiter, NOTIFY_CHANNEL, PROGRESS_CHANNEL};
-use crate::token::KeyId;
 
 /// A key-event notification:
 /// `<seq> <key uuid> <version> [<unix ms written> [<waiter> [<action>]]]`
@@ -79,7 +79,7 @@ fn apply_event(
         let lag = lag_seconds(now_millis(), written_at);
         metrics::histogram!("keygate_event_apply_lag_seconds").record(lag);
     }
-    let progress = &authorizer.freshness().replica_progress;
+    let progress = &replica.feed;
     progress.record_own(event.sequence);
     if event.waiter == Waiter::Origin(replica.id) {
         // The table hears it with the next heartbeat.
@@ -116,7 +116,7 @@ pub(super) async fn listen(
             });
         match connected {
             Ok((mut listener, caught_up)) => {
-                freshness.replica_progress.record_own(caught_up);
+                replica.feed.record_own(caught_up);
                 // Whoever waited meanwhile is unknown: tell everyone.
                 pending.applied_for(Waiter::Unnamed);
                 freshness.set_listener_connected(true);
@@ -146,7 +146,7 @@ pub(super) async fn listen(
                     };
                     if notification.channel() != NOTIFY_CHANNEL {
                         let report = parse_progress(notification.payload());
-                        freshness.replica_progress.publish(report);
+                        replica.feed.publish(report);
                         continue;
                     }
                     let Some(event) = parse_payload(notification.payload()) else {
@@ -212,7 +212,7 @@ async fn subscribe(pool: &PgPool, replica: Uuid) -> Result<PgListener, sqlx::Err
         .listen_all([
             NOTIFY_CHANNEL,
             PROGRESS_CHANNEL,
-            &progress::own_channel(replica),
+            &reports::own_channel(replica),
         ])
         .await?;
     Ok(listener)

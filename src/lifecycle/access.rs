@@ -13,11 +13,11 @@ use chrono::{DateTime, Utc};
 use ipnet::IpNet;
 use uuid::Uuid;
 
-use crate::decision::KeyIdentity;
-use crate::error::ServiceError;
-use crate::key::{FieldError, Key, KeyKind};
-use crate::permission::{Permission, Scope};
-use crate::token::Environment;
+use crate::authorizer::decision::KeyIdentity;
+use crate::domain::key::{FieldError, Key, KeyKind};
+use crate::domain::permission::{Permission, Scope};
+use crate::domain::token::Environment;
+use crate::lifecycle::error::ServiceError;
 
 /// An identified lifecycle caller.
 #[derive(Debug, Clone)]

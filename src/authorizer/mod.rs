@@ -6,6 +6,10 @@
 //! Lifecycle callers are identified through this same path, so the rules for who
 //! is a valid caller and for what Authorize accepts can never drift apart.
 
+pub mod decision;
+pub mod metrics;
+pub mod usage;
+
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
@@ -15,16 +19,18 @@ use chrono::{DateTime, Utc};
 use secrecy::SecretString;
 use sqlx::PgPool;
 
+use crate::authorizer::decision::{
+    AuthorizeRequest, Decision, KeyIdentity, Reason, SecretSlot, Target,
+};
+use crate::authorizer::usage::UsageRecorder;
 use crate::cache::{CachedKey, KeyCache, SecretDigest};
-use crate::decision::{AuthorizeRequest, Decision, KeyIdentity, Reason, SecretSlot, Target};
-use crate::events::StateChange;
+use crate::domain::events::StateChange;
+use crate::domain::hashing::{HashingError, SecretHasher};
+use crate::domain::policy::Policy;
+use crate::domain::token::{KeyId, Token, TokenPrefix};
 use crate::freshness::{Freshness, StalePolicy, TOMBSTONE_LIFETIME, VERSION_CHECK_TIMEOUT};
-use crate::hashing::{HashingError, SecretHasher};
-use crate::policy::Policy;
 use crate::store::keys::{find_key_by_id, find_key_version};
 use crate::store::StoreError;
-use crate::token::{KeyId, Token, TokenPrefix};
-use crate::usage::UsageRecorder;
 
 /// A failure to reach a verdict (as opposed to a verdict of "denied").
 #[derive(Debug, thiserror::Error)]
@@ -193,7 +199,7 @@ impl Authorizer {
         };
         // Counted only when the cache answered: otherwise the slow path's
         // lookup counts the hit or the miss.
-        crate::observability::hot_path().cache_hits.increment(1);
+        crate::cache::counters().hits.increment(1);
         Some(verified)
     }
 

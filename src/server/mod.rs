@@ -1,6 +1,11 @@
 //! Server wiring: connect, migrate, build the services, serve until told to stop.
 //! Tests drive the same [`Application`] on `127.0.0.1:0`.
 
+pub mod config;
+pub mod health;
+pub mod metrics;
+pub mod telemetry;
+
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -13,21 +18,22 @@ use tokio::net::TcpListener;
 use tonic::transport::server::TcpIncoming;
 use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
 
+use crate::authorizer::usage::UsageRecorder;
 use crate::authorizer::Authorizer;
 use crate::cache::{CacheSettings, KeyCache};
-use crate::config::{DatabaseSettings, KeySettings, ReplicationSettings, Settings, TlsSettings};
+use crate::domain::hashing::SecretHasher;
+use crate::domain::policy::Policy;
 use crate::freshness::Freshness;
+use crate::grpc::metrics::RpcMetricsLayer;
 use crate::grpc::pb::authorizer_server::AuthorizerServer;
 use crate::grpc::pb::key_service_server::KeyServiceServer;
 use crate::grpc::{AuthorizerHandler, KeyServiceHandler};
-use crate::hashing::SecretHasher;
-use crate::health;
 use crate::lifecycle::KeyManager;
-use crate::observability::{self, RpcMetricsLayer};
-use crate::policy::Policy;
-use crate::replica::{self, Replica};
+use crate::replication::{self, Replica};
+use crate::server::config::{
+    DatabaseSettings, KeySettings, ReplicationSettings, Settings, TlsSettings,
+};
 use crate::store;
-use crate::usage::UsageRecorder;
 
 /// A bound, ready-to-serve Keygate.
 pub struct Application {
@@ -90,7 +96,7 @@ impl Application {
     pub async fn build(settings: Settings) -> anyhow::Result<Application> {
         if settings.metrics_listen.is_some() {
             // Installed first, so that nothing recorded during start-up is lost.
-            observability::recorder();
+            metrics::recorder();
         }
         let pool = open_database(&settings.database, settings.migrate).await?;
         let freshness = Freshness::new();
@@ -104,9 +110,10 @@ impl Application {
             freshness,
             replication,
         )?;
-        let replica = replica::start(
+        let replica = replication::start(
             pool.clone(),
             manager.authorizer().clone(),
+            manager.progress_feed().clone(),
             replication.replica_name.clone(),
             replication.lease,
         )
@@ -189,13 +196,14 @@ impl Application {
             self.database_unhealthy_after,
         ));
         let database_health_stop = database_health.abort_handle();
-        let metrics_server = match (self.metrics_listener, observability::recorder()) {
+        let metrics_server = match (self.metrics_listener, metrics::recorder()) {
             (Some(listener), Some(handle)) => {
-                let sources = observability::ScrapeSources {
-                    authorizer: authorizer.clone(),
+                let sources = metrics::ScrapeSources {
+                    cache: authorizer.cache().clone(),
+                    freshness: authorizer.freshness().clone(),
                     pool: self.pool.clone(),
                 };
-                Some(tokio::spawn(observability::serve_metrics(
+                Some(tokio::spawn(metrics::serve_metrics(
                     listener, handle, sources,
                 )))
             }
@@ -230,7 +238,7 @@ impl Application {
             None
         };
         let incoming = TcpIncoming::from(self.listener).with_nodelay(Some(true));
-        let mut builder = Server::builder().trace_fn(crate::telemetry::rpc_span);
+        let mut builder = Server::builder().trace_fn(crate::server::telemetry::rpc_span);
         if let Some(tls) = &self.tls {
             let mut config =
                 ServerTlsConfig::new().identity(Identity::from_pem(&tls.cert_pem, &tls.key_pem));
@@ -266,7 +274,7 @@ impl Application {
         if let Some(metrics_server) = metrics_server {
             metrics_server.abort();
         }
-        replica::deregister(&self.pool, &self.replica).await;
+        replication::deregister(&self.pool, &self.replica).await;
         self.pool.close().await;
         tracing::info!("keygate stopped");
         Ok(())

@@ -22,7 +22,7 @@ use tokio::sync::Notify;
 use uuid::Uuid;
 
 use super::Replica;
-use crate::freshness::ReplicaProgress;
+use crate::replication::feed::ReplicaProgress;
 use crate::store::events::{Waiter, PROGRESS_CHANNEL};
 
 /// The channel on which `replica` hears reports for the events it wrote.

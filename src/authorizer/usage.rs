@@ -18,9 +18,9 @@ use sqlx::PgPool;
 use tokio::sync::mpsc;
 
 use crate::cache::CachedKey;
+use crate::domain::token::KeyId;
 use crate::store::usage::record_key_uses;
 use crate::store::StoreError;
-use crate::token::KeyId;
 
 /// How often a key's use is reported, at most.
 pub const REPORT_EVERY_SECONDS: i64 = 60;

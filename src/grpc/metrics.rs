@@ -1,0 +1,82 @@
+//! What every RPC records: its duration by method and status code
+//! (`keygate_rpc_duration_seconds`), and its status on the call's span.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+/// Records a call's gRPC status code on the current call span.
+pub fn record_status(code: tonic::Code) {
+    let span = tracing::Span::current();
+    span.record("rpc.grpc.status_code", code as i32);
+    if code != tonic::Code::Ok {
+        span.record("otel.status_code", "ERROR");
+    }
+}
+
+/// Records a failed Authorize call (a malformed request or an unreachable database).
+pub fn record_authorize_error(code: tonic::Code, started: Instant) {
+    record_status(code);
+    let code_label = (code as i32).to_string();
+    metrics::histogram!("keygate_rpc_duration_seconds", "method" => crate::authorizer::metrics::AUTHORIZE_METHOD, "code" => code_label)
+        .record(started.elapsed().as_secs_f64());
+}
+
+/// A tower layer that times every call of the service it wraps by method and
+/// status code (used for KeyService; Authorize records its own, more cheaply).
+#[derive(Clone, Copy, Default)]
+pub struct RpcMetricsLayer;
+
+impl<S> tower::Layer<S> for RpcMetricsLayer {
+    type Service = RpcMetrics<S>;
+
+    fn layer(&self, inner: S) -> RpcMetrics<S> {
+        RpcMetrics { inner }
+    }
+}
+
+#[derive(Clone)]
+pub struct RpcMetrics<S> {
+    inner: S,
+}
+
+impl<S: tonic::server::NamedService> tonic::server::NamedService for RpcMetrics<S> {
+    const NAME: &'static str = S::NAME;
+}
+
+impl<S, RequestBody, ResponseBody> tower::Service<http::Request<RequestBody>> for RpcMetrics<S>
+where
+    S: tower::Service<http::Request<RequestBody>, Response = http::Response<ResponseBody>>,
+    S::Future: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<S::Response, S::Error>> + Send>>;
+
+    fn poll_ready(&mut self, context: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(context)
+    }
+
+    fn call(&mut self, request: http::Request<RequestBody>) -> Self::Future {
+        let method = request.uri().path().to_owned();
+        let started = Instant::now();
+        let call = self.inner.call(request);
+        Box::pin(async move {
+            let response = call.await?;
+            // Errors are sent trailers-only, with grpc-status in the headers;
+            // a response without it in the headers is a success.
+            let status_code = response
+                .headers()
+                .get("grpc-status")
+                .map_or(tonic::Code::Ok, |value| {
+                    tonic::Code::from_bytes(value.as_bytes())
+                });
+            record_status(status_code);
+            let code_label = (status_code as i32).to_string();
+            metrics::histogram!("keygate_rpc_duration_seconds", "method" => method, "code" => code_label)
+                .record(started.elapsed().as_secs_f64());
+            Ok(response)
+        })
+    }
+}
