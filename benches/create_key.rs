@@ -5,7 +5,12 @@
 //! Uses a throwaway database on `DATABASE_URL` (default: the local server), and
 //! drops it afterwards.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "a benchmark: a failure is a failed run"
+)]
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

@@ -4,7 +4,12 @@
 //! while many are live (after a burst of changes), and what a lookup pays then.
 //! Run: `cargo bench --bench hot_path`.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "a benchmark: a failure is a failed run"
+)]
 
 use std::collections::BTreeMap;
 use std::hint::black_box;

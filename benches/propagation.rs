@@ -15,14 +15,19 @@
 //!
 //! Only loopback addresses are used; every loop is bounded in count and time.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "a benchmark: a failure is a failed run"
+)]
 
 #[path = "authorize/cpu.rs"]
 mod cpu;
-#[allow(dead_code)]
+#[expect(dead_code, reason = "shared with the authorize bench, which uses the rest")]
 #[path = "authorize/load.rs"]
 mod load;
-#[allow(dead_code)]
+#[expect(dead_code, reason = "shared with the authorize bench, which uses the rest")]
 #[path = "authorize/servers.rs"]
 mod servers;
 

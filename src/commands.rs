@@ -28,8 +28,6 @@ pub struct Cli {
     pub command: Command,
 }
 
-// Parsed once at start; the size difference between variants does not matter.
-#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 pub enum Command {
     /// Run the gRPC server.

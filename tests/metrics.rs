@@ -1,9 +1,14 @@
 //! `/metrics` after real traffic: the counters match what was done. One server
 //! in this process, since metrics come from one process-wide recorder.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "test code: a failure there is a failed test"
+)]
 
-#[allow(dead_code)]
+#[allow(dead_code, reason = "shared with the api tests, which use the rest")]
 #[path = "api/helpers.rs"]
 mod helpers;
 

@@ -16,7 +16,14 @@ use tonic::Status;
 use crate::lifecycle::error::ServiceError;
 
 /// Generated code for the `keygate.v1` package.
-#[allow(clippy::all, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#[allow(
+    clippy::all,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::allow_attributes_without_reason,
+    reason = "generated code"
+)]
 pub mod pb {
     tonic::include_proto!("keygate.v1");
 

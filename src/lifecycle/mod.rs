@@ -20,7 +20,7 @@ use chrono::{DateTime, Utc};
 use ipnet::IpNet;
 use secrecy::SecretString;
 use serde_json::json;
-use sqlx::PgPool;
+use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
 use crate::authorizer::decision::Reason;
@@ -36,8 +36,9 @@ use crate::domain::token::{Environment, KeyId, Token, TokenPrefix};
 use crate::lifecycle::access::Caller;
 use crate::lifecycle::error::ServiceError;
 use crate::replication::feed::ProgressFeed;
+use crate::replication::notification::{notify_key_event, KeyEventNotice};
 use crate::replication::propagation::PropagationWait;
-use crate::store::events::{insert_event, list_events, EventFilter, NewEvent, Waiter};
+use crate::store::events::{insert_event, list_events, EventFilter, NewEvent};
 use crate::store::keys::{
     find_key_by_id, insert_key, list_keys, lock_caller_state, CallerState, KeyFields, KeyFilter,
     NewKey,
@@ -108,21 +109,14 @@ impl KeyManager {
         self
     }
 
-    /// The audit event for a change to `key`. `awaited`: the caller will
-    /// wait for every replica to apply it.
+    /// The audit event for a change to `key`.
     fn new_event<'a>(
         &self,
         key: &'a Key,
         actor: Option<&'a Caller>,
         action: EventAction,
         changes: serde_json::Value,
-        awaited: bool,
     ) -> NewEvent<'a> {
-        let waiter = match (awaited, self.propagation.origin()) {
-            (false, _) => Waiter::Nobody,
-            (true, Some(origin)) => Waiter::Origin(origin),
-            (true, None) => Waiter::Unnamed,
-        };
         NewEvent {
             key_id: &key.id,
             organization_id: key.organization_id,
@@ -130,8 +124,31 @@ impl KeyManager {
             actor_key_id: actor.map(|caller| &caller.key().id),
             action,
             changes,
-            waiter,
         }
+    }
+
+    /// Tells every replica of the change that event `sequence` recorded
+    /// (`key_id` is now at `version`), inside the change's transaction: the
+    /// notification goes out when, and only if, it commits. `awaited`: the
+    /// caller will wait for every replica to apply it.
+    async fn announce(
+        &self,
+        connection: &mut PgConnection,
+        key_id: &KeyId,
+        sequence: i64,
+        version: i64,
+        action: EventAction,
+        awaited: bool,
+    ) -> Result<(), StoreError> {
+        let notice = KeyEventNotice {
+            sequence,
+            key_id: *key_id,
+            version,
+            written_at_millis: Some(Utc::now().timestamp_millis()),
+            waiter: self.propagation.waiter(awaited),
+            action: Some(action),
+        };
+        notify_key_event(connection, &notice).await
     }
 
     /// Writes the audit event of a key's creation, inside its transaction;
@@ -143,8 +160,11 @@ impl KeyManager {
         actor: Option<&Caller>,
         changes: serde_json::Value,
     ) -> Result<(), StoreError> {
-        let event = self.new_event(key, actor, EventAction::Created, changes, false);
-        insert_event(transaction, event, key.version).await
+        let event = self.new_event(key, actor, EventAction::Created, changes);
+        let sequence = insert_event(transaction, event).await?;
+        let action = EventAction::Created;
+        self.announce(transaction, &key.id, sequence, key.version, action, false)
+            .await
     }
 
     /// How long mutations wait for replicas, and the replicas' lease.

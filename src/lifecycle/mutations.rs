@@ -19,6 +19,7 @@ use crate::domain::permission::Scope;
 use crate::domain::token::{KeyId, Token};
 use crate::lifecycle::access::Caller;
 use crate::lifecycle::error::ServiceError;
+use crate::replication::notification::DELETED_VERSION;
 use crate::store::changes::{delete_key, rotate_secret, set_disabled, set_revoked, update_fields};
 use crate::store::events::latest_event_sequence;
 use crate::store::keys::{lock_key_for_change, KeyFields};
@@ -178,9 +179,18 @@ impl KeyManager {
             Some(caller),
             EventAction::Updated,
             Value::Object(changes),
-            wait,
         );
         let (key, sequence) = update_fields(&mut transaction, key_id, &fields, event).await?;
+        let action = EventAction::Updated;
+        self.announce(
+            &mut transaction,
+            key_id,
+            sequence,
+            key.version,
+            action,
+            wait,
+        )
+        .await?;
         transaction.commit().await.map_err(StoreError::from)?;
         self.authorizer.follow_change(key_id, key.version, None);
         tracing::info!(key_id = %key.id, version = key.version, "key updated");
@@ -214,13 +224,23 @@ impl KeyManager {
             "grace_period_seconds": rotation.grace_period.num_seconds(),
             "previous_secret_expire_time": previous_valid_until,
         });
-        let event = self.new_event(&current, Some(caller), EventAction::Rotated, changes, wait);
+        let event = self.new_event(&current, Some(caller), EventAction::Rotated, changes);
         let (key, sequence) = rotate_secret(
             &mut transaction,
             key_id,
             &new_hash,
             previous_valid_until,
             event,
+        )
+        .await?;
+        let action = EventAction::Rotated;
+        self.announce(
+            &mut transaction,
+            key_id,
+            sequence,
+            key.version,
+            action,
+            wait,
         )
         .await?;
         transaction.commit().await.map_err(StoreError::from)?;
@@ -262,8 +282,17 @@ impl KeyManager {
         } else {
             EventAction::Enabled
         };
-        let event = self.new_event(&current, Some(caller), action, json!({}), wait);
+        let event = self.new_event(&current, Some(caller), action, json!({}));
         let (key, sequence) = set_disabled(&mut transaction, key_id, disabled, event).await?;
+        self.announce(
+            &mut transaction,
+            key_id,
+            sequence,
+            key.version,
+            action,
+            wait,
+        )
+        .await?;
         transaction.commit().await.map_err(StoreError::from)?;
         let change = StateChange {
             action,
@@ -300,14 +329,18 @@ impl KeyManager {
             };
             return Ok((current, propagation));
         }
-        let event = self.new_event(
-            &current,
-            Some(caller),
-            EventAction::Revoked,
-            json!({}),
-            wait,
-        );
+        let action = EventAction::Revoked;
+        let event = self.new_event(&current, Some(caller), action, json!({}));
         let (key, sequence) = set_revoked(&mut transaction, key_id, event).await?;
+        self.announce(
+            &mut transaction,
+            key_id,
+            sequence,
+            key.version,
+            action,
+            wait,
+        )
+        .await?;
         transaction.commit().await.map_err(StoreError::from)?;
         let change = StateChange {
             action: EventAction::Revoked,
@@ -332,16 +365,20 @@ impl KeyManager {
         caller.require("api_keys:delete")?;
         let mut connection = self.connection().await?;
         let (mut transaction, current) = self.begin_on_key(&mut connection, caller, key_id).await?;
-        let event = self.new_event(
-            &current,
-            Some(caller),
-            EventAction::Deleted,
-            json!({}),
-            wait,
-        );
+        let action = EventAction::Deleted;
+        let event = self.new_event(&current, Some(caller), action, json!({}));
         let sequence = delete_key(&mut transaction, key_id, event).await?;
+        self.announce(
+            &mut transaction,
+            key_id,
+            sequence,
+            DELETED_VERSION,
+            action,
+            wait,
+        )
+        .await?;
         transaction.commit().await.map_err(StoreError::from)?;
-        self.authorizer.follow_change(key_id, i64::MAX, None);
+        self.authorizer.follow_change(key_id, DELETED_VERSION, None);
         tracing::info!(key_id = %current.id, "key deleted");
         Ok(self.propagation.wait_for(sequence, wait, connection).await)
     }

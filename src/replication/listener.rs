@@ -9,46 +9,15 @@ use sqlx::postgres::{PgListener, PgPoolOptions};
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use super::reports::{self, parse_progress, PendingReports};
+use super::notification::{
+    own_progress_channel, parse_progress, KeyEventNotice, Waiter, KEY_EVENTS_CHANNEL,
+    PROGRESS_CHANNEL,
+};
+use super::reports::PendingReports;
 use super::Replica;
 use crate::authorizer::Authorizer;
-use crate::domain::events::{EventAction, StateChange};
-use crate::domain::token::KeyId;
+use crate::domain::events::StateChange;
 use crate::freshness::now_millis;
-use crate::store::events::{Waiter, NOTIFY_CHANNEL, PROGRESS_CHANNEL};
-
-/// A key-event notification:
-/// `<seq> <key uuid> <version> [<unix ms written> [<waiter> [<action>]]]`
-/// (see [`NOTIFY_CHANNEL`]; writers from before the later fields omit them).
-#[derive(Debug, PartialEq, Eq)]
-struct KeyEventNotice {
-    sequence: i64,
-    key_id: KeyId,
-    version: i64,
-    written_at_millis: Option<i64>,
-    waiter: Waiter,
-    /// `None` when absent or not known to this replica: a cached copy older
-    /// than the event is evicted.
-    action: Option<EventAction>,
-}
-
-fn parse_payload(payload: &str) -> Option<KeyEventNotice> {
-    let mut parts = payload.split(' ');
-    let sequence = parts.next()?.parse().ok()?;
-    let key_id = KeyId::from_uuid(Uuid::parse_str(parts.next()?).ok()?);
-    let version = parts.next()?.parse().ok()?;
-    let written_at_millis = parts.next().and_then(|millis| millis.parse().ok());
-    let waiter = Waiter::parse(parts.next());
-    let action = parts.next().and_then(EventAction::parse);
-    Some(KeyEventNotice {
-        sequence,
-        key_id,
-        version,
-        written_at_millis,
-        waiter,
-        action,
-    })
-}
 
 /// Seconds from an event's writing to now, both in unix milliseconds; never
 /// negative, and any time the payload claims is taken without overflow.
@@ -144,12 +113,12 @@ pub(super) async fn listen(
                     let Ok(Some(notification)) = received else {
                         break;
                     };
-                    if notification.channel() != NOTIFY_CHANNEL {
+                    if notification.channel() != KEY_EVENTS_CHANNEL {
                         let report = parse_progress(notification.payload());
                         replica.feed.publish(report);
                         continue;
                     }
-                    let Some(event) = parse_payload(notification.payload()) else {
+                    let Some(event) = KeyEventNotice::parse(notification.payload()) else {
                         tracing::warn!("ignoring a malformed key event notification");
                         continue;
                     };
@@ -210,9 +179,9 @@ async fn subscribe(pool: &PgPool, replica: Uuid) -> Result<PgListener, sqlx::Err
     listener.eager_reconnect(false);
     listener
         .listen_all([
-            NOTIFY_CHANNEL,
+            KEY_EVENTS_CHANNEL,
             PROGRESS_CHANNEL,
-            &reports::own_channel(replica),
+            &own_progress_channel(replica),
         ])
         .await?;
     Ok(listener)
@@ -221,7 +190,6 @@ async fn subscribe(pool: &PgPool, replica: Uuid) -> Result<PgListener, sqlx::Err
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::events::notification_tail;
 
     #[test]
     fn lag_takes_any_written_time_without_overflow() {
@@ -229,60 +197,5 @@ mod tests {
         assert_eq!(lag_seconds(3_000, 5_000), 0.0, "a writer's clock ahead");
         assert_eq!(lag_seconds(1_000, i64::MAX), 0.0);
         assert!(lag_seconds(1_000, i64::MIN) > 0.0);
-    }
-
-    #[test]
-    fn payloads() {
-        let id = KeyId::generate();
-        let payload = format!("42 {} 7 1700000000000", id.as_uuid());
-        let notice = |waiter, action| KeyEventNotice {
-            sequence: 42,
-            key_id: id,
-            version: 7,
-            written_at_millis: Some(1_700_000_000_000),
-            waiter,
-            action,
-        };
-        // As writers from before the waiter and the action fields sent them.
-        assert_eq!(parse_payload(&payload), Some(notice(Waiter::Unnamed, None)));
-        let origin = Uuid::new_v4();
-        assert_eq!(
-            parse_payload(&format!("{payload} {origin}")),
-            Some(notice(Waiter::Origin(origin), None))
-        );
-        assert_eq!(
-            parse_payload(&format!("{payload} -")),
-            Some(notice(Waiter::Nobody, None))
-        );
-        // As they are written now.
-        assert_eq!(
-            parse_payload(&format!("{payload} {origin} revoked")),
-            Some(notice(Waiter::Origin(origin), Some(EventAction::Revoked)))
-        );
-        assert_eq!(
-            parse_payload(&format!("{payload} * disabled")),
-            Some(notice(Waiter::Unnamed, Some(EventAction::Disabled)))
-        );
-        assert_eq!(
-            parse_payload(&format!("{payload} - updated")),
-            Some(notice(Waiter::Nobody, Some(EventAction::Updated)))
-        );
-        // As the store writes its tail.
-        let tail = notification_tail(
-            1_700_000_000_000,
-            Waiter::Origin(origin),
-            EventAction::Revoked,
-        );
-        assert_eq!(
-            parse_payload(&format!("42 {} 7 {tail}", id.as_uuid())),
-            Some(notice(Waiter::Origin(origin), Some(EventAction::Revoked)))
-        );
-        // An action this replica does not know: the key is evicted.
-        assert_eq!(
-            parse_payload(&format!("{payload} - renamed")),
-            Some(notice(Waiter::Nobody, None))
-        );
-        assert_eq!(parse_payload("42 nope 7"), None);
-        assert_eq!(parse_payload(""), None);
     }
 }

@@ -1,18 +1,22 @@
-//! This replica's part in cross-replica invalidation:
+//! Cross-replica invalidation, in one place: how a change made on one replica
+//! reaches every other replica's cache, and how the change's RPC learns that
+//! it has.
 //!
-//! - a `LISTEN` on the key-event channel that applies each event to the cache
-//!   the moment its notification arrives (evicting the key, or following a
-//!   disable or a revocation in place, and leaving a tombstone),
-//!   replaced when it falls silent (it must hear at least this replica's own
-//!   heartbeat);
-//! - a row in `replicas` with the last event sequence applied, reported, for
-//!   each event another replica's mutation waits on, to that replica (see
-//!   `progress`), so that the mutation can wait until every live replica has
-//!   applied it (a replica's own mutations learn of its progress in process,
-//!   and its row follows with the heartbeat);
-//! - a heartbeat on that row, which is a lease: a replica that cannot renew it
-//!   in time stops trusting its cache (see `freshness`), so a waiting mutation
-//!   may count a replica whose lease ran out as safe.
+//! - [`notification`]: the `NOTIFY` channels and payloads, written and parsed
+//!   there alone. Every mutation sends a key event in its own transaction.
+//! - [`listener`]: a `LISTEN` that applies each key event to the cache the
+//!   moment it arrives (evicting the key, or following a disable or a
+//!   revocation in place, and leaving a tombstone), replaced when it falls
+//!   silent (it must hear at least this replica's own heartbeat).
+//! - [`reports`]: for each event another replica's mutation waits on, a
+//!   report of this replica's progress to that replica (a replica's own
+//!   mutations learn of its progress in process, through the [`feed`]).
+//! - [`heartbeat`]: this replica's row in `replicas`, renewed every interval;
+//!   it is a lease: a replica that cannot renew it in time stops trusting its
+//!   cache (see `freshness`), so a waiting mutation may count a replica whose
+//!   lease ran out as safe.
+//! - [`propagation`]: the wait after a mutation commits, until every live
+//!   replica has applied its event.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -25,10 +29,13 @@ use crate::freshness::{now_millis, Freshness};
 use feed::ProgressFeed;
 
 pub mod feed;
+mod heartbeat;
 mod listener;
+pub mod notification;
 pub mod propagation;
 mod reports;
 
+use heartbeat::heartbeat;
 use listener::{listen, SILENT_HEARTBEATS};
 use reports::{report_applied, PendingReports};
 
@@ -134,55 +141,5 @@ pub async fn deregister(pool: &PgPool, replica: &Replica) {
         .await;
     if let Err(error) = removed {
         tracing::warn!(%error, "failed to deregister the replica");
-    }
-}
-
-async fn heartbeat(
-    pool: PgPool,
-    freshness: Arc<Freshness>,
-    replica: Replica,
-    lease: LeaseSettings,
-) {
-    // Hold the lease until half an interval before it runs out as others see it;
-    // trust is checked against this deadline on every request.
-    let own_lease = lease.lease.saturating_sub(lease.heartbeat_interval / 2);
-    let mut ticker = tokio::time::interval(lease.heartbeat_interval);
-    loop {
-        ticker.tick().await;
-        let started = now_millis();
-        // The renewal is also a progress report to this replica itself, which
-        // its listener must hear: one that hears nothing is replaced. What it
-        // claims is bounded by the newest event, as in every report (with no
-        // event left after retention, there is nothing to bound it by).
-        let claimed = replica.applied_sequence();
-        let renewal = sqlx::query_as::<_, (i64, String)>(
-            "WITH latest AS (SELECT COALESCE(MAX(seq), $3) AS seq FROM key_events), \
-             renewed AS (INSERT INTO replicas (id, name, last_applied_seq) \
-             SELECT $1, $2, LEAST($3, latest.seq) FROM latest \
-             ON CONFLICT (id) DO UPDATE SET heartbeat_at = now(), \
-             last_applied_seq = GREATEST(replicas.last_applied_seq, EXCLUDED.last_applied_seq) \
-             RETURNING last_applied_seq) \
-             SELECT latest.seq, pg_notify($4, $1::text || ' ' || last_applied_seq)::text \
-             FROM renewed, latest",
-        )
-        .bind(replica.id)
-        .bind(&replica.name)
-        .bind(claimed)
-        .bind(reports::own_channel(replica.id))
-        .fetch_one(&pool);
-        match tokio::time::timeout(lease.heartbeat_interval, renewal).await {
-            Ok(Ok((latest, _))) => {
-                freshness.renew_lease(started + own_lease.as_millis() as i64);
-                if replica.feed.bound_own(claimed, latest) {
-                    tracing::warn!(
-                        claimed,
-                        latest,
-                        "a key event notification claimed a sequence beyond the newest event; taken back"
-                    );
-                }
-            }
-            Ok(Err(error)) => tracing::warn!(%error, "heartbeat failed"),
-            Err(_) => tracing::warn!("heartbeat timed out"),
-        }
     }
 }

@@ -14,6 +14,7 @@ use tokio::sync::broadcast;
 use uuid::Uuid;
 
 use super::feed::{ProgressFeed, ReplicaProgress};
+use super::notification::Waiter;
 use crate::store::StoreError;
 
 /// How far a mutation's event had spread when the RPC returned.
@@ -202,6 +203,16 @@ impl PropagationWait {
     /// The replica named as the origin of awaited events, if any.
     pub fn origin(&self) -> Option<Uuid> {
         self.origin
+    }
+
+    /// Who an event's notification names as waiting for it. `awaited`: the
+    /// mutation will wait for every replica to apply it.
+    pub fn waiter(&self, awaited: bool) -> Waiter {
+        match (awaited, self.origin) {
+            (false, _) => Waiter::Nobody,
+            (true, Some(origin)) => Waiter::Origin(origin),
+            (true, None) => Waiter::Unnamed,
+        }
     }
 
     /// Where this replica hears progress reports (its listener publishes them).

@@ -21,23 +21,9 @@ use sqlx::{Connection, Executor, PgPool};
 use tokio::sync::Notify;
 use uuid::Uuid;
 
+use super::feed::ReplicaProgress;
+use super::notification::{notify_progress, own_progress_channel, Waiter, PROGRESS_CHANNEL};
 use super::Replica;
-use crate::replication::feed::ReplicaProgress;
-use crate::store::events::{Waiter, PROGRESS_CHANNEL};
-
-/// The channel on which `replica` hears reports for the events it wrote.
-pub fn own_channel(replica: Uuid) -> String {
-    format!("{PROGRESS_CHANNEL}_{}", replica.simple())
-}
-
-/// A progress notification: `<replica uuid> <last applied seq>`.
-pub fn parse_progress(payload: &str) -> Option<ReplicaProgress> {
-    let (replica, applied) = payload.split_once(' ')?;
-    Some(ReplicaProgress {
-        replica: Uuid::parse_str(replica).ok()?,
-        applied: applied.parse().ok()?,
-    })
-}
 
 /// Who the next report goes to.
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -52,7 +38,10 @@ impl Audience {
     }
 
     fn channels(&self) -> Vec<String> {
-        let own = self.origins.iter().map(|origin| own_channel(*origin));
+        let own = self
+            .origins
+            .iter()
+            .map(|origin| own_progress_channel(*origin));
         let shared = self.shared.then(|| PROGRESS_CHANNEL.to_owned());
         own.chain(shared).collect()
     }
@@ -190,18 +179,23 @@ async fn attempt_report(
         // Never beyond the newest event (every event applied is committed, so
         // visible here): a forged notification could claim any sequence, and
         // the row is what later waits read first.
-        sqlx::query(
-            "WITH reported AS (UPDATE replicas SET last_applied_seq = GREATEST(last_applied_seq, \
+        let recorded: Option<i64> = sqlx::query_scalar(
+            "UPDATE replicas SET last_applied_seq = GREATEST(last_applied_seq, \
              LEAST($2, (SELECT COALESCE(MAX(seq), $2) FROM key_events))) \
-             WHERE id = $1 RETURNING last_applied_seq) \
-             SELECT pg_notify(channel, $1::text || ' ' || last_applied_seq) \
-             FROM reported, unnest($3::text[]) AS channel",
+             WHERE id = $1 RETURNING last_applied_seq",
         )
         .bind(replica_id)
         .bind(applied)
-        .bind(channels)
-        .execute(open)
+        .fetch_optional(&mut *open)
         .await?;
+        // No row: the replica was deregistered, and nobody waits for it.
+        if let Some(applied) = recorded {
+            let progress = ReplicaProgress {
+                replica: replica_id,
+                applied,
+            };
+            notify_progress(&mut *open, channels, progress).await?;
+        }
         Ok(())
     };
     let outcome = tokio::time::timeout(REPORT_TIMEOUT, report)
@@ -213,11 +207,15 @@ async fn attempt_report(
     outcome
 }
 
+/// How the reporting connection names itself in `pg_stat_activity`.
+pub const REPORTER_APPLICATION_NAME: &str = "keygate progress reporter";
+
 /// Opens the reporting connection, with commits that do not wait for the disk:
 /// a report states what this replica has done, and losing the latest one in a
 /// database crash costs nothing the next heartbeat does not redo.
 async fn connect(options: &PgConnectOptions) -> Result<PgConnection, sqlx::Error> {
-    let mut connection = PgConnection::connect_with(options).await?;
+    let options = options.clone().application_name(REPORTER_APPLICATION_NAME);
+    let mut connection = PgConnection::connect_with(&options).await?;
     connection.execute("SET synchronous_commit = off").await?;
     Ok(connection)
 }
@@ -225,20 +223,6 @@ async fn connect(options: &PgConnectOptions) -> Result<PgConnection, sqlx::Error
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn progress_payloads() {
-        let replica = Uuid::new_v4();
-        let report = ReplicaProgress {
-            replica,
-            applied: 42,
-        };
-        assert_eq!(parse_progress(&format!("{replica} 42")), Some(report));
-        assert_eq!(parse_progress(&format!("{replica}")), None);
-        assert_eq!(parse_progress(&format!("{replica} x")), None);
-        assert_eq!(parse_progress("nope 42"), None);
-        assert_eq!(parse_progress(""), None);
-    }
 
     #[test]
     fn reports_go_to_each_origin_once_to_the_shared_channel_when_asked_and_not_for_nobody() {
@@ -250,7 +234,7 @@ mod tests {
         pending.applied_for(Waiter::Nobody);
         let mut channels = pending.take().channels();
         channels.sort();
-        let mut expected = vec![own_channel(first), own_channel(second)];
+        let mut expected = vec![own_progress_channel(first), own_progress_channel(second)];
         expected.sort();
         assert_eq!(channels, expected);
         assert!(pending.take().is_empty());
@@ -274,6 +258,6 @@ mod tests {
 
     #[test]
     fn channel_names_fit_postgres_identifiers() {
-        assert!(own_channel(Uuid::new_v4()).len() <= 63);
+        assert!(own_progress_channel(Uuid::new_v4()).len() <= 63);
     }
 }

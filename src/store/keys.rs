@@ -68,7 +68,8 @@ pub struct KeyFilter {
 }
 
 /// A key's columns, for a statement that reads or returns `api_keys` rows
-/// under that name (its last use comes from `key_usage`, see `usage`).
+/// under that name (its last use comes from `key_usage`, see `usage`). The
+/// changes in `changes` spell them out in their own statements.
 pub(super) const KEY_COLUMNS: &str =
     "id, seq, organization_id, kind, environment, name, description, scopes, \
     allowed_cidrs, expires_at, metadata, lock_scopes, secret_hash, previous_secret_hash, \

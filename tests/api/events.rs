@@ -161,7 +161,7 @@ async fn concurrent_changes_are_numbered_in_commit_order(
         .await
         .unwrap();
     listener
-        .listen(keygate::store::events::NOTIFY_CHANNEL)
+        .listen(keygate::replication::notification::KEY_EVENTS_CHANNEL)
         .await
         .unwrap();
 

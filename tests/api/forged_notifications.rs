@@ -6,7 +6,7 @@ use chrono::Utc;
 use keygate::domain::events::EventAction;
 use keygate::domain::token::KeyId;
 use keygate::grpc::pb::Reason;
-use keygate::store::events::{notification_tail, Waiter, NOTIFY_CHANNEL};
+use keygate::replication::notification::{KeyEventNotice, Waiter, KEY_EVENTS_CHANNEL};
 use keygate::store::keys::find_key_by_id;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::PgPool;
@@ -27,15 +27,17 @@ struct Forged<'a> {
 }
 
 async fn forge(pool: &PgPool, event: Forged<'_>) {
-    let tail = notification_tail(Utc::now().timestamp_millis(), event.waiter, event.action);
-    let payload = format!(
-        "{} {} {} {tail}",
-        event.sequence,
-        event.key_id.as_uuid(),
-        event.version
-    );
+    let notice = KeyEventNotice {
+        sequence: event.sequence,
+        key_id: *event.key_id,
+        version: event.version,
+        written_at_millis: Some(Utc::now().timestamp_millis()),
+        waiter: event.waiter,
+        action: Some(event.action),
+    };
+    let payload = notice.to_payload();
     sqlx::query("SELECT pg_notify($1, $2)")
-        .bind(NOTIFY_CHANNEL)
+        .bind(KEY_EVENTS_CHANNEL)
         .bind(payload)
         .execute(pool)
         .await

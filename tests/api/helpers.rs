@@ -26,10 +26,10 @@ pub struct TestApp {
     /// A connection to the server, for other clients (health).
     pub channel: Channel,
     /// Where the server listens (loopback), for clients run as processes.
-    #[allow(dead_code)]
+    #[allow(dead_code, reason = "read by only some of the test binaries that share this file")]
     pub address: std::net::SocketAddr,
     /// Where the server serves `/metrics`, when it does (used by the metrics test).
-    #[allow(dead_code)]
+    #[allow(dead_code, reason = "read by only some of the test binaries that share this file")]
     pub metrics_addr: Option<std::net::SocketAddr>,
     /// The server's own pool: closing it cuts the server off from the database.
     pub server_pool: PgPool,

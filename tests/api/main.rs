@@ -2,7 +2,12 @@
 //! one throwaway database per test.
 
 // Test support code may unwrap: a failure there is a failed test.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "test code: a failure there is a failed test"
+)]
 
 mod access;
 mod authorize;

@@ -345,7 +345,8 @@ async fn progress_reports_survive_the_loss_of_their_connection(
     // each opened one for its catch-up report at start).
     let killed: Vec<bool> = sqlx::query_scalar(
         "SELECT pg_terminate_backend(pid, 5000) FROM pg_stat_activity \
-         WHERE datname = current_database() AND query LIKE 'WITH reported AS%'",
+         WHERE datname = current_database() \
+         AND application_name = 'keygate progress reporter'",
     )
     .fetch_all(&a.pool)
     .await

@@ -8,7 +8,7 @@ use keygate::domain::events::{EventAction, StateChange};
 use keygate::domain::token::KeyId;
 use keygate::grpc::pb::{self, Reason};
 use keygate::store::changes::{set_disabled, set_revoked};
-use keygate::store::events::{NewEvent, Waiter};
+use keygate::store::events::NewEvent;
 use keygate::store::keys::find_key_by_id;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use tonic::Code;
@@ -102,7 +102,6 @@ async fn a_followed_state_change_matches_the_row_the_store_writes(
             actor_key_id: None,
             action,
             changes: serde_json::json!({}),
-            waiter: Waiter::Nobody,
         };
         let connection = &mut *pool.acquire().await.unwrap();
         match action {
