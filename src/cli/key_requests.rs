@@ -7,8 +7,8 @@ use prost_types::FieldMask;
 
 use super::values::{parse_expiry_time, parse_metadata_pair, ExpiryTime};
 use super::{CliError, WaitArgs};
-use crate::grpc::convert::timestamp;
 use crate::grpc::pb;
+use crate::grpc::timestamp;
 
 /// `--environment`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]

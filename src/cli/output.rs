@@ -60,7 +60,7 @@ pub fn more_pages_hint(next_page_token: &str) {
 }
 
 fn to_datetime(timestamp: &prost_types::Timestamp) -> Option<DateTime<Utc>> {
-    crate::grpc::convert::parse_timestamp("time", timestamp).ok()
+    crate::grpc::parse_timestamp("time", timestamp).ok()
 }
 
 /// An RFC 3339 time (UTC, as precise as stored), or null when unset.

@@ -1,19 +1,42 @@
 //! The gRPC layer: generated `keygate.v1` types, conversion between them and the
 //! domain, and the one mapping from [`ServiceError`] to `tonic::Status`.
-//! Nothing outside this module names a generated type.
+//! Nothing outside this module names a generated type, except the admin CLI
+//! (`crate::cli`), which is a client of this API and speaks it through [`pb`].
 
 mod authorizer_service;
-pub(crate) mod convert;
+mod convert;
 mod key_service;
 pub mod metrics;
 
 pub use authorizer_service::AuthorizerHandler;
+/// The proto's well-known `Timestamp` to and from a time: shared with the
+/// admin CLI, which sends and prints them.
+pub use convert::{parse_timestamp, timestamp};
 pub use key_service::KeyServiceHandler;
 
 use tonic::metadata::MetadataMap;
 use tonic::Status;
 
+use crate::authorizer::Authorizer;
 use crate::lifecycle::error::ServiceError;
+use crate::lifecycle::KeyManager;
+use metrics::{RpcMetrics, RpcMetricsLayer};
+use pb::authorizer_server::AuthorizerServer;
+use pb::key_service_server::KeyServiceServer;
+
+/// `keygate.v1.KeyService` over `manager`, each call timed by method and status.
+pub fn key_service(manager: KeyManager) -> RpcMetrics<KeyServiceServer<KeyServiceHandler>> {
+    let service = KeyServiceServer::new(KeyServiceHandler::new(manager));
+    tower::Layer::layer(&RpcMetricsLayer, service)
+}
+
+/// `keygate.v1.Authorizer` over `authorizer` (it times its own calls, more cheaply).
+pub fn authorizer_service(authorizer: Authorizer) -> AuthorizerServer<AuthorizerHandler> {
+    AuthorizerServer::new(AuthorizerHandler::new(authorizer))
+}
+
+/// Encoded descriptors of every Keygate proto file, for server reflection.
+pub const FILE_DESCRIPTOR_SET: &[u8] = pb::FILE_DESCRIPTOR_SET;
 
 /// Generated code for the `keygate.v1` package.
 #[allow(

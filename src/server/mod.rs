@@ -24,10 +24,7 @@ use crate::cache::{CacheSettings, KeyCache};
 use crate::domain::hashing::SecretHasher;
 use crate::domain::policy::Policy;
 use crate::freshness::Freshness;
-use crate::grpc::metrics::RpcMetricsLayer;
-use crate::grpc::pb::authorizer_server::AuthorizerServer;
-use crate::grpc::pb::key_service_server::KeyServiceServer;
-use crate::grpc::{AuthorizerHandler, KeyServiceHandler};
+use crate::grpc;
 use crate::lifecycle::KeyManager;
 use crate::replication::{self, Replica};
 use crate::server::config::{
@@ -209,11 +206,8 @@ impl Application {
             }
             _ => None,
         };
-        let key_service = tower::Layer::layer(
-            &RpcMetricsLayer,
-            KeyServiceServer::new(KeyServiceHandler::new(self.manager)),
-        );
-        let authorizer_service = AuthorizerServer::new(AuthorizerHandler::new(authorizer));
+        let key_service = grpc::key_service(self.manager);
+        let authorizer_service = grpc::authorizer_service(authorizer);
         tracing::info!(address = %self.local_addr, "keygate serving");
         let drain_reporter = health_reporter.clone();
         let stopping_replica = self.replica.clone();
@@ -229,7 +223,7 @@ impl Application {
         };
         let reflection_service = if self.reflection {
             let service = tonic_reflection::server::Builder::configure()
-                .register_encoded_file_descriptor_set(crate::grpc::pb::FILE_DESCRIPTOR_SET)
+                .register_encoded_file_descriptor_set(grpc::FILE_DESCRIPTOR_SET)
                 .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
                 .build_v1()
                 .context("failed to build the reflection service")?;
