@@ -3,23 +3,19 @@
 
 use keygate::grpc::pb::{self, Environment, KeyKind};
 use prost_types::{FieldMask, Timestamp};
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use tonic::metadata::MetadataValue;
 use tonic::{Code, Request};
 
-use crate::helpers::{
+use crate::support::{
     assert_complete, assert_status, authed, key_request, revoke_through, set_disabled_through,
-    spawn_app, token_for,
+    token_for, TestApp,
 };
 
 const MANAGER: &[&str] = &["api_keys:*", "customers:*", "payments:read"];
 
-#[sqlx::test(migrations = false)]
-async fn organization_keys_see_only_their_own_organization(
-    _pool: PgPoolOptions,
-    db: PgConnectOptions,
-) {
-    let app = spawn_app(db).await;
+#[tokio::test]
+async fn organization_keys_see_only_their_own_organization() {
+    let app = TestApp::spawn().await;
     let acme = app.create_organization("Acme").await;
     let globex = app.create_organization("Globex").await;
     let (_, acme_token) = app.org_key(&acme, Environment::Live, MANAGER).await;
@@ -176,9 +172,9 @@ async fn organization_keys_see_only_their_own_organization(
     assert_eq!(created.organization_id, acme);
 }
 
-#[sqlx::test(migrations = false)]
-async fn test_keys_manage_only_test_keys(_pool: PgPoolOptions, db: PgConnectOptions) {
-    let app = spawn_app(db).await;
+#[tokio::test]
+async fn test_keys_manage_only_test_keys() {
+    let app = TestApp::spawn().await;
     let org = app.create_organization("Acme").await;
     let (_, test_token) = app.org_key(&org, Environment::Test, MANAGER).await;
     let (live_key, _) = app
@@ -232,9 +228,9 @@ async fn test_keys_manage_only_test_keys(_pool: PgPoolOptions, db: PgConnectOpti
     assert!(listed.keys.iter().any(|key| key.id == created.id));
 }
 
-#[sqlx::test(migrations = false)]
-async fn no_caller_grants_more_than_it_holds(_pool: PgPoolOptions, db: PgConnectOptions) {
-    let app = spawn_app(db).await;
+#[tokio::test]
+async fn no_caller_grants_more_than_it_holds() {
+    let app = TestApp::spawn().await;
     let org = app.create_organization("Acme").await;
     let (_, token) = app.org_key(&org, Environment::Live, MANAGER).await;
     let before = app.row_counts().await;
@@ -293,9 +289,9 @@ async fn no_caller_grants_more_than_it_holds(_pool: PgPoolOptions, db: PgConnect
     assert_status(result, Code::PermissionDenied, "cannot grant customers:*");
 }
 
-#[sqlx::test(migrations = false)]
-async fn no_caller_widens_or_takes_over_a_broader_key(_pool: PgPoolOptions, db: PgConnectOptions) {
-    let app = spawn_app(db).await;
+#[tokio::test]
+async fn no_caller_widens_or_takes_over_a_broader_key() {
+    let app = TestApp::spawn().await;
     let org = app.create_organization("Acme").await;
     let (_, token) = app.org_key(&org, Environment::Live, MANAGER).await;
     let (own, _) = app
@@ -353,9 +349,9 @@ async fn no_caller_widens_or_takes_over_a_broader_key(_pool: PgPoolOptions, db: 
     assert_eq!(app.row_counts().await, before);
 }
 
-#[sqlx::test(migrations = false)]
-async fn expiring_callers_cannot_outlive_themselves(_pool: PgPoolOptions, db: PgConnectOptions) {
-    let app = spawn_app(db).await;
+#[tokio::test]
+async fn expiring_callers_cannot_outlive_themselves() {
+    let app = TestApp::spawn().await;
     let org = app.create_organization("Acme").await;
     let in_days = |days: i64| {
         let time = chrono::Utc::now() + chrono::Duration::days(days);
@@ -399,9 +395,9 @@ async fn expiring_callers_cannot_outlive_themselves(_pool: PgPoolOptions, db: Pg
     );
 }
 
-#[sqlx::test(migrations = false)]
-async fn only_system_keys_create_system_keys(_pool: PgPoolOptions, db: PgConnectOptions) {
-    let app = spawn_app(db).await;
+#[tokio::test]
+async fn only_system_keys_create_system_keys() {
+    let app = TestApp::spawn().await;
     let org = app.create_organization("Acme").await;
     let (_, token) = app.org_key(&org, Environment::Live, &["*"]).await;
     let before = app.row_counts().await;
@@ -419,9 +415,9 @@ async fn only_system_keys_create_system_keys(_pool: PgPoolOptions, db: PgConnect
     assert_eq!(system_key.organization_id, "");
 }
 
-#[sqlx::test(migrations = false)]
-async fn callers_need_the_matching_permission(_pool: PgPoolOptions, db: PgConnectOptions) {
-    let app = spawn_app(db).await;
+#[tokio::test]
+async fn callers_need_the_matching_permission() {
+    let app = TestApp::spawn().await;
     let org = app.create_organization("Acme").await;
     let (target, _) = app
         .org_key(&org, Environment::Live, &["customers:read"])
@@ -511,12 +507,9 @@ async fn callers_need_the_matching_permission(_pool: PgPoolOptions, db: PgConnec
     );
 }
 
-#[sqlx::test(migrations = false)]
-async fn missing_or_bad_credentials_are_unauthenticated(
-    _pool: PgPoolOptions,
-    db: PgConnectOptions,
-) {
-    let app = spawn_app(db).await;
+#[tokio::test]
+async fn missing_or_bad_credentials_are_unauthenticated() {
+    let app = TestApp::spawn().await;
     let mut client = app.client.clone();
     let admin = app.admin_token.clone();
     let body_start = "kg_live_".len();
@@ -566,12 +559,9 @@ async fn missing_or_bad_credentials_are_unauthenticated(
     assert!(!status.message().contains(&wrong_secret[body_start..]));
 }
 
-#[sqlx::test(migrations = false)]
-async fn a_calling_keys_allowlist_applies_to_key_management_too(
-    _pool: PgPoolOptions,
-    db: PgConnectOptions,
-) {
-    let app = spawn_app(db).await;
+#[tokio::test]
+async fn a_calling_keys_allowlist_applies_to_key_management_too() {
+    let app = TestApp::spawn().await;
     let org = app.create_organization("Acme").await;
     let mut elsewhere = key_request(&org, Environment::Live, MANAGER);
     elsewhere.allowed_cidrs = vec!["10.0.0.0/8".into()];
@@ -614,12 +604,9 @@ async fn a_calling_keys_allowlist_applies_to_key_management_too(
     app.create_key_as(&local, request).await.unwrap();
 }
 
-#[sqlx::test(migrations = false)]
-async fn reissuing_and_re_enabling_follow_the_same_limits_as_creating(
-    _pool: PgPoolOptions,
-    db: PgConnectOptions,
-) {
-    let app = spawn_app(db).await;
+#[tokio::test]
+async fn reissuing_and_re_enabling_follow_the_same_limits_as_creating() {
+    let app = TestApp::spawn().await;
     let org = app.create_organization("Acme").await;
     let mut expiring = key_request(&org, Environment::Live, MANAGER);
     let in_week = chrono::Utc::now() + chrono::Duration::days(7);
@@ -674,12 +661,9 @@ async fn reissuing_and_re_enabling_follow_the_same_limits_as_creating(
     assert_eq!(app.row_counts().await, before);
 }
 
-#[sqlx::test(migrations = false)]
-async fn a_caller_revoked_behind_the_caches_back_cannot_complete_a_change(
-    _pool: PgPoolOptions,
-    db: PgConnectOptions,
-) {
-    let app = spawn_app(db).await;
+#[tokio::test]
+async fn a_caller_revoked_behind_the_caches_back_cannot_complete_a_change() {
+    let app = TestApp::spawn().await;
     let org = app.create_organization("Acme").await;
     let (caller, token) = app.org_key(&org, Environment::Live, MANAGER).await;
     app.client
@@ -706,12 +690,9 @@ async fn a_caller_revoked_behind_the_caches_back_cannot_complete_a_change(
 
 /// A change's transaction reads the caller with the key it changes: a caller
 /// changed, revoked or deleted behind the cache's back cannot complete it.
-#[sqlx::test(migrations = false)]
-async fn a_caller_changed_behind_the_caches_back_cannot_change_a_key(
-    _pool: PgPoolOptions,
-    db: PgConnectOptions,
-) {
-    let app = spawn_app(db).await;
+#[tokio::test]
+async fn a_caller_changed_behind_the_caches_back_cannot_change_a_key() {
+    let app = TestApp::spawn().await;
     let org = app.create_organization("Acme").await;
     for (change, code, message) in [
         (
@@ -771,9 +752,9 @@ async fn a_caller_changed_behind_the_caches_back_cannot_change_a_key(
 }
 
 /// A key may revoke itself: the key changed and the caller are one row.
-#[sqlx::test(migrations = false)]
-async fn a_key_may_revoke_itself(_pool: PgPoolOptions, db: PgConnectOptions) {
-    let app = spawn_app(db).await;
+#[tokio::test]
+async fn a_key_may_revoke_itself() {
+    let app = TestApp::spawn().await;
     let org = app.create_organization("Acme").await;
     let (caller, token) = app.org_key(&org, Environment::Live, MANAGER).await;
     let propagation = revoke_through(&app, &token, &caller).await;
@@ -786,9 +767,9 @@ async fn a_key_may_revoke_itself(_pool: PgPoolOptions, db: PgConnectOptions) {
     assert_status(refused, Code::Unauthenticated, "bearer token");
 }
 
-#[sqlx::test(migrations = false)]
-async fn revoking_again_still_reports_propagation(_pool: PgPoolOptions, db: PgConnectOptions) {
-    let app = spawn_app(db).await;
+#[tokio::test]
+async fn revoking_again_still_reports_propagation() {
+    let app = TestApp::spawn().await;
     let org = app.create_organization("Acme").await;
     let (key, _) = app
         .org_key(&org, Environment::Live, &["customers:read"])

@@ -3,10 +3,9 @@
 
 use keygate::grpc::pb::{self, Environment, Reason, SecretSlot};
 use prost_types::{Duration, Timestamp};
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use tonic::Code;
 
-use crate::helpers::{authed, key_request, spawn_app, spawn_app_with, test_settings, token_for};
+use crate::support::{authed, key_request, token_for, TestApp, TestDatabase};
 
 fn soon(milliseconds: i64) -> Timestamp {
     let time = chrono::Utc::now() + chrono::Duration::milliseconds(milliseconds);
@@ -16,9 +15,9 @@ fn soon(milliseconds: i64) -> Timestamp {
     }
 }
 
-#[sqlx::test(migrations = false)]
-async fn every_reason_code_with_its_http_status(_pool: PgPoolOptions, db: PgConnectOptions) {
-    let app = spawn_app(db).await;
+#[tokio::test]
+async fn every_reason_code_with_its_http_status() {
+    let app = TestApp::spawn().await;
     let org = app.create_organization("Acme").await;
     let mut request = key_request(&org, Environment::Live, &["customers:read"]);
     request.metadata.insert("team".into(), "billing".into());
@@ -180,12 +179,9 @@ async fn every_reason_code_with_its_http_status(_pool: PgPoolOptions, db: PgConn
 }
 
 /// Each PayNext resource at each level it offers, against all 18 endpoints.
-#[sqlx::test(migrations = false)]
-async fn paynext_endpoint_table_against_every_access_level(
-    _pool: PgPoolOptions,
-    db: PgConnectOptions,
-) {
-    let app = spawn_app(db).await;
+#[tokio::test]
+async fn paynext_endpoint_table_against_every_access_level() {
+    let app = TestApp::spawn().await;
     let org = app.create_organization("PayNext merchant").await;
     let table = [
         ("POST", "/client-session", "client_sessions", "write"),
@@ -268,13 +264,14 @@ async fn paynext_endpoint_table_against_every_access_level(
     }
 }
 
-#[sqlx::test(migrations = false)]
-async fn payconex_nested_wildcards(_pool: PgPoolOptions, db: PgConnectOptions) {
-    let mut settings = test_settings(db);
+#[tokio::test]
+async fn payconex_nested_wildcards() {
+    let db = TestDatabase::create().await;
+    let mut settings = db.settings();
     settings.policy = std::sync::Arc::new(
         keygate::policy::Policy::parse(include_str!("../../policies/payconex.yaml")).unwrap(),
     );
-    let app = spawn_app_with(settings).await;
+    let app = TestApp::spawn_with(&db, settings).await;
     let org = app.create_organization("PayConex merchant").await;
     let (_, updater) = app
         .org_key(&org, Environment::Live, &["pcx:account_updater:*"])
@@ -308,9 +305,9 @@ async fn payconex_nested_wildcards(_pool: PgPoolOptions, db: PgConnectOptions) {
     );
 }
 
-#[sqlx::test(migrations = false)]
-async fn ip_allowlists_for_ipv4_and_ipv6(_pool: PgPoolOptions, db: PgConnectOptions) {
-    let app = spawn_app(db).await;
+#[tokio::test]
+async fn ip_allowlists_for_ipv4_and_ipv6() {
+    let app = TestApp::spawn().await;
     let org = app.create_organization("Acme").await;
     let mut request = key_request(&org, Environment::Live, &["customers:read"]);
     request.allowed_cidrs = vec![
@@ -339,12 +336,9 @@ async fn ip_allowlists_for_ipv4_and_ipv6(_pool: PgPoolOptions, db: PgConnectOpti
     }
 }
 
-#[sqlx::test(migrations = false)]
-async fn previous_secret_works_during_its_grace_period_only(
-    _pool: PgPoolOptions,
-    db: PgConnectOptions,
-) {
-    let app = spawn_app(db).await;
+#[tokio::test]
+async fn previous_secret_works_during_its_grace_period_only() {
+    let app = TestApp::spawn().await;
     let org = app.create_organization("Acme").await;
     let (key, old) = app
         .org_key(&org, Environment::Live, &["customers:read"])
@@ -380,9 +374,9 @@ async fn previous_secret_works_during_its_grace_period_only(
     assert!(app.authorize(&new, "GET", "/customers", "").await.allowed);
 }
 
-#[sqlx::test(migrations = false)]
-async fn warm_keys_are_decided_without_the_database(_pool: PgPoolOptions, db: PgConnectOptions) {
-    let app = spawn_app(db).await;
+#[tokio::test]
+async fn warm_keys_are_decided_without_the_database() {
+    let app = TestApp::spawn().await;
     let org = app.create_organization("Acme").await;
     let (_, token) = app
         .org_key(&org, Environment::Live, &["customers:read"])
@@ -425,9 +419,9 @@ async fn warm_keys_are_decided_without_the_database(_pool: PgPoolOptions, db: Pg
     assert_eq!(status.code(), Code::Unavailable);
 }
 
-#[sqlx::test(migrations = false)]
-async fn bad_secrets_are_rate_limited_per_key(_pool: PgPoolOptions, db: PgConnectOptions) {
-    let app = spawn_app(db).await;
+#[tokio::test]
+async fn bad_secrets_are_rate_limited_per_key() {
+    let app = TestApp::spawn().await;
     let org = app.create_organization("Acme").await;
     let (key, _) = app
         .org_key(&org, Environment::Live, &["customers:read"])
@@ -457,9 +451,9 @@ async fn bad_secrets_are_rate_limited_per_key(_pool: PgPoolOptions, db: PgConnec
     );
 }
 
-#[sqlx::test(migrations = false)]
-async fn malformed_requests_are_invalid_arguments(_pool: PgPoolOptions, db: PgConnectOptions) {
-    let app = spawn_app(db).await;
+#[tokio::test]
+async fn malformed_requests_are_invalid_arguments() {
+    let app = TestApp::spawn().await;
     let token = app.admin_token.clone();
     let cases = [
         (
@@ -527,9 +521,9 @@ async fn malformed_requests_are_invalid_arguments(_pool: PgPoolOptions, db: PgCo
     }
 }
 
-#[sqlx::test(migrations = false)]
-async fn use_is_recorded_as_last_used_time(_pool: PgPoolOptions, db: PgConnectOptions) {
-    let app = spawn_app(db).await;
+#[tokio::test]
+async fn use_is_recorded_as_last_used_time() {
+    let app = TestApp::spawn().await;
     let org = app.create_organization("Acme").await;
     let (key, token) = app
         .org_key(&org, Environment::Live, &["customers:read"])
@@ -571,18 +565,16 @@ async fn use_is_recorded_as_last_used_time(_pool: PgPoolOptions, db: PgConnectOp
     assert_eq!(fetched.version, 1);
 }
 
-#[sqlx::test(migrations = false)]
-async fn policy_reload_swaps_routes_and_refuses_bad_files(
-    _pool: PgPoolOptions,
-    db: PgConnectOptions,
-) {
+#[tokio::test]
+async fn policy_reload_swaps_routes_and_refuses_bad_files() {
+    let db = TestDatabase::create().await;
     let directory = std::env::temp_dir().join(format!("keygate-policy-{}", uuid::Uuid::new_v4()));
     std::fs::create_dir_all(&directory).unwrap();
     let path = directory.join("policy.yaml");
     std::fs::write(&path, keygate::policy::EMBEDDED_DEFAULT_POLICY).unwrap();
-    let mut settings = test_settings(db);
+    let mut settings = db.settings();
     settings.policy_path = Some(path.clone());
-    let app = spawn_app_with(settings).await;
+    let app = TestApp::spawn_with(&db, settings).await;
     let org = app.create_organization("Acme").await;
     let (_, token) = app
         .org_key(&org, Environment::Live, &["customers:read"])

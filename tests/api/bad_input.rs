@@ -3,10 +3,9 @@
 
 use keygate::grpc::pb::{self, CreateKeyRequest, Environment};
 use prost_types::{FieldMask, Timestamp};
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use tonic::Code;
 
-use crate::helpers::{assert_status, authed, key_request, spawn_app, TestApp};
+use crate::support::{assert_status, authed, key_request, TestApp};
 
 async fn assert_create_refused(app: &TestApp, request: CreateKeyRequest, code: Code, needle: &str) {
     let before = app.row_counts().await;
@@ -19,9 +18,9 @@ async fn assert_create_refused(app: &TestApp, request: CreateKeyRequest, code: C
     );
 }
 
-#[sqlx::test(migrations = false)]
-async fn create_key_refuses_bad_fields(_pool: PgPoolOptions, db: PgConnectOptions) {
-    let app = spawn_app(db).await;
+#[tokio::test]
+async fn create_key_refuses_bad_fields() {
+    let app = TestApp::spawn().await;
     let org = app.create_organization("Acme").await;
     let base = || key_request(&org, Environment::Live, &["customers:read"]);
     let with = |change: &dyn Fn(&mut CreateKeyRequest)| {
@@ -183,12 +182,9 @@ async fn create_key_refuses_bad_fields(_pool: PgPoolOptions, db: PgConnectOption
     }
 }
 
-#[sqlx::test(migrations = false)]
-async fn key_ids_are_checked_and_unknown_ones_are_not_found(
-    _pool: PgPoolOptions,
-    db: PgConnectOptions,
-) {
-    let app = spawn_app(db).await;
+#[tokio::test]
+async fn key_ids_are_checked_and_unknown_ones_are_not_found() {
+    let app = TestApp::spawn().await;
     let mut client = app.client.clone();
     let token = app.admin_token.clone();
     for bad in [
@@ -285,9 +281,9 @@ async fn key_ids_are_checked_and_unknown_ones_are_not_found(
     assert_eq!(app.row_counts().await, before);
 }
 
-#[sqlx::test(migrations = false)]
-async fn paging_inputs_are_checked(_pool: PgPoolOptions, db: PgConnectOptions) {
-    let app = spawn_app(db).await;
+#[tokio::test]
+async fn paging_inputs_are_checked() {
+    let app = TestApp::spawn().await;
     let mut client = app.client.clone();
     let token = app.admin_token.clone();
     for page_size in [-1, 1001] {
@@ -370,9 +366,9 @@ async fn paging_inputs_are_checked(_pool: PgPoolOptions, db: PgConnectOptions) {
     client.list_keys(authed(&token, request)).await.unwrap();
 }
 
-#[sqlx::test(migrations = false)]
-async fn update_requests_are_checked(_pool: PgPoolOptions, db: PgConnectOptions) {
-    let app = spawn_app(db).await;
+#[tokio::test]
+async fn update_requests_are_checked() {
+    let app = TestApp::spawn().await;
     let org = app.create_organization("Acme").await;
     let (key, _) = app
         .org_key(&org, Environment::Live, &["customers:read"])
@@ -523,9 +519,9 @@ async fn update_requests_are_checked(_pool: PgPoolOptions, db: PgConnectOptions)
     );
 }
 
-#[sqlx::test(migrations = false)]
-async fn listing_and_lookup_ids_are_checked(_pool: PgPoolOptions, db: PgConnectOptions) {
-    let app = spawn_app(db).await;
+#[tokio::test]
+async fn listing_and_lookup_ids_are_checked() {
+    let app = TestApp::spawn().await;
     let mut client = app.client.clone();
     let token = app.admin_token.clone();
     let before = app.row_counts().await;

@@ -3,14 +3,13 @@
 
 use keygate::grpc::pb::{self, Environment};
 use prost_types::{Duration, FieldMask};
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use tonic::Code;
 
-use crate::helpers::{assert_status, authed, spawn_app};
+use crate::support::{assert_status, authed, TestApp};
 
-#[sqlx::test(migrations = false)]
-async fn mutations_refuse_malformed_key_ids(_pool: PgPoolOptions, db: PgConnectOptions) {
-    let app = spawn_app(db).await;
+#[tokio::test]
+async fn mutations_refuse_malformed_key_ids() {
+    let app = TestApp::spawn().await;
     let mut client = app.client.clone();
     let token = app.admin_token.clone();
     let before = (app.row_counts().await, app.version_sum().await);
@@ -50,12 +49,9 @@ async fn mutations_refuse_malformed_key_ids(_pool: PgPoolOptions, db: PgConnectO
     assert_eq!((app.row_counts().await, app.version_sum().await), before);
 }
 
-#[sqlx::test(migrations = false)]
-async fn rotation_refuses_grace_periods_that_are_not_durations(
-    _pool: PgPoolOptions,
-    db: PgConnectOptions,
-) {
-    let app = spawn_app(db).await;
+#[tokio::test]
+async fn rotation_refuses_grace_periods_that_are_not_durations() {
+    let app = TestApp::spawn().await;
     let org = app.create_organization("Acme").await;
     let (key, _) = app
         .org_key(&org, Environment::Live, &["customers:read"])
@@ -78,9 +74,9 @@ async fn rotation_refuses_grace_periods_that_are_not_durations(
     assert_eq!((app.row_counts().await, app.version_sum().await), before);
 }
 
-#[sqlx::test(migrations = false)]
-async fn a_revoked_key_cannot_be_updated_or_disabled(_pool: PgPoolOptions, db: PgConnectOptions) {
-    let app = spawn_app(db).await;
+#[tokio::test]
+async fn a_revoked_key_cannot_be_updated_or_disabled() {
+    let app = TestApp::spawn().await;
     let org = app.create_organization("Acme").await;
     let (key, _) = app
         .org_key(&org, Environment::Live, &["customers:read"])

@@ -1,16 +1,12 @@
 use keygate::grpc::pb::{self, Environment};
 use keygate::store::events::EVENTS_LOCK;
 use prost_types::{Duration, FieldMask};
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 
-use crate::helpers::{authed, secret_of, set_disabled_through, spawn_app, TestApp};
+use crate::support::{authed, secret_of, set_disabled_through, TestApp};
 
-#[sqlx::test(migrations = false)]
-async fn every_mutation_is_recorded_newest_first_without_secrets(
-    _pool: PgPoolOptions,
-    db: PgConnectOptions,
-) {
-    let app = spawn_app(db).await;
+#[tokio::test]
+async fn every_mutation_is_recorded_newest_first_without_secrets() {
+    let app = TestApp::spawn().await;
     let org = app.create_organization("Acme").await;
     let (key, token) = app
         .org_key(&org, Environment::Live, &["customers:read"])
@@ -145,12 +141,9 @@ async fn every_mutation_is_recorded_newest_first_without_secrets(
     );
 }
 
-#[sqlx::test(migrations = false)]
-async fn concurrent_changes_are_numbered_in_commit_order(
-    _pool: PgPoolOptions,
-    db: PgConnectOptions,
-) {
-    let app = spawn_app(db).await;
+#[tokio::test]
+async fn concurrent_changes_are_numbered_in_commit_order() {
+    let app = TestApp::spawn().await;
     let keys: Vec<pb::Key> = app
         .customer_readers(24)
         .await
@@ -194,12 +187,9 @@ async fn last_event_number(app: &TestApp) -> Option<i64> {
         .unwrap()
 }
 
-#[sqlx::test(migrations = false)]
-async fn an_event_is_numbered_only_under_the_events_lock(
-    _pool: PgPoolOptions,
-    db: PgConnectOptions,
-) {
-    let app = spawn_app(db).await;
+#[tokio::test]
+async fn an_event_is_numbered_only_under_the_events_lock() {
+    let app = TestApp::spawn().await;
     let (key, _) = app.customer_readers(1).await.remove(0);
     let mut holder = app.pool.acquire().await.unwrap();
     sqlx::query("SELECT pg_advisory_lock(hashtext($1))")

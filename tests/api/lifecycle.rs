@@ -1,9 +1,8 @@
 use keygate::grpc::pb::{self, Environment, KeyKind, KeyState};
 use prost_types::{FieldMask, Timestamp};
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use tonic::Code;
 
-use crate::helpers::{assert_status, authed, key_request, spawn_app};
+use crate::support::{assert_status, authed, key_request, TestApp};
 
 fn in_days(days: i64) -> Timestamp {
     let time = chrono::Utc::now() + chrono::Duration::days(days);
@@ -13,9 +12,9 @@ fn in_days(days: i64) -> Timestamp {
     }
 }
 
-#[sqlx::test(migrations = false)]
-async fn create_key_returns_a_working_token_once(_pool: PgPoolOptions, db: PgConnectOptions) {
-    let app = spawn_app(db).await;
+#[tokio::test]
+async fn create_key_returns_a_working_token_once() {
+    let app = TestApp::spawn().await;
     let org = app.create_organization("Acme").await;
     let mut request = key_request(
         &org,
@@ -58,10 +57,10 @@ async fn create_key_returns_a_working_token_once(_pool: PgPoolOptions, db: PgCon
         .await
         .unwrap();
     assert!(stored_hash.starts_with("$argon2id$"));
-    assert!(!stored_hash.contains(crate::helpers::secret_of(&token)));
+    assert!(!stored_hash.contains(crate::support::secret_of(&token)));
 }
 
-async fn uuid_of(app: &crate::helpers::TestApp, key_id: &str) -> uuid::Uuid {
+async fn uuid_of(app: &crate::support::TestApp, key_id: &str) -> uuid::Uuid {
     let id = keygate::token::KeyId::parse(key_id).unwrap().as_uuid();
     let exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM api_keys WHERE id = $1)")
         .bind(id)
@@ -72,9 +71,9 @@ async fn uuid_of(app: &crate::helpers::TestApp, key_id: &str) -> uuid::Uuid {
     id
 }
 
-#[sqlx::test(migrations = false)]
-async fn presets_expand_from_the_catalog(_pool: PgPoolOptions, db: PgConnectOptions) {
-    let app = spawn_app(db).await;
+#[tokio::test]
+async fn presets_expand_from_the_catalog() {
+    let app = TestApp::spawn().await;
     let org = app.create_organization("Acme").await;
     let mut request = key_request(&org, Environment::Test, &[]);
     request.preset = "read_only".into();
@@ -91,9 +90,9 @@ async fn presets_expand_from_the_catalog(_pool: PgPoolOptions, db: PgConnectOpti
     assert!(token.starts_with("kg_test_"));
 }
 
-#[sqlx::test(migrations = false)]
-async fn list_keys_pages_newest_first(_pool: PgPoolOptions, db: PgConnectOptions) {
-    let app = spawn_app(db).await;
+#[tokio::test]
+async fn list_keys_pages_newest_first() {
+    let app = TestApp::spawn().await;
     let org = app.create_organization("Acme").await;
     let mut created = Vec::new();
     for _ in 0..5 {
@@ -144,12 +143,9 @@ async fn list_keys_pages_newest_first(_pool: PgPoolOptions, db: PgConnectOptions
     assert_eq!(all.keys.len(), 6);
 }
 
-#[sqlx::test(migrations = false)]
-async fn update_changes_the_masked_fields_and_bumps_the_version(
-    _pool: PgPoolOptions,
-    db: PgConnectOptions,
-) {
-    let app = spawn_app(db).await;
+#[tokio::test]
+async fn update_changes_the_masked_fields_and_bumps_the_version() {
+    let app = TestApp::spawn().await;
     let org = app.create_organization("Acme").await;
     let mut request = key_request(&org, Environment::Live, &["customers:read"]);
     request.metadata.insert("team".into(), "billing".into());
@@ -196,9 +192,9 @@ async fn update_changes_the_masked_fields_and_bumps_the_version(
     assert_eq!(updated.version, 2);
 }
 
-#[sqlx::test(migrations = false)]
-async fn locked_scopes_cannot_change(_pool: PgPoolOptions, db: PgConnectOptions) {
-    let app = spawn_app(db).await;
+#[tokio::test]
+async fn locked_scopes_cannot_change() {
+    let app = TestApp::spawn().await;
     let org = app.create_organization("Acme").await;
     let mut request = key_request(&org, Environment::Live, &["customers:read"]);
     request.lock_scopes = true;
@@ -245,9 +241,9 @@ async fn locked_scopes_cannot_change(_pool: PgPoolOptions, db: PgConnectOptions)
     assert_eq!(updated.version, 2);
 }
 
-#[sqlx::test(migrations = false)]
-async fn disable_enable_revoke_and_delete(_pool: PgPoolOptions, db: PgConnectOptions) {
-    let app = spawn_app(db).await;
+#[tokio::test]
+async fn disable_enable_revoke_and_delete() {
+    let app = TestApp::spawn().await;
     let org = app.create_organization("Acme").await;
     let (key, token) = app
         .org_key(&org, Environment::Live, &["api_keys:read"])
@@ -372,9 +368,9 @@ async fn disable_enable_revoke_and_delete(_pool: PgPoolOptions, db: PgConnectOpt
     );
 }
 
-#[sqlx::test(migrations = false)]
-async fn expired_keys_read_as_expired_and_cannot_call(_pool: PgPoolOptions, db: PgConnectOptions) {
-    let app = spawn_app(db).await;
+#[tokio::test]
+async fn expired_keys_read_as_expired_and_cannot_call() {
+    let app = TestApp::spawn().await;
     let org = app.create_organization("Acme").await;
     let mut request = key_request(&org, Environment::Live, &["api_keys:read"]);
     let soon = chrono::Utc::now() + chrono::Duration::milliseconds(1500);

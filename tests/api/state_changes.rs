@@ -10,20 +10,16 @@ use keygate::store::changes::{set_disabled, set_revoked};
 use keygate::store::events::{NewEvent, Waiter};
 use keygate::store::keys::find_key_by_id;
 use keygate::token::KeyId;
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use tonic::Code;
 
-use crate::helpers::{
+use crate::support::{
     assert_complete, authorize_on_all, revoke_through, rotate_through, set_disabled_through,
-    spawn_app, three_replicas, warm_key,
+    three_replicas, warm_key, TestApp,
 };
 
-#[sqlx::test(migrations = false)]
-async fn state_changes_are_decided_on_every_replica_without_reading_the_database(
-    _pool: PgPoolOptions,
-    db: PgConnectOptions,
-) {
-    let (a, b, c) = three_replicas(db).await;
+#[tokio::test]
+async fn state_changes_are_decided_on_every_replica_without_reading_the_database() {
+    let (a, b, c) = three_replicas().await;
     let all = [&a, &b, &c];
     let (revoked, revoked_token) = warm_key(&all, &["customers:read"]).await;
     let (disabled, disabled_token) = warm_key(&all, &["customers:read"]).await;
@@ -70,12 +66,9 @@ async fn state_changes_are_decided_on_every_replica_without_reading_the_database
     }
 }
 
-#[sqlx::test(migrations = false)]
-async fn a_followed_state_change_matches_the_row_the_store_writes(
-    _pool: PgPoolOptions,
-    db: PgConnectOptions,
-) {
-    let app = spawn_app(db).await;
+#[tokio::test]
+async fn a_followed_state_change_matches_the_row_the_store_writes() {
+    let app = TestApp::spawn().await;
     let org = app.create_organization("Acme").await;
     let (key, _) = app
         .org_key(&org, pb::Environment::Live, &["customers:read"])

@@ -7,9 +7,8 @@ use keygate::grpc::pb;
 use keygate::store::usage::record_key_uses;
 use keygate::token::KeyId;
 use prost_types::Timestamp;
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 
-use crate::helpers::{authed, spawn_app, TestApp};
+use crate::support::{authed, TestApp};
 
 async fn last_used_time(app: &TestApp, key: &pb::Key) -> Option<Timestamp> {
     let request = pb::GetKeyRequest {
@@ -50,12 +49,9 @@ async fn two_keys(app: &TestApp) -> (pb::Key, pb::Key) {
     (keys.next().unwrap(), keys.next().unwrap())
 }
 
-#[sqlx::test(migrations = false)]
-async fn uses_are_written_only_for_keys_that_exist_and_go_with_their_key(
-    _pool: PgPoolOptions,
-    db: PgConnectOptions,
-) {
-    let app = spawn_app(db).await;
+#[tokio::test]
+async fn uses_are_written_only_for_keys_that_exist_and_go_with_their_key() {
+    let app = TestApp::spawn().await;
     let (kept, deleted) = two_keys(&app).await;
     delete(&app, &deleted).await;
     let marks = [id_of(&kept), id_of(&deleted), KeyId::generate()];
@@ -86,12 +82,9 @@ async fn uses_are_written_only_for_keys_that_exist_and_go_with_their_key(
     assert_eq!(app.count("key_usage").await, 0);
 }
 
-#[sqlx::test(migrations = false)]
-async fn a_later_use_already_recorded_is_not_moved_back(
-    _pool: PgPoolOptions,
-    db: PgConnectOptions,
-) {
-    let app = spawn_app(db).await;
+#[tokio::test]
+async fn a_later_use_already_recorded_is_not_moved_back() {
+    let app = TestApp::spawn().await;
     let (key, _) = two_keys(&app).await;
     assert_eq!(record_key_uses(&app.pool, &[id_of(&key)]).await.unwrap(), 1);
     // As written by a replica whose transaction started later.
@@ -106,12 +99,9 @@ async fn a_later_use_already_recorded_is_not_moved_back(
     assert_eq!(app.count("key_usage").await, 1);
 }
 
-#[sqlx::test(migrations = false)]
-async fn a_key_deleted_while_uses_are_written_is_skipped(
-    _pool: PgPoolOptions,
-    db: PgConnectOptions,
-) {
-    let app = spawn_app(db).await;
+#[tokio::test]
+async fn a_key_deleted_while_uses_are_written_is_skipped() {
+    let app = TestApp::spawn().await;
     let (kept, deleted) = two_keys(&app).await;
     let mut deleting = app.pool.begin().await.unwrap();
     let deleting_pid: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
