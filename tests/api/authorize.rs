@@ -5,7 +5,7 @@ use keygate::grpc::pb::{self, Environment, Reason, SecretSlot};
 use prost_types::{Duration, Timestamp};
 use tonic::Code;
 
-use crate::support::{authed, key_request, token_for, TestApp, TestDatabase};
+use crate::support::{authed, key_request, token_for, KeyRpc, TestApp, TestDatabase};
 
 fn soon(milliseconds: i64) -> Timestamp {
     let time = chrono::Utc::now() + chrono::Duration::milliseconds(milliseconds);
@@ -22,10 +22,10 @@ async fn every_reason_code_with_its_http_status() {
     let mut request = key_request(&org, Environment::Live, &["customers:read"]);
     request.metadata.insert("team".into(), "billing".into());
     let (key, token) = app.create_key(request).await;
-    let check = |decision: &pb::Decision, reason: Reason, status: i32| {
-        assert_eq!(decision.reason(), reason, "{decision:?}");
-        assert_eq!(decision.http_status, status, "{decision:?}");
-        assert_eq!(decision.allowed, reason == Reason::Ok);
+    let check = |case: &str, decision: &pb::Decision, reason: Reason, status: i32| {
+        assert_eq!(decision.reason(), reason, "{case}: {decision:?}");
+        assert_eq!(decision.http_status, status, "{case}: {decision:?}");
+        assert_eq!(decision.allowed, reason == Reason::Ok, "{case}");
     };
 
     let ok = app
@@ -36,7 +36,7 @@ async fn every_reason_code_with_its_http_status() {
             "",
         )
         .await;
-    check(&ok, Reason::Ok, 200);
+    check("a good token", &ok, Reason::Ok, 200);
     assert_eq!(ok.permission, "customers:read");
     assert_eq!(ok.route, "/customers/{id}");
     assert_eq!(ok.path_params["id"], "cus_123");
@@ -47,109 +47,53 @@ async fn every_reason_code_with_its_http_status() {
     assert_eq!(ok.metadata["team"], "billing");
     assert_eq!(ok.secret(), SecretSlot::Current);
 
-    check(
-        &app.authorize("", "GET", "/customers", "").await,
-        Reason::MissingKey,
-        401,
-    );
-    check(
-        &app.authorize("Bearer ", "GET", "/customers", "").await,
-        Reason::MissingKey,
-        401,
-    );
-    check(
-        &app.authorize("kg_live_nonsense", "GET", "/customers", "")
-            .await,
-        Reason::MalformedKey,
-        401,
-    );
-    let mut typo = token.clone().into_bytes();
-    typo[40] = if typo[40] == b'x' { b'y' } else { b'x' };
-    check(
-        &app.authorize(std::str::from_utf8(&typo).unwrap(), "GET", "/customers", "")
-            .await,
-        Reason::MalformedKey,
-        401,
-    );
+    let mut typo_bytes = token.clone().into_bytes();
+    typo_bytes[40] = if typo_bytes[40] == b'x' { b'y' } else { b'x' };
+    let typo = String::from_utf8(typo_bytes).unwrap();
     let stranger = token_for(&keygate::token::KeyId::generate());
-    let unknown = app.authorize(&stranger, "GET", "/customers", "").await;
-    check(&unknown, Reason::UnknownKey, 401);
-    assert!(unknown.key_id.is_empty());
     // Same key id, someone else's secret, valid checksum.
     let forged = token_for(&keygate::token::KeyId::parse(&key.id).unwrap());
-    let wrong = app.authorize(&forged, "GET", "/customers", "").await;
-    check(&wrong, Reason::InvalidSecret, 401);
-    assert!(
-        wrong.key_id.is_empty(),
-        "a wrong secret must not reveal the key"
-    );
-    check(
-        &app.authorize(&token, "POST", "/customers", "").await,
-        Reason::PermissionDenied,
-        403,
-    );
-    check(
-        &app.authorize(&token, "GET", "/nowhere", "").await,
-        Reason::UnknownRoute,
-        404,
-    );
-    check(
-        &app.authorize(&token, "DELETE", "/customers", "").await,
-        Reason::UnknownRoute,
-        404,
-    );
+    // (case, token presented, method, path, reason, HTTP status)
+    #[rustfmt::skip]
+    let refusals = [
+        ("no token",                 "",                 "GET",    "/customers", Reason::MissingKey,       401),
+        ("a bare Bearer",            "Bearer ",          "GET",    "/customers", Reason::MissingKey,       401),
+        ("a malformed token",        "kg_live_nonsense", "GET",    "/customers", Reason::MalformedKey,     401),
+        ("a typo",                   typo.as_str(),      "GET",    "/customers", Reason::MalformedKey,     401),
+        ("a key nobody issued",      stranger.as_str(),  "GET",    "/customers", Reason::UnknownKey,       401),
+        ("a wrong secret",           forged.as_str(),    "GET",    "/customers", Reason::InvalidSecret,    401),
+        ("a permission not held",    token.as_str(),     "POST",   "/customers", Reason::PermissionDenied, 403),
+        ("a path without a route",   token.as_str(),     "GET",    "/nowhere",   Reason::UnknownRoute,     404),
+        ("a method without a route", token.as_str(),     "DELETE", "/customers", Reason::UnknownRoute,     404),
+    ];
+    for (case, presented, method, path, reason, status) in refusals {
+        let decision = app.authorize(presented, method, path, "").await;
+        check(case, &decision, reason, status);
+        if matches!(reason, Reason::UnknownKey | Reason::InvalidSecret) {
+            assert!(
+                decision.key_id.is_empty(),
+                "{case}: a key not verified must not be revealed"
+            );
+        }
+    }
 
-    let mut client = app.client.clone();
-    client
-        .disable_key(authed(
-            &app.admin_token,
-            pb::DisableKeyRequest {
-                key_id: key.id.clone(),
-                ..Default::default()
-            },
-        ))
-        .await
-        .unwrap();
-    check(
-        &app.authorize(&token, "GET", "/customers", "").await,
-        Reason::Disabled,
-        401,
-    );
-    client
-        .enable_key(authed(
-            &app.admin_token,
-            pb::EnableKeyRequest {
-                key_id: key.id.clone(),
-                ..Default::default()
-            },
-        ))
-        .await
-        .unwrap();
-    check(
-        &app.authorize(&token, "GET", "/customers", "").await,
-        Reason::Ok,
-        200,
-    );
-    client
-        .revoke_key(authed(
-            &app.admin_token,
-            pb::RevokeKeyRequest {
-                key_id: key.id.clone(),
-                ..Default::default()
-            },
-        ))
-        .await
-        .unwrap();
-    check(
-        &app.authorize(&token, "GET", "/customers", "").await,
-        Reason::Revoked,
-        401,
-    );
+    // A change of state, then the decision that follows it.
+    let changes = [
+        (KeyRpc::DisableKey, "a disabled key", Reason::Disabled, 401),
+        (KeyRpc::EnableKey, "an enabled key", Reason::Ok, 200),
+        (KeyRpc::RevokeKey, "a revoked key", Reason::Revoked, 401),
+    ];
+    for (rpc, case, reason, status) in changes {
+        rpc.call(&app, &app.admin_token, &key.id).await.unwrap();
+        let decision = app.authorize(&token, "GET", "/customers", "").await;
+        check(case, &decision, reason, status);
+    }
 
     let mut request = key_request(&org, Environment::Live, &["customers:read"]);
     request.expire_time = Some(soon(1200));
     let (_, expiring) = app.create_key(request).await;
     check(
+        "a key before its expiry",
         &app.authorize(&expiring, "GET", "/customers", "").await,
         Reason::Ok,
         200,
@@ -157,6 +101,7 @@ async fn every_reason_code_with_its_http_status() {
     let events_before = app.count("key_events").await;
     tokio::time::sleep(std::time::Duration::from_millis(1300)).await;
     check(
+        "an expired key",
         &app.authorize(&expiring, "GET", "/customers", "").await,
         Reason::Expired,
         401,
@@ -171,6 +116,7 @@ async fn every_reason_code_with_its_http_status() {
     request.allowed_cidrs = vec!["192.0.2.0/24".into()];
     let (_, fenced) = app.create_key(request).await;
     check(
+        "an address outside the allowlist",
         &app.authorize(&fenced, "GET", "/customers", "198.51.100.7")
             .await,
         Reason::IpNotAllowed,
@@ -235,20 +181,19 @@ async fn paynext_endpoint_table_against_every_access_level() {
             let expected =
                 resource == needed_resource && (level == needed_level || level == "write");
             let decision = app.authorize(&token, method, path, "").await;
-            assert_eq!(
-                decision.allowed, expected,
-                "{scope} {method} {path}: {decision:?}"
-            );
+            let case = format!("{scope} {method} {path}");
+            assert_eq!(decision.allowed, expected, "{case}: {decision:?}");
             assert_eq!(
                 decision.permission,
-                format!("{needed_resource}:{needed_level}")
+                format!("{needed_resource}:{needed_level}"),
+                "{case}"
             );
             let expected_reason = if expected {
                 Reason::Ok
             } else {
                 Reason::PermissionDenied
             };
-            assert_eq!(decision.reason(), expected_reason);
+            assert_eq!(decision.reason(), expected_reason, "{case}");
         }
     }
     // The presets: read_only allows every read, write every row, and so does full_access.
@@ -282,16 +227,39 @@ async fn payconex_nested_wildcards() {
     let (_, everything) = app.org_key(&org, Environment::Live, &["pcx:*"]).await;
 
     let cases = [
-        (&updater, "pcx:account_updater:schedules:create", true),
-        (&updater, "pcx:account_updater:results:read", true),
-        (&updater, "pcx:webhooks:read", false),
-        (&results, "pcx:account_updater:schedules:create", false),
-        (&results, "pcx:account_updater:results:read", true),
-        (&everything, "pcx:apple_pay:session:get", true),
+        (
+            "updater",
+            &updater,
+            "pcx:account_updater:schedules:create",
+            true,
+        ),
+        (
+            "updater",
+            &updater,
+            "pcx:account_updater:results:read",
+            true,
+        ),
+        ("updater", &updater, "pcx:webhooks:read", false),
+        (
+            "results",
+            &results,
+            "pcx:account_updater:schedules:create",
+            false,
+        ),
+        (
+            "results",
+            &results,
+            "pcx:account_updater:results:read",
+            true,
+        ),
+        ("everything", &everything, "pcx:apple_pay:session:get", true),
     ];
-    for (token, permission, expected) in cases {
+    for (holder, token, permission, expected) in cases {
         let decision = app.authorize_permission(token, permission).await;
-        assert_eq!(decision.allowed, expected, "{permission}: {decision:?}");
+        assert_eq!(
+            decision.allowed, expected,
+            "{holder} asks for {permission}: {decision:?}"
+        );
     }
     let decision = app
         .authorize(&updater, "PATCH", "/account-updater/schedules/s_1", "")
@@ -320,19 +288,19 @@ async fn ip_allowlists_for_ipv4_and_ipv6() {
         .org_key(&org, Environment::Live, &["customers:read"])
         .await;
     let cases = [
-        (&fenced, "10.1.200.3", Reason::Ok),
-        (&fenced, "192.0.2.9", Reason::Ok),
-        (&fenced, "192.0.2.10", Reason::IpNotAllowed),
-        (&fenced, "2001:db8:ab:1::7", Reason::Ok),
-        (&fenced, "2001:db8:ac::7", Reason::IpNotAllowed),
-        (&fenced, "", Reason::IpNotAllowed),
-        (&open, "203.0.113.5", Reason::Ok),
-        (&open, "::1", Reason::Ok),
-        (&open, "", Reason::Ok),
+        ("fenced", &fenced, "10.1.200.3", Reason::Ok),
+        ("fenced", &fenced, "192.0.2.9", Reason::Ok),
+        ("fenced", &fenced, "192.0.2.10", Reason::IpNotAllowed),
+        ("fenced", &fenced, "2001:db8:ab:1::7", Reason::Ok),
+        ("fenced", &fenced, "2001:db8:ac::7", Reason::IpNotAllowed),
+        ("fenced", &fenced, "", Reason::IpNotAllowed),
+        ("open", &open, "203.0.113.5", Reason::Ok),
+        ("open", &open, "::1", Reason::Ok),
+        ("open", &open, "", Reason::Ok),
     ];
-    for (token, client_ip, expected) in cases {
+    for (holder, token, client_ip, expected) in cases {
         let decision = app.authorize(token, "GET", "/customers", client_ip).await;
-        assert_eq!(decision.reason(), expected, "{client_ip:?}");
+        assert_eq!(decision.reason(), expected, "{holder} from {client_ip:?}");
     }
 }
 
@@ -457,6 +425,7 @@ async fn malformed_requests_are_invalid_arguments() {
     let token = app.admin_token.clone();
     let cases = [
         (
+            "no method or permission",
             pb::AuthorizeRequest {
                 token: token.clone(),
                 ..Default::default()
@@ -464,6 +433,7 @@ async fn malformed_requests_are_invalid_arguments() {
             "method",
         ),
         (
+            "both a route and a permission",
             pb::AuthorizeRequest {
                 token: token.clone(),
                 method: "GET".into(),
@@ -474,6 +444,7 @@ async fn malformed_requests_are_invalid_arguments() {
             "permission",
         ),
         (
+            "a path without a method",
             pb::AuthorizeRequest {
                 token: token.clone(),
                 path: "/customers".into(),
@@ -482,6 +453,7 @@ async fn malformed_requests_are_invalid_arguments() {
             "method",
         ),
         (
+            "a path not starting with /",
             pb::AuthorizeRequest {
                 token: token.clone(),
                 method: "GET".into(),
@@ -491,6 +463,7 @@ async fn malformed_requests_are_invalid_arguments() {
             "path",
         ),
         (
+            "a permission without an action",
             pb::AuthorizeRequest {
                 token: token.clone(),
                 permission: "customers".into(),
@@ -499,6 +472,7 @@ async fn malformed_requests_are_invalid_arguments() {
             "permission",
         ),
         (
+            "a client address out of range",
             pb::AuthorizeRequest {
                 token: token.clone(),
                 method: "GET".into(),
@@ -509,15 +483,15 @@ async fn malformed_requests_are_invalid_arguments() {
             "client_ip",
         ),
     ];
-    for (request, field) in cases {
-        let status = app
-            .authorizer_client
-            .clone()
-            .authorize(request)
-            .await
-            .unwrap_err();
-        assert_eq!(status.code(), Code::InvalidArgument);
-        assert!(status.message().starts_with(field), "{}", status.message());
+    for (case, request, field) in cases {
+        let answer = app.authorizer_client.clone().authorize(request).await;
+        let status = answer.expect_err(case);
+        assert_eq!(status.code(), Code::InvalidArgument, "{case}");
+        assert!(
+            status.message().starts_with(field),
+            "{case}: {}",
+            status.message()
+        );
     }
 }
 

@@ -5,46 +5,25 @@ use keygate::grpc::pb::{self, Environment};
 use prost_types::{Duration, FieldMask};
 use tonic::Code;
 
-use crate::support::{assert_status, authed, TestApp};
+use crate::support::{assert_case_status, assert_status, authed, KeyRpc, TestApp};
 
 #[tokio::test]
 async fn mutations_refuse_malformed_key_ids() {
     let app = TestApp::spawn().await;
-    let mut client = app.client.clone();
-    let token = app.admin_token.clone();
     let before = (app.row_counts().await, app.version_sum().await);
+    let mutations = [
+        KeyRpc::RotateKey,
+        KeyRpc::DisableKey,
+        KeyRpc::EnableKey,
+        KeyRpc::RevokeKey,
+        KeyRpc::DeleteKey,
+    ];
     for bad in ["", "short", "!!!!!!!!!!!!!!!!!!!!!!"] {
-        let key_id = bad.to_owned();
-        let request = pb::RotateKeyRequest {
-            key_id: key_id.clone(),
-            ..Default::default()
-        };
-        let rotated = client.rotate_key(authed(&token, request)).await;
-        assert_status(rotated, Code::InvalidArgument, "key_id");
-        let request = pb::DisableKeyRequest {
-            key_id: key_id.clone(),
-            ..Default::default()
-        };
-        let disabled = client.disable_key(authed(&token, request)).await;
-        assert_status(disabled, Code::InvalidArgument, "key_id");
-        let request = pb::EnableKeyRequest {
-            key_id: key_id.clone(),
-            ..Default::default()
-        };
-        let enabled = client.enable_key(authed(&token, request)).await;
-        assert_status(enabled, Code::InvalidArgument, "key_id");
-        let request = pb::RevokeKeyRequest {
-            key_id: key_id.clone(),
-            ..Default::default()
-        };
-        let revoked = client.revoke_key(authed(&token, request)).await;
-        assert_status(revoked, Code::InvalidArgument, "key_id");
-        let request = pb::DeleteKeyRequest {
-            key_id,
-            ..Default::default()
-        };
-        let deleted = client.delete_key(authed(&token, request)).await;
-        assert_status(deleted, Code::InvalidArgument, "key_id");
+        for rpc in mutations {
+            let answer = rpc.call(&app, &app.admin_token, bad).await;
+            let case = format!("{rpc:?} of {bad:?}");
+            assert_case_status(&case, answer, Code::InvalidArgument, "key_id");
+        }
     }
     assert_eq!((app.row_counts().await, app.version_sum().await), before);
 }
@@ -65,11 +44,9 @@ async fn rotation_refuses_grace_periods_that_are_not_durations() {
             grace_period: Some(Duration { seconds, nanos }),
             ..Default::default()
         };
-        assert_status(
-            client.rotate_key(authed(&app.admin_token, request)).await,
-            Code::InvalidArgument,
-            "grace_period",
-        );
+        let rotated = client.rotate_key(authed(&app.admin_token, request)).await;
+        let case = format!("grace period of {seconds} s {nanos} ns");
+        assert_case_status(&case, rotated, Code::InvalidArgument, "grace_period");
     }
     assert_eq!((app.row_counts().await, app.version_sum().await), before);
 }

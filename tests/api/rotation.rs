@@ -2,7 +2,7 @@ use keygate::grpc::pb::{self, Environment};
 use prost_types::Duration;
 use tonic::Code;
 
-use crate::support::{assert_status, authed, rotate_through, TestApp};
+use crate::support::{assert_case_status, authed, rotate_through, TestApp};
 
 async fn rotate(app: &TestApp, key_id: &str, grace_seconds: i64) -> pb::RotateKeyResponse {
     rotate_through(app, &app.admin_token, key_id, grace_seconds, false).await
@@ -90,7 +90,8 @@ async fn grace_periods_outside_zero_to_thirty_days_are_refused() {
             .clone()
             .rotate_key(authed(&app.admin_token, request))
             .await;
-        assert_status(result, Code::InvalidArgument, "grace_period");
+        let case = format!("grace period of {seconds} s");
+        assert_case_status(&case, result, Code::InvalidArgument, "grace_period");
     }
     assert_eq!(app.row_counts().await, before);
     rotate(&app, &key.id, 30 * 86_400).await;

@@ -17,6 +17,26 @@ pub fn assert_status<T: Debug>(result: Result<T, Status>, code: Code, needle: &s
     );
 }
 
+/// [`assert_status`] for one case of a table: a failure names `case`.
+#[track_caller]
+pub fn assert_case_status<T: Debug>(
+    case: &str,
+    result: Result<T, Status>,
+    code: Code,
+    needle: &str,
+) {
+    let status = match result {
+        Ok(answer) => panic!("{case}: call should have failed, answered {answer:?}"),
+        Err(status) => status,
+    };
+    assert_eq!(status.code(), code, "{case}: message: {}", status.message());
+    assert!(
+        status.message().contains(needle),
+        "{case}: expected {needle:?} in {:?}",
+        status.message()
+    );
+}
+
 /// Asserts a change waited for, and reached, all `replicas`.
 #[track_caller]
 pub fn assert_complete(propagation: Option<pb::Propagation>, replicas: i32) {

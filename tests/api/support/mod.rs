@@ -3,7 +3,7 @@
 //! - [`database`]: `TestDatabase`, a throwaway database per test;
 //! - [`app`]: `TestApp`, the real server on loopback with connected clients;
 //! - [`replicas`]: three replicas on one database, and asking them all;
-//! - [`calls`]: bearer credentials and Authorize;
+//! - [`calls`]: bearer credentials, Authorize, key RPCs for tables of calls;
 //! - [`keys`]: creating organizations and keys through the API;
 //! - [`mutations`]: changing a key through a given replica;
 //! - [`tokens`]: the parts of a token, and made-up tokens;
@@ -26,8 +26,8 @@ pub mod rows;
 pub mod tokens;
 
 pub use app::TestApp;
-pub use assertions::{assert_complete, assert_status};
-pub use calls::authed;
+pub use assertions::{assert_case_status, assert_complete, assert_status};
+pub use calls::{authed, KeyRpc};
 pub use database::TestDatabase;
 pub use keys::key_request;
 pub use mutations::{revoke_through, rotate_through, set_disabled_through, set_scopes_through};
