@@ -1,8 +1,12 @@
+//! A key's life through KeyService: created (from scopes or a preset) with a
+//! token shown once, listed newest first, updated unless its scopes are locked,
+//! disabled, enabled, revoked, deleted, and expired.
+
 use keygate::grpc::pb::{self, Environment, KeyKind, KeyState};
 use prost_types::{FieldMask, Timestamp};
 use tonic::Code;
 
-use crate::support::{assert_status, authed, key_request, TestApp};
+use crate::support::{assert_status, authed, key_request, secret_of, TestApp};
 
 fn in_days(days: i64) -> Timestamp {
     let time = chrono::Utc::now() + chrono::Duration::days(days);
@@ -57,10 +61,10 @@ async fn create_key_returns_a_working_token_once() {
         .await
         .unwrap();
     assert!(stored_hash.starts_with("$argon2id$"));
-    assert!(!stored_hash.contains(crate::support::secret_of(&token)));
+    assert!(!stored_hash.contains(secret_of(&token)));
 }
 
-async fn uuid_of(app: &crate::support::TestApp, key_id: &str) -> uuid::Uuid {
+async fn uuid_of(app: &TestApp, key_id: &str) -> uuid::Uuid {
     let id = keygate::token::KeyId::parse(key_id).unwrap().as_uuid();
     let exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM api_keys WHERE id = $1)")
         .bind(id)

@@ -1,3 +1,6 @@
+//! Organizations: only system keys create, read and list them, and their
+//! inputs are checked.
+
 use keygate::grpc::pb::{self, Environment};
 use tonic::Code;
 

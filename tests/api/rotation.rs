@@ -1,3 +1,6 @@
+//! RotateKey: the key keeps its id, gets a new secret, and the old one lasts
+//! for the grace period asked for (zero to thirty days), and no longer.
+
 use keygate::grpc::pb::{self, Environment};
 use prost_types::Duration;
 use tonic::Code;
