@@ -24,10 +24,16 @@
 
 #[path = "authorize/cpu.rs"]
 mod cpu;
-#[expect(dead_code, reason = "shared with the authorize bench, which uses the rest")]
+#[expect(
+    dead_code,
+    reason = "shared with the authorize bench, which uses the rest"
+)]
 #[path = "authorize/load.rs"]
 mod load;
-#[expect(dead_code, reason = "shared with the authorize bench, which uses the rest")]
+#[expect(
+    dead_code,
+    reason = "shared with the authorize bench, which uses the rest"
+)]
 #[path = "authorize/servers.rs"]
 mod servers;
 

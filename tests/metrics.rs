@@ -8,15 +8,18 @@
     reason = "test code: a failure there is a failed test"
 )]
 
-#[allow(dead_code, reason = "shared with the api tests, which use the rest")]
-#[path = "api/helpers.rs"]
-mod helpers;
+#[allow(
+    dead_code,
+    unused_imports,
+    reason = "the metrics test uses a few of the integration tests' support files"
+)]
+#[path = "api/support/mod.rs"]
+mod support;
 
 use keygate::grpc::pb::{self, Environment};
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use helpers::{authed, set_disabled_through, spawn_app_with, test_settings};
+use support::{authed, set_disabled_through, TestApp, TestDatabase};
 
 async fn scrape(address: std::net::SocketAddr) -> String {
     let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
@@ -37,14 +40,12 @@ fn sample(text: &str, series: &str) -> f64 {
         .unwrap_or(0.0)
 }
 
-#[sqlx::test(migrations = false)]
-async fn metrics_count_decisions_cache_argon2_rpcs_and_the_listener(
-    _pool: PgPoolOptions,
-    db: PgConnectOptions,
-) {
-    let mut settings = test_settings(db);
+#[tokio::test]
+async fn metrics_count_decisions_cache_argon2_rpcs_and_the_listener() {
+    let db = TestDatabase::create().await;
+    let mut settings = db.settings();
     settings.metrics_listen = Some("127.0.0.1:0".parse().unwrap());
-    let app = spawn_app_with(settings).await;
+    let app = TestApp::spawn_with(&db, settings).await;
     let metrics = app.metrics_addr.unwrap();
     let org = app.create_organization("Acme").await;
     let (key, token) = app

@@ -3,23 +3,19 @@
 
 use keygate::grpc::pb::{self, Environment, KeyKind};
 use prost_types::{FieldMask, Timestamp};
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use tonic::metadata::MetadataValue;
 use tonic::{Code, Request};
 
-use crate::helpers::{
-    assert_complete, assert_status, authed, key_request, revoke_through, set_disabled_through,
-    spawn_app, token_for,
+use crate::support::{
+    assert_case_status, assert_complete, assert_status, authed, key_request, revoke_through,
+    set_disabled_through, token_for, KeyRpc, TestApp,
 };
 
 const MANAGER: &[&str] = &["api_keys:*", "customers:*", "payments:read"];
 
-#[sqlx::test(migrations = false)]
-async fn organization_keys_see_only_their_own_organization(
-    _pool: PgPoolOptions,
-    db: PgConnectOptions,
-) {
-    let app = spawn_app(db).await;
+#[tokio::test]
+async fn organization_keys_see_only_their_own_organization() {
+    let app = TestApp::spawn().await;
     let acme = app.create_organization("Acme").await;
     let globex = app.create_organization("Globex").await;
     let (_, acme_token) = app.org_key(&acme, Environment::Live, MANAGER).await;
@@ -33,66 +29,17 @@ async fn organization_keys_see_only_their_own_organization(
     let before = app.row_counts().await;
 
     // Another organization's key answers NOT_FOUND to every call, as would a missing one.
-    let id = globex_key.id.clone();
-    assert_status(
-        client
-            .get_key(authed(
-                &acme_token,
-                pb::GetKeyRequest { key_id: id.clone() },
-            ))
-            .await,
-        Code::NotFound,
-        "key not found",
-    );
-    assert_status(
-        client
-            .disable_key(authed(
-                &acme_token,
-                pb::DisableKeyRequest {
-                    key_id: id.clone(),
-                    ..Default::default()
-                },
-            ))
-            .await,
-        Code::NotFound,
-        "key not found",
-    );
-    assert_status(
-        client
-            .revoke_key(authed(
-                &acme_token,
-                pb::RevokeKeyRequest {
-                    key_id: id.clone(),
-                    ..Default::default()
-                },
-            ))
-            .await,
-        Code::NotFound,
-        "key not found",
-    );
-    assert_status(
-        client
-            .delete_key(authed(
-                &acme_token,
-                pb::DeleteKeyRequest {
-                    key_id: id.clone(),
-                    ..Default::default()
-                },
-            ))
-            .await,
-        Code::NotFound,
-        "key not found",
-    );
-    let request = pb::RotateKeyRequest {
-        key_id: id.clone(),
-        grace_period: None,
-        ..Default::default()
-    };
-    assert_status(
-        client.rotate_key(authed(&acme_token, request)).await,
-        Code::NotFound,
-        "key not found",
-    );
+    for rpc in [
+        KeyRpc::GetKey,
+        KeyRpc::DisableKey,
+        KeyRpc::RevokeKey,
+        KeyRpc::DeleteKey,
+        KeyRpc::RotateKey,
+    ] {
+        let answer = rpc.call(&app, &acme_token, &globex_key.id).await;
+        let case = format!("{rpc:?} of another organization's key");
+        assert_case_status(&case, answer, Code::NotFound, "key not found");
+    }
     let update = pb::UpdateKeyRequest {
         key: Some(globex_key.clone()),
         update_mask: Some(FieldMask {
@@ -106,11 +53,10 @@ async fn organization_keys_see_only_their_own_organization(
         "key not found",
     );
     // Nor can it see the system key.
-    let request = pb::GetKeyRequest {
-        key_id: app.admin_key_id.clone(),
-    };
     assert_status(
-        client.get_key(authed(&acme_token, request)).await,
+        KeyRpc::GetKey
+            .call(&app, &acme_token, &app.admin_key_id)
+            .await,
         Code::NotFound,
         "key not found",
     );
@@ -176,9 +122,9 @@ async fn organization_keys_see_only_their_own_organization(
     assert_eq!(created.organization_id, acme);
 }
 
-#[sqlx::test(migrations = false)]
-async fn test_keys_manage_only_test_keys(_pool: PgPoolOptions, db: PgConnectOptions) {
-    let app = spawn_app(db).await;
+#[tokio::test]
+async fn test_keys_manage_only_test_keys() {
+    let app = TestApp::spawn().await;
     let org = app.create_organization("Acme").await;
     let (_, test_token) = app.org_key(&org, Environment::Test, MANAGER).await;
     let (live_key, _) = app
@@ -193,23 +139,11 @@ async fn test_keys_manage_only_test_keys(_pool: PgPoolOptions, db: PgConnectOpti
         Code::PermissionDenied,
         "test keys",
     );
-    let request = pb::GetKeyRequest {
-        key_id: live_key.id.clone(),
-    };
-    assert_status(
-        client.get_key(authed(&test_token, request)).await,
-        Code::NotFound,
-        "key not found",
-    );
-    let request = pb::RevokeKeyRequest {
-        key_id: live_key.id.clone(),
-        ..Default::default()
-    };
-    assert_status(
-        client.revoke_key(authed(&test_token, request)).await,
-        Code::NotFound,
-        "key not found",
-    );
+    for rpc in [KeyRpc::GetKey, KeyRpc::RevokeKey] {
+        let answer = rpc.call(&app, &test_token, &live_key.id).await;
+        let case = format!("{rpc:?} of a live key");
+        assert_case_status(&case, answer, Code::NotFound, "key not found");
+    }
     assert_eq!(app.row_counts().await, before);
 
     let (created, token) = app
@@ -232,9 +166,9 @@ async fn test_keys_manage_only_test_keys(_pool: PgPoolOptions, db: PgConnectOpti
     assert!(listed.keys.iter().any(|key| key.id == created.id));
 }
 
-#[sqlx::test(migrations = false)]
-async fn no_caller_grants_more_than_it_holds(_pool: PgPoolOptions, db: PgConnectOptions) {
-    let app = spawn_app(db).await;
+#[tokio::test]
+async fn no_caller_grants_more_than_it_holds() {
+    let app = TestApp::spawn().await;
     let org = app.create_organization("Acme").await;
     let (_, token) = app.org_key(&org, Environment::Live, MANAGER).await;
     let before = app.row_counts().await;
@@ -250,7 +184,8 @@ async fn no_caller_grants_more_than_it_holds(_pool: PgPoolOptions, db: PgConnect
         let result = app
             .create_key_as(&token, key_request(&org, Environment::Live, wanted))
             .await;
-        assert_status(result, Code::PermissionDenied, "cannot grant");
+        let case = format!("granting {wanted:?}");
+        assert_case_status(&case, result, Code::PermissionDenied, "cannot grant");
     }
     let mut preset = key_request(&org, Environment::Live, &[]);
     preset.preset = "write".into();
@@ -267,9 +202,10 @@ async fn no_caller_grants_more_than_it_holds(_pool: PgPoolOptions, db: PgConnect
         &["customers:read"],
         &["payments:read", "api_keys:read"],
     ] {
-        app.create_key_as(&token, key_request(&org, Environment::Live, allowed))
-            .await
-            .unwrap();
+        let granted = app
+            .create_key_as(&token, key_request(&org, Environment::Live, allowed))
+            .await;
+        assert!(granted.is_ok(), "granting {allowed:?}: {granted:?}");
     }
     let (_, writer) = app
         .org_key(
@@ -293,9 +229,9 @@ async fn no_caller_grants_more_than_it_holds(_pool: PgPoolOptions, db: PgConnect
     assert_status(result, Code::PermissionDenied, "cannot grant customers:*");
 }
 
-#[sqlx::test(migrations = false)]
-async fn no_caller_widens_or_takes_over_a_broader_key(_pool: PgPoolOptions, db: PgConnectOptions) {
-    let app = spawn_app(db).await;
+#[tokio::test]
+async fn no_caller_widens_or_takes_over_a_broader_key() {
+    let app = TestApp::spawn().await;
     let org = app.create_organization("Acme").await;
     let (_, token) = app.org_key(&org, Environment::Live, MANAGER).await;
     let (own, _) = app
@@ -353,9 +289,9 @@ async fn no_caller_widens_or_takes_over_a_broader_key(_pool: PgPoolOptions, db: 
     assert_eq!(app.row_counts().await, before);
 }
 
-#[sqlx::test(migrations = false)]
-async fn expiring_callers_cannot_outlive_themselves(_pool: PgPoolOptions, db: PgConnectOptions) {
-    let app = spawn_app(db).await;
+#[tokio::test]
+async fn expiring_callers_cannot_outlive_themselves() {
+    let app = TestApp::spawn().await;
     let org = app.create_organization("Acme").await;
     let in_days = |days: i64| {
         let time = chrono::Utc::now() + chrono::Duration::days(days);
@@ -369,14 +305,14 @@ async fn expiring_callers_cannot_outlive_themselves(_pool: PgPoolOptions, db: Pg
     let (_, token) = app.create_key(request).await;
     let before = app.row_counts().await;
 
-    for expiry in [None, in_days(8)] {
+    for (case, expiry) in [
+        ("no expiry", None),
+        ("an expiry after the caller's", in_days(8)),
+    ] {
         let mut request = key_request(&org, Environment::Live, &["customers:read"]);
         request.expire_time = expiry;
-        assert_status(
-            app.create_key_as(&token, request).await,
-            Code::PermissionDenied,
-            "expire_time",
-        );
+        let created = app.create_key_as(&token, request).await;
+        assert_case_status(case, created, Code::PermissionDenied, "expire_time");
     }
     assert_eq!(app.row_counts().await, before);
     let mut request = key_request(&org, Environment::Live, &["customers:read"]);
@@ -399,9 +335,9 @@ async fn expiring_callers_cannot_outlive_themselves(_pool: PgPoolOptions, db: Pg
     );
 }
 
-#[sqlx::test(migrations = false)]
-async fn only_system_keys_create_system_keys(_pool: PgPoolOptions, db: PgConnectOptions) {
-    let app = spawn_app(db).await;
+#[tokio::test]
+async fn only_system_keys_create_system_keys() {
+    let app = TestApp::spawn().await;
     let org = app.create_organization("Acme").await;
     let (_, token) = app.org_key(&org, Environment::Live, &["*"]).await;
     let before = app.row_counts().await;
@@ -419,9 +355,9 @@ async fn only_system_keys_create_system_keys(_pool: PgPoolOptions, db: PgConnect
     assert_eq!(system_key.organization_id, "");
 }
 
-#[sqlx::test(migrations = false)]
-async fn callers_need_the_matching_permission(_pool: PgPoolOptions, db: PgConnectOptions) {
-    let app = spawn_app(db).await;
+#[tokio::test]
+async fn callers_need_the_matching_permission() {
+    let app = TestApp::spawn().await;
     let org = app.create_organization("Acme").await;
     let (target, _) = app
         .org_key(&org, Environment::Live, &["customers:read"])
@@ -431,10 +367,9 @@ async fn callers_need_the_matching_permission(_pool: PgPoolOptions, db: PgConnec
         .await;
     let mut client = app.client.clone();
     let before = app.row_counts().await;
-    let id = || target.id.clone();
 
-    client
-        .get_key(authed(&reader, pb::GetKeyRequest { key_id: id() }))
+    KeyRpc::GetKey
+        .call(&app, &reader, &target.id)
         .await
         .unwrap();
     let request = key_request(&org, Environment::Live, &["customers:read"]);
@@ -443,55 +378,15 @@ async fn callers_need_the_matching_permission(_pool: PgPoolOptions, db: PgConnec
         Code::PermissionDenied,
         "lacks api_keys:create",
     );
-    assert_status(
-        client
-            .disable_key(authed(
-                &reader,
-                pb::DisableKeyRequest {
-                    key_id: id(),
-                    ..Default::default()
-                },
-            ))
-            .await,
-        Code::PermissionDenied,
-        "lacks api_keys:update",
-    );
-    let request = pb::RotateKeyRequest {
-        key_id: id(),
-        grace_period: None,
-        ..Default::default()
-    };
-    assert_status(
-        client.rotate_key(authed(&reader, request)).await,
-        Code::PermissionDenied,
-        "lacks api_keys:update",
-    );
-    assert_status(
-        client
-            .revoke_key(authed(
-                &reader,
-                pb::RevokeKeyRequest {
-                    key_id: id(),
-                    ..Default::default()
-                },
-            ))
-            .await,
-        Code::PermissionDenied,
-        "lacks api_keys:delete",
-    );
-    assert_status(
-        client
-            .delete_key(authed(
-                &reader,
-                pb::DeleteKeyRequest {
-                    key_id: id(),
-                    ..Default::default()
-                },
-            ))
-            .await,
-        Code::PermissionDenied,
-        "lacks api_keys:delete",
-    );
+    for (rpc, lacking) in [
+        (KeyRpc::DisableKey, "lacks api_keys:update"),
+        (KeyRpc::RotateKey, "lacks api_keys:update"),
+        (KeyRpc::RevokeKey, "lacks api_keys:delete"),
+        (KeyRpc::DeleteKey, "lacks api_keys:delete"),
+    ] {
+        let answer = rpc.call(&app, &reader, &target.id).await;
+        assert_case_status(&format!("{rpc:?}"), answer, Code::PermissionDenied, lacking);
+    }
 
     let (_, no_read) = app
         .org_key(&org, Environment::Live, &["customers:read"])
@@ -511,12 +406,9 @@ async fn callers_need_the_matching_permission(_pool: PgPoolOptions, db: PgConnec
     );
 }
 
-#[sqlx::test(migrations = false)]
-async fn missing_or_bad_credentials_are_unauthenticated(
-    _pool: PgPoolOptions,
-    db: PgConnectOptions,
-) {
-    let app = spawn_app(db).await;
+#[tokio::test]
+async fn missing_or_bad_credentials_are_unauthenticated() {
+    let app = TestApp::spawn().await;
     let mut client = app.client.clone();
     let admin = app.admin_token.clone();
     let body_start = "kg_live_".len();
@@ -531,18 +423,27 @@ async fn missing_or_bad_credentials_are_unauthenticated(
     let wrong_environment = admin.replacen("kg_live_", "kg_test_", 1);
 
     let bad_headers = [
-        String::new(),
-        "Bearer ".to_owned(),
-        "Basic dXNlcjpwYXNz".to_owned(),
-        format!("Bearer {}", &admin[..admin.len() - 1]),
-        format!("Bearer {}", admin.replacen("kg_", "sk_", 1)),
-        format!("Bearer {wrong_secret}"),
-        format!("Bearer {unknown}"),
-        format!("Bearer {wrong_environment}"),
-        format!("Bearer {admin}x"),
-        "Bearer kg_live_garbage".to_owned(),
+        ("no header", String::new()),
+        ("no token", "Bearer ".to_owned()),
+        ("a password", "Basic dXNlcjpwYXNz".to_owned()),
+        (
+            "a token cut short",
+            format!("Bearer {}", &admin[..admin.len() - 1]),
+        ),
+        (
+            "another prefix",
+            format!("Bearer {}", admin.replacen("kg_", "sk_", 1)),
+        ),
+        ("a wrong secret", format!("Bearer {wrong_secret}")),
+        ("an unknown key", format!("Bearer {unknown}")),
+        (
+            "the wrong environment",
+            format!("Bearer {wrong_environment}"),
+        ),
+        ("a character too many", format!("Bearer {admin}x")),
+        ("garbage", "Bearer kg_live_garbage".to_owned()),
     ];
-    for header in bad_headers {
+    for (case, header) in bad_headers {
         let mut request = Request::new(pb::ListKeysRequest::default());
         if !header.is_empty() {
             request.metadata_mut().insert(
@@ -550,11 +451,8 @@ async fn missing_or_bad_credentials_are_unauthenticated(
                 MetadataValue::try_from(header.as_str()).unwrap(),
             );
         }
-        assert_status(
-            client.list_keys(request).await,
-            Code::Unauthenticated,
-            "bearer token",
-        );
+        let listed = client.list_keys(request).await;
+        assert_case_status(case, listed, Code::Unauthenticated, "bearer token");
     }
     // Messages never echo what was presented.
     let mut request = Request::new(pb::ListKeysRequest::default());
@@ -566,12 +464,9 @@ async fn missing_or_bad_credentials_are_unauthenticated(
     assert!(!status.message().contains(&wrong_secret[body_start..]));
 }
 
-#[sqlx::test(migrations = false)]
-async fn a_calling_keys_allowlist_applies_to_key_management_too(
-    _pool: PgPoolOptions,
-    db: PgConnectOptions,
-) {
-    let app = spawn_app(db).await;
+#[tokio::test]
+async fn a_calling_keys_allowlist_applies_to_key_management_too() {
+    let app = TestApp::spawn().await;
     let org = app.create_organization("Acme").await;
     let mut elsewhere = key_request(&org, Environment::Live, MANAGER);
     elsewhere.allowed_cidrs = vec!["10.0.0.0/8".into()];
@@ -601,12 +496,10 @@ async fn a_calling_keys_allowlist_applies_to_key_management_too(
         vec!["0.0.0.0/0".to_owned()],
     ] {
         let mut request = key_request(&org, Environment::Live, &["customers:read"]);
+        let case = format!("networks {networks:?}");
         request.allowed_cidrs = networks;
-        assert_status(
-            app.create_key_as(&local, request).await,
-            Code::PermissionDenied,
-            "allowed_cidrs",
-        );
+        let created = app.create_key_as(&local, request).await;
+        assert_case_status(&case, created, Code::PermissionDenied, "allowed_cidrs");
     }
     assert_eq!(app.row_counts().await, before);
     let mut request = key_request(&org, Environment::Live, &["customers:read"]);
@@ -614,12 +507,9 @@ async fn a_calling_keys_allowlist_applies_to_key_management_too(
     app.create_key_as(&local, request).await.unwrap();
 }
 
-#[sqlx::test(migrations = false)]
-async fn reissuing_and_re_enabling_follow_the_same_limits_as_creating(
-    _pool: PgPoolOptions,
-    db: PgConnectOptions,
-) {
-    let app = spawn_app(db).await;
+#[tokio::test]
+async fn reissuing_and_re_enabling_follow_the_same_limits_as_creating() {
+    let app = TestApp::spawn().await;
     let org = app.create_organization("Acme").await;
     let mut expiring = key_request(&org, Environment::Live, MANAGER);
     let in_week = chrono::Utc::now() + chrono::Duration::days(7);
@@ -674,12 +564,9 @@ async fn reissuing_and_re_enabling_follow_the_same_limits_as_creating(
     assert_eq!(app.row_counts().await, before);
 }
 
-#[sqlx::test(migrations = false)]
-async fn a_caller_revoked_behind_the_caches_back_cannot_complete_a_change(
-    _pool: PgPoolOptions,
-    db: PgConnectOptions,
-) {
-    let app = spawn_app(db).await;
+#[tokio::test]
+async fn a_caller_revoked_behind_the_caches_back_cannot_complete_a_change() {
+    let app = TestApp::spawn().await;
     let org = app.create_organization("Acme").await;
     let (caller, token) = app.org_key(&org, Environment::Live, MANAGER).await;
     app.client
@@ -710,12 +597,9 @@ async fn a_caller_revoked_behind_the_caches_back_cannot_complete_a_change(
 
 /// A change's transaction reads the caller with the key it changes: a caller
 /// changed, revoked or deleted behind the cache's back cannot complete it.
-#[sqlx::test(migrations = false)]
-async fn a_caller_changed_behind_the_caches_back_cannot_change_a_key(
-    _pool: PgPoolOptions,
-    db: PgConnectOptions,
-) {
-    let app = spawn_app(db).await;
+#[tokio::test]
+async fn a_caller_changed_behind_the_caches_back_cannot_change_a_key() {
+    let app = TestApp::spawn().await;
     let org = app.create_organization("Acme").await;
     for (change, code, message) in [
         (
@@ -768,7 +652,7 @@ async fn a_caller_changed_behind_the_caches_back_cannot_change_a_key(
             .clone()
             .disable_key(authed(&token, disable()))
             .await;
-        assert_status(refused, code, message);
+        assert_case_status(change, refused, code, message);
         assert_eq!(app.row_counts().await, counts, "after {change}");
         assert_eq!(app.version_sum().await, versions, "after {change}");
         if code == Code::Unavailable {
@@ -779,9 +663,9 @@ async fn a_caller_changed_behind_the_caches_back_cannot_change_a_key(
 }
 
 /// A key may revoke itself: the key changed and the caller are one row.
-#[sqlx::test(migrations = false)]
-async fn a_key_may_revoke_itself(_pool: PgPoolOptions, db: PgConnectOptions) {
-    let app = spawn_app(db).await;
+#[tokio::test]
+async fn a_key_may_revoke_itself() {
+    let app = TestApp::spawn().await;
     let org = app.create_organization("Acme").await;
     let (caller, token) = app.org_key(&org, Environment::Live, MANAGER).await;
     let propagation = revoke_through(&app, &token, &caller).await;
@@ -794,9 +678,9 @@ async fn a_key_may_revoke_itself(_pool: PgPoolOptions, db: PgConnectOptions) {
     assert_status(refused, Code::Unauthenticated, "bearer token");
 }
 
-#[sqlx::test(migrations = false)]
-async fn revoking_again_still_reports_propagation(_pool: PgPoolOptions, db: PgConnectOptions) {
-    let app = spawn_app(db).await;
+#[tokio::test]
+async fn revoking_again_still_reports_propagation() {
+    let app = TestApp::spawn().await;
     let org = app.create_organization("Acme").await;
     let (key, _) = app
         .org_key(&org, Environment::Live, &["customers:read"])

@@ -3,10 +3,9 @@
 
 use keygate::grpc::pb::{self, Environment, Reason, SecretSlot};
 use prost_types::{Duration, Timestamp};
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use tonic::Code;
 
-use crate::helpers::{authed, key_request, spawn_app, spawn_app_with, test_settings, token_for};
+use crate::support::{authed, key_request, token_for, KeyRpc, TestApp, TestDatabase};
 
 fn soon(milliseconds: i64) -> Timestamp {
     let time = chrono::Utc::now() + chrono::Duration::milliseconds(milliseconds);
@@ -16,17 +15,17 @@ fn soon(milliseconds: i64) -> Timestamp {
     }
 }
 
-#[sqlx::test(migrations = false)]
-async fn every_reason_code_with_its_http_status(_pool: PgPoolOptions, db: PgConnectOptions) {
-    let app = spawn_app(db).await;
+#[tokio::test]
+async fn every_reason_code_with_its_http_status() {
+    let app = TestApp::spawn().await;
     let org = app.create_organization("Acme").await;
     let mut request = key_request(&org, Environment::Live, &["customers:read"]);
     request.metadata.insert("team".into(), "billing".into());
     let (key, token) = app.create_key(request).await;
-    let check = |decision: &pb::Decision, reason: Reason, status: i32| {
-        assert_eq!(decision.reason(), reason, "{decision:?}");
-        assert_eq!(decision.http_status, status, "{decision:?}");
-        assert_eq!(decision.allowed, reason == Reason::Ok);
+    let check = |case: &str, decision: &pb::Decision, reason: Reason, status: i32| {
+        assert_eq!(decision.reason(), reason, "{case}: {decision:?}");
+        assert_eq!(decision.http_status, status, "{case}: {decision:?}");
+        assert_eq!(decision.allowed, reason == Reason::Ok, "{case}");
     };
 
     let ok = app
@@ -37,7 +36,7 @@ async fn every_reason_code_with_its_http_status(_pool: PgPoolOptions, db: PgConn
             "",
         )
         .await;
-    check(&ok, Reason::Ok, 200);
+    check("a good token", &ok, Reason::Ok, 200);
     assert_eq!(ok.permission, "customers:read");
     assert_eq!(ok.route, "/customers/{id}");
     assert_eq!(ok.path_params["id"], "cus_123");
@@ -48,109 +47,53 @@ async fn every_reason_code_with_its_http_status(_pool: PgPoolOptions, db: PgConn
     assert_eq!(ok.metadata["team"], "billing");
     assert_eq!(ok.secret(), SecretSlot::Current);
 
-    check(
-        &app.authorize("", "GET", "/customers", "").await,
-        Reason::MissingKey,
-        401,
-    );
-    check(
-        &app.authorize("Bearer ", "GET", "/customers", "").await,
-        Reason::MissingKey,
-        401,
-    );
-    check(
-        &app.authorize("kg_live_nonsense", "GET", "/customers", "")
-            .await,
-        Reason::MalformedKey,
-        401,
-    );
-    let mut typo = token.clone().into_bytes();
-    typo[40] = if typo[40] == b'x' { b'y' } else { b'x' };
-    check(
-        &app.authorize(std::str::from_utf8(&typo).unwrap(), "GET", "/customers", "")
-            .await,
-        Reason::MalformedKey,
-        401,
-    );
+    let mut typo_bytes = token.clone().into_bytes();
+    typo_bytes[40] = if typo_bytes[40] == b'x' { b'y' } else { b'x' };
+    let typo = String::from_utf8(typo_bytes).unwrap();
     let stranger = token_for(&keygate::domain::token::KeyId::generate());
-    let unknown = app.authorize(&stranger, "GET", "/customers", "").await;
-    check(&unknown, Reason::UnknownKey, 401);
-    assert!(unknown.key_id.is_empty());
     // Same key id, someone else's secret, valid checksum.
     let forged = token_for(&keygate::domain::token::KeyId::parse(&key.id).unwrap());
-    let wrong = app.authorize(&forged, "GET", "/customers", "").await;
-    check(&wrong, Reason::InvalidSecret, 401);
-    assert!(
-        wrong.key_id.is_empty(),
-        "a wrong secret must not reveal the key"
-    );
-    check(
-        &app.authorize(&token, "POST", "/customers", "").await,
-        Reason::PermissionDenied,
-        403,
-    );
-    check(
-        &app.authorize(&token, "GET", "/nowhere", "").await,
-        Reason::UnknownRoute,
-        404,
-    );
-    check(
-        &app.authorize(&token, "DELETE", "/customers", "").await,
-        Reason::UnknownRoute,
-        404,
-    );
+    // (case, token presented, method, path, reason, HTTP status)
+    #[rustfmt::skip]
+    let refusals = [
+        ("no token",                 "",                 "GET",    "/customers", Reason::MissingKey,       401),
+        ("a bare Bearer",            "Bearer ",          "GET",    "/customers", Reason::MissingKey,       401),
+        ("a malformed token",        "kg_live_nonsense", "GET",    "/customers", Reason::MalformedKey,     401),
+        ("a typo",                   typo.as_str(),      "GET",    "/customers", Reason::MalformedKey,     401),
+        ("a key nobody issued",      stranger.as_str(),  "GET",    "/customers", Reason::UnknownKey,       401),
+        ("a wrong secret",           forged.as_str(),    "GET",    "/customers", Reason::InvalidSecret,    401),
+        ("a permission not held",    token.as_str(),     "POST",   "/customers", Reason::PermissionDenied, 403),
+        ("a path without a route",   token.as_str(),     "GET",    "/nowhere",   Reason::UnknownRoute,     404),
+        ("a method without a route", token.as_str(),     "DELETE", "/customers", Reason::UnknownRoute,     404),
+    ];
+    for (case, presented, method, path, reason, status) in refusals {
+        let decision = app.authorize(presented, method, path, "").await;
+        check(case, &decision, reason, status);
+        if matches!(reason, Reason::UnknownKey | Reason::InvalidSecret) {
+            assert!(
+                decision.key_id.is_empty(),
+                "{case}: a key not verified must not be revealed"
+            );
+        }
+    }
 
-    let mut client = app.client.clone();
-    client
-        .disable_key(authed(
-            &app.admin_token,
-            pb::DisableKeyRequest {
-                key_id: key.id.clone(),
-                ..Default::default()
-            },
-        ))
-        .await
-        .unwrap();
-    check(
-        &app.authorize(&token, "GET", "/customers", "").await,
-        Reason::Disabled,
-        401,
-    );
-    client
-        .enable_key(authed(
-            &app.admin_token,
-            pb::EnableKeyRequest {
-                key_id: key.id.clone(),
-                ..Default::default()
-            },
-        ))
-        .await
-        .unwrap();
-    check(
-        &app.authorize(&token, "GET", "/customers", "").await,
-        Reason::Ok,
-        200,
-    );
-    client
-        .revoke_key(authed(
-            &app.admin_token,
-            pb::RevokeKeyRequest {
-                key_id: key.id.clone(),
-                ..Default::default()
-            },
-        ))
-        .await
-        .unwrap();
-    check(
-        &app.authorize(&token, "GET", "/customers", "").await,
-        Reason::Revoked,
-        401,
-    );
+    // A change of state, then the decision that follows it.
+    let changes = [
+        (KeyRpc::DisableKey, "a disabled key", Reason::Disabled, 401),
+        (KeyRpc::EnableKey, "an enabled key", Reason::Ok, 200),
+        (KeyRpc::RevokeKey, "a revoked key", Reason::Revoked, 401),
+    ];
+    for (rpc, case, reason, status) in changes {
+        rpc.call(&app, &app.admin_token, &key.id).await.unwrap();
+        let decision = app.authorize(&token, "GET", "/customers", "").await;
+        check(case, &decision, reason, status);
+    }
 
     let mut request = key_request(&org, Environment::Live, &["customers:read"]);
     request.expire_time = Some(soon(1200));
     let (_, expiring) = app.create_key(request).await;
     check(
+        "a key before its expiry",
         &app.authorize(&expiring, "GET", "/customers", "").await,
         Reason::Ok,
         200,
@@ -158,6 +101,7 @@ async fn every_reason_code_with_its_http_status(_pool: PgPoolOptions, db: PgConn
     let events_before = app.count("key_events").await;
     tokio::time::sleep(std::time::Duration::from_millis(1300)).await;
     check(
+        "an expired key",
         &app.authorize(&expiring, "GET", "/customers", "").await,
         Reason::Expired,
         401,
@@ -172,6 +116,7 @@ async fn every_reason_code_with_its_http_status(_pool: PgPoolOptions, db: PgConn
     request.allowed_cidrs = vec!["192.0.2.0/24".into()];
     let (_, fenced) = app.create_key(request).await;
     check(
+        "an address outside the allowlist",
         &app.authorize(&fenced, "GET", "/customers", "198.51.100.7")
             .await,
         Reason::IpNotAllowed,
@@ -180,12 +125,9 @@ async fn every_reason_code_with_its_http_status(_pool: PgPoolOptions, db: PgConn
 }
 
 /// Each PayNext resource at each level it offers, against all 18 endpoints.
-#[sqlx::test(migrations = false)]
-async fn paynext_endpoint_table_against_every_access_level(
-    _pool: PgPoolOptions,
-    db: PgConnectOptions,
-) {
-    let app = spawn_app(db).await;
+#[tokio::test]
+async fn paynext_endpoint_table_against_every_access_level() {
+    let app = TestApp::spawn().await;
     let org = app.create_organization("PayNext merchant").await;
     let table = [
         ("POST", "/client-session", "client_sessions", "write"),
@@ -239,20 +181,19 @@ async fn paynext_endpoint_table_against_every_access_level(
             let expected =
                 resource == needed_resource && (level == needed_level || level == "write");
             let decision = app.authorize(&token, method, path, "").await;
-            assert_eq!(
-                decision.allowed, expected,
-                "{scope} {method} {path}: {decision:?}"
-            );
+            let case = format!("{scope} {method} {path}");
+            assert_eq!(decision.allowed, expected, "{case}: {decision:?}");
             assert_eq!(
                 decision.permission,
-                format!("{needed_resource}:{needed_level}")
+                format!("{needed_resource}:{needed_level}"),
+                "{case}"
             );
             let expected_reason = if expected {
                 Reason::Ok
             } else {
                 Reason::PermissionDenied
             };
-            assert_eq!(decision.reason(), expected_reason);
+            assert_eq!(decision.reason(), expected_reason, "{case}");
         }
     }
     // The presets: read_only allows every read, write every row, and so does full_access.
@@ -268,14 +209,15 @@ async fn paynext_endpoint_table_against_every_access_level(
     }
 }
 
-#[sqlx::test(migrations = false)]
-async fn payconex_nested_wildcards(_pool: PgPoolOptions, db: PgConnectOptions) {
-    let mut settings = test_settings(db);
+#[tokio::test]
+async fn payconex_nested_wildcards() {
+    let db = TestDatabase::create().await;
+    let mut settings = db.settings();
     settings.policy = std::sync::Arc::new(
         keygate::domain::policy::Policy::parse(include_str!("../../policies/payconex.yaml"))
             .unwrap(),
     );
-    let app = spawn_app_with(settings).await;
+    let app = TestApp::spawn_with(&db, settings).await;
     let org = app.create_organization("PayConex merchant").await;
     let (_, updater) = app
         .org_key(&org, Environment::Live, &["pcx:account_updater:*"])
@@ -286,16 +228,39 @@ async fn payconex_nested_wildcards(_pool: PgPoolOptions, db: PgConnectOptions) {
     let (_, everything) = app.org_key(&org, Environment::Live, &["pcx:*"]).await;
 
     let cases = [
-        (&updater, "pcx:account_updater:schedules:create", true),
-        (&updater, "pcx:account_updater:results:read", true),
-        (&updater, "pcx:webhooks:read", false),
-        (&results, "pcx:account_updater:schedules:create", false),
-        (&results, "pcx:account_updater:results:read", true),
-        (&everything, "pcx:apple_pay:session:get", true),
+        (
+            "updater",
+            &updater,
+            "pcx:account_updater:schedules:create",
+            true,
+        ),
+        (
+            "updater",
+            &updater,
+            "pcx:account_updater:results:read",
+            true,
+        ),
+        ("updater", &updater, "pcx:webhooks:read", false),
+        (
+            "results",
+            &results,
+            "pcx:account_updater:schedules:create",
+            false,
+        ),
+        (
+            "results",
+            &results,
+            "pcx:account_updater:results:read",
+            true,
+        ),
+        ("everything", &everything, "pcx:apple_pay:session:get", true),
     ];
-    for (token, permission, expected) in cases {
+    for (holder, token, permission, expected) in cases {
         let decision = app.authorize_permission(token, permission).await;
-        assert_eq!(decision.allowed, expected, "{permission}: {decision:?}");
+        assert_eq!(
+            decision.allowed, expected,
+            "{holder} asks for {permission}: {decision:?}"
+        );
     }
     let decision = app
         .authorize(&updater, "PATCH", "/account-updater/schedules/s_1", "")
@@ -309,9 +274,9 @@ async fn payconex_nested_wildcards(_pool: PgPoolOptions, db: PgConnectOptions) {
     );
 }
 
-#[sqlx::test(migrations = false)]
-async fn ip_allowlists_for_ipv4_and_ipv6(_pool: PgPoolOptions, db: PgConnectOptions) {
-    let app = spawn_app(db).await;
+#[tokio::test]
+async fn ip_allowlists_for_ipv4_and_ipv6() {
+    let app = TestApp::spawn().await;
     let org = app.create_organization("Acme").await;
     let mut request = key_request(&org, Environment::Live, &["customers:read"]);
     request.allowed_cidrs = vec![
@@ -324,28 +289,25 @@ async fn ip_allowlists_for_ipv4_and_ipv6(_pool: PgPoolOptions, db: PgConnectOpti
         .org_key(&org, Environment::Live, &["customers:read"])
         .await;
     let cases = [
-        (&fenced, "10.1.200.3", Reason::Ok),
-        (&fenced, "192.0.2.9", Reason::Ok),
-        (&fenced, "192.0.2.10", Reason::IpNotAllowed),
-        (&fenced, "2001:db8:ab:1::7", Reason::Ok),
-        (&fenced, "2001:db8:ac::7", Reason::IpNotAllowed),
-        (&fenced, "", Reason::IpNotAllowed),
-        (&open, "203.0.113.5", Reason::Ok),
-        (&open, "::1", Reason::Ok),
-        (&open, "", Reason::Ok),
+        ("fenced", &fenced, "10.1.200.3", Reason::Ok),
+        ("fenced", &fenced, "192.0.2.9", Reason::Ok),
+        ("fenced", &fenced, "192.0.2.10", Reason::IpNotAllowed),
+        ("fenced", &fenced, "2001:db8:ab:1::7", Reason::Ok),
+        ("fenced", &fenced, "2001:db8:ac::7", Reason::IpNotAllowed),
+        ("fenced", &fenced, "", Reason::IpNotAllowed),
+        ("open", &open, "203.0.113.5", Reason::Ok),
+        ("open", &open, "::1", Reason::Ok),
+        ("open", &open, "", Reason::Ok),
     ];
-    for (token, client_ip, expected) in cases {
+    for (holder, token, client_ip, expected) in cases {
         let decision = app.authorize(token, "GET", "/customers", client_ip).await;
-        assert_eq!(decision.reason(), expected, "{client_ip:?}");
+        assert_eq!(decision.reason(), expected, "{holder} from {client_ip:?}");
     }
 }
 
-#[sqlx::test(migrations = false)]
-async fn previous_secret_works_during_its_grace_period_only(
-    _pool: PgPoolOptions,
-    db: PgConnectOptions,
-) {
-    let app = spawn_app(db).await;
+#[tokio::test]
+async fn previous_secret_works_during_its_grace_period_only() {
+    let app = TestApp::spawn().await;
     let org = app.create_organization("Acme").await;
     let (key, old) = app
         .org_key(&org, Environment::Live, &["customers:read"])
@@ -381,9 +343,9 @@ async fn previous_secret_works_during_its_grace_period_only(
     assert!(app.authorize(&new, "GET", "/customers", "").await.allowed);
 }
 
-#[sqlx::test(migrations = false)]
-async fn warm_keys_are_decided_without_the_database(_pool: PgPoolOptions, db: PgConnectOptions) {
-    let app = spawn_app(db).await;
+#[tokio::test]
+async fn warm_keys_are_decided_without_the_database() {
+    let app = TestApp::spawn().await;
     let org = app.create_organization("Acme").await;
     let (_, token) = app
         .org_key(&org, Environment::Live, &["customers:read"])
@@ -426,9 +388,9 @@ async fn warm_keys_are_decided_without_the_database(_pool: PgPoolOptions, db: Pg
     assert_eq!(status.code(), Code::Unavailable);
 }
 
-#[sqlx::test(migrations = false)]
-async fn bad_secrets_are_rate_limited_per_key(_pool: PgPoolOptions, db: PgConnectOptions) {
-    let app = spawn_app(db).await;
+#[tokio::test]
+async fn bad_secrets_are_rate_limited_per_key() {
+    let app = TestApp::spawn().await;
     let org = app.create_organization("Acme").await;
     let (key, _) = app
         .org_key(&org, Environment::Live, &["customers:read"])
@@ -458,12 +420,13 @@ async fn bad_secrets_are_rate_limited_per_key(_pool: PgPoolOptions, db: PgConnec
     );
 }
 
-#[sqlx::test(migrations = false)]
-async fn malformed_requests_are_invalid_arguments(_pool: PgPoolOptions, db: PgConnectOptions) {
-    let app = spawn_app(db).await;
+#[tokio::test]
+async fn malformed_requests_are_invalid_arguments() {
+    let app = TestApp::spawn().await;
     let token = app.admin_token.clone();
     let cases = [
         (
+            "no method or permission",
             pb::AuthorizeRequest {
                 token: token.clone(),
                 ..Default::default()
@@ -471,6 +434,7 @@ async fn malformed_requests_are_invalid_arguments(_pool: PgPoolOptions, db: PgCo
             "method",
         ),
         (
+            "both a route and a permission",
             pb::AuthorizeRequest {
                 token: token.clone(),
                 method: "GET".into(),
@@ -481,6 +445,7 @@ async fn malformed_requests_are_invalid_arguments(_pool: PgPoolOptions, db: PgCo
             "permission",
         ),
         (
+            "a path without a method",
             pb::AuthorizeRequest {
                 token: token.clone(),
                 path: "/customers".into(),
@@ -489,6 +454,7 @@ async fn malformed_requests_are_invalid_arguments(_pool: PgPoolOptions, db: PgCo
             "method",
         ),
         (
+            "a path not starting with /",
             pb::AuthorizeRequest {
                 token: token.clone(),
                 method: "GET".into(),
@@ -498,6 +464,7 @@ async fn malformed_requests_are_invalid_arguments(_pool: PgPoolOptions, db: PgCo
             "path",
         ),
         (
+            "a permission without an action",
             pb::AuthorizeRequest {
                 token: token.clone(),
                 permission: "customers".into(),
@@ -506,6 +473,7 @@ async fn malformed_requests_are_invalid_arguments(_pool: PgPoolOptions, db: PgCo
             "permission",
         ),
         (
+            "a client address out of range",
             pb::AuthorizeRequest {
                 token: token.clone(),
                 method: "GET".into(),
@@ -516,21 +484,21 @@ async fn malformed_requests_are_invalid_arguments(_pool: PgPoolOptions, db: PgCo
             "client_ip",
         ),
     ];
-    for (request, field) in cases {
-        let status = app
-            .authorizer_client
-            .clone()
-            .authorize(request)
-            .await
-            .unwrap_err();
-        assert_eq!(status.code(), Code::InvalidArgument);
-        assert!(status.message().starts_with(field), "{}", status.message());
+    for (case, request, field) in cases {
+        let answer = app.authorizer_client.clone().authorize(request).await;
+        let status = answer.expect_err(case);
+        assert_eq!(status.code(), Code::InvalidArgument, "{case}");
+        assert!(
+            status.message().starts_with(field),
+            "{case}: {}",
+            status.message()
+        );
     }
 }
 
-#[sqlx::test(migrations = false)]
-async fn use_is_recorded_as_last_used_time(_pool: PgPoolOptions, db: PgConnectOptions) {
-    let app = spawn_app(db).await;
+#[tokio::test]
+async fn use_is_recorded_as_last_used_time() {
+    let app = TestApp::spawn().await;
     let org = app.create_organization("Acme").await;
     let (key, token) = app
         .org_key(&org, Environment::Live, &["customers:read"])
@@ -572,18 +540,16 @@ async fn use_is_recorded_as_last_used_time(_pool: PgPoolOptions, db: PgConnectOp
     assert_eq!(fetched.version, 1);
 }
 
-#[sqlx::test(migrations = false)]
-async fn policy_reload_swaps_routes_and_refuses_bad_files(
-    _pool: PgPoolOptions,
-    db: PgConnectOptions,
-) {
+#[tokio::test]
+async fn policy_reload_swaps_routes_and_refuses_bad_files() {
+    let db = TestDatabase::create().await;
     let directory = std::env::temp_dir().join(format!("keygate-policy-{}", uuid::Uuid::new_v4()));
     std::fs::create_dir_all(&directory).unwrap();
     let path = directory.join("policy.yaml");
     std::fs::write(&path, keygate::domain::policy::EMBEDDED_DEFAULT_POLICY).unwrap();
-    let mut settings = test_settings(db);
+    let mut settings = db.settings();
     settings.policy_path = Some(path.clone());
-    let app = spawn_app_with(settings).await;
+    let app = TestApp::spawn_with(&db, settings).await;
     let org = app.create_organization("Acme").await;
     let (_, token) = app
         .org_key(&org, Environment::Live, &["customers:read"])

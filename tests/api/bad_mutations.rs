@@ -3,59 +3,34 @@
 
 use keygate::grpc::pb::{self, Environment};
 use prost_types::{Duration, FieldMask};
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use tonic::Code;
 
-use crate::helpers::{assert_status, authed, spawn_app};
+use crate::support::{assert_case_status, assert_status, authed, KeyRpc, TestApp};
 
-#[sqlx::test(migrations = false)]
-async fn mutations_refuse_malformed_key_ids(_pool: PgPoolOptions, db: PgConnectOptions) {
-    let app = spawn_app(db).await;
-    let mut client = app.client.clone();
-    let token = app.admin_token.clone();
+#[tokio::test]
+async fn mutations_refuse_malformed_key_ids() {
+    let app = TestApp::spawn().await;
     let before = (app.row_counts().await, app.version_sum().await);
+    let mutations = [
+        KeyRpc::RotateKey,
+        KeyRpc::DisableKey,
+        KeyRpc::EnableKey,
+        KeyRpc::RevokeKey,
+        KeyRpc::DeleteKey,
+    ];
     for bad in ["", "short", "!!!!!!!!!!!!!!!!!!!!!!"] {
-        let key_id = bad.to_owned();
-        let request = pb::RotateKeyRequest {
-            key_id: key_id.clone(),
-            ..Default::default()
-        };
-        let rotated = client.rotate_key(authed(&token, request)).await;
-        assert_status(rotated, Code::InvalidArgument, "key_id");
-        let request = pb::DisableKeyRequest {
-            key_id: key_id.clone(),
-            ..Default::default()
-        };
-        let disabled = client.disable_key(authed(&token, request)).await;
-        assert_status(disabled, Code::InvalidArgument, "key_id");
-        let request = pb::EnableKeyRequest {
-            key_id: key_id.clone(),
-            ..Default::default()
-        };
-        let enabled = client.enable_key(authed(&token, request)).await;
-        assert_status(enabled, Code::InvalidArgument, "key_id");
-        let request = pb::RevokeKeyRequest {
-            key_id: key_id.clone(),
-            ..Default::default()
-        };
-        let revoked = client.revoke_key(authed(&token, request)).await;
-        assert_status(revoked, Code::InvalidArgument, "key_id");
-        let request = pb::DeleteKeyRequest {
-            key_id,
-            ..Default::default()
-        };
-        let deleted = client.delete_key(authed(&token, request)).await;
-        assert_status(deleted, Code::InvalidArgument, "key_id");
+        for rpc in mutations {
+            let answer = rpc.call(&app, &app.admin_token, bad).await;
+            let case = format!("{rpc:?} of {bad:?}");
+            assert_case_status(&case, answer, Code::InvalidArgument, "key_id");
+        }
     }
     assert_eq!((app.row_counts().await, app.version_sum().await), before);
 }
 
-#[sqlx::test(migrations = false)]
-async fn rotation_refuses_grace_periods_that_are_not_durations(
-    _pool: PgPoolOptions,
-    db: PgConnectOptions,
-) {
-    let app = spawn_app(db).await;
+#[tokio::test]
+async fn rotation_refuses_grace_periods_that_are_not_durations() {
+    let app = TestApp::spawn().await;
     let org = app.create_organization("Acme").await;
     let (key, _) = app
         .org_key(&org, Environment::Live, &["customers:read"])
@@ -69,18 +44,16 @@ async fn rotation_refuses_grace_periods_that_are_not_durations(
             grace_period: Some(Duration { seconds, nanos }),
             ..Default::default()
         };
-        assert_status(
-            client.rotate_key(authed(&app.admin_token, request)).await,
-            Code::InvalidArgument,
-            "grace_period",
-        );
+        let rotated = client.rotate_key(authed(&app.admin_token, request)).await;
+        let case = format!("grace period of {seconds} s {nanos} ns");
+        assert_case_status(&case, rotated, Code::InvalidArgument, "grace_period");
     }
     assert_eq!((app.row_counts().await, app.version_sum().await), before);
 }
 
-#[sqlx::test(migrations = false)]
-async fn a_revoked_key_cannot_be_updated_or_disabled(_pool: PgPoolOptions, db: PgConnectOptions) {
-    let app = spawn_app(db).await;
+#[tokio::test]
+async fn a_revoked_key_cannot_be_updated_or_disabled() {
+    let app = TestApp::spawn().await;
     let org = app.create_organization("Acme").await;
     let (key, _) = app
         .org_key(&org, Environment::Live, &["customers:read"])

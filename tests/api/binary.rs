@@ -6,131 +6,15 @@ use std::time::Duration;
 
 use keygate::grpc::pb::key_service_client::KeyServiceClient;
 use keygate::grpc::pb::{self, Environment};
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
-use tokio::process::Command;
 
-use crate::cli_runner::printed_token;
-use crate::helpers::{authed, key_request, secret_of};
+use crate::support::cli_runner::printed_token;
+use crate::support::process::{keygate, ServerProcess};
+use crate::support::{authed, key_request, secret_of, TestDatabase};
 
-pub const KEYGATE: &str = env!("CARGO_BIN_EXE_keygate");
-
-pub fn database_url(options: &PgConnectOptions) -> String {
-    format!(
-        "postgres://{}@{}:{}/{}",
-        options.get_username(),
-        options.get_host(),
-        options.get_port(),
-        options.get_database().unwrap_or_default()
-    )
-}
-
-pub fn keygate(url: &str, arguments: &[&str]) -> Command {
-    let mut command = Command::new(KEYGATE);
-    command
-        .args(arguments)
-        .env("KEYGATE_DATABASE_URL", url)
-        .env("KEYGATE_ARGON2_MEMORY_KIB", "64")
-        // Loopback only, and a free port for each server.
-        .env("KEYGATE_METRICS_LISTEN", "127.0.0.1:0")
-        .env("RUST_LOG", "debug")
-        .kill_on_drop(true);
-    command
-}
-
-/// Runs `keygate bootstrap` on `url` and returns the printed token.
-pub async fn bootstrap_token(url: &str) -> String {
-    let bootstrapped = keygate(url, &["bootstrap"]).output().await.unwrap();
-    assert!(
-        bootstrapped.status.success(),
-        "{}",
-        String::from_utf8_lossy(&bootstrapped.stderr)
-    );
-    printed_token(&String::from_utf8(bootstrapped.stdout).unwrap())
-}
-
-/// A `keygate serve` child process, its address and its log.
-pub struct ServerProcess {
-    child: tokio::process::Child,
-    pub address: String,
-    startup_log: String,
-    rest_of_log: tokio::task::JoinHandle<String>,
-}
-
-/// Spawns `command` (a `serve`) and waits until it logs its address.
-pub async fn spawn_server(mut command: Command) -> ServerProcess {
-    let mut child = command.stderr(Stdio::piped()).spawn().unwrap();
-    let mut stderr = BufReader::new(child.stderr.take().unwrap());
-    let mut startup_log = String::new();
-    let address = loop {
-        let mut line = String::new();
-        let read = tokio::time::timeout(Duration::from_secs(30), stderr.read_line(&mut line))
-            .await
-            .unwrap()
-            .unwrap();
-        assert!(read > 0, "server exited early:\n{startup_log}");
-        startup_log.push_str(&line);
-        if line.contains("keygate serving") {
-            let start = line.find("address=").unwrap() + "address=".len();
-            break line[start..].split_whitespace().next().unwrap().to_owned();
-        }
-    };
-    let rest_of_log = tokio::spawn(async move {
-        let mut rest = String::new();
-        let _ = stderr.read_to_string(&mut rest).await;
-        rest
-    });
-    ServerProcess {
-        child,
-        address,
-        startup_log,
-        rest_of_log,
-    }
-}
-
-impl ServerProcess {
-    /// Sends a signal (`HUP`, `TERM`, ...) to the server.
-    pub async fn signal(&self, name: &str) {
-        let pid = self.child.id().unwrap().to_string();
-        let sent = Command::new("kill")
-            .args([format!("-{name}"), pid])
-            .status()
-            .await
-            .unwrap();
-        assert!(sent.success());
-    }
-
-    /// SIGTERM, then waits for the exit.
-    pub async fn stop(&mut self) -> std::process::ExitStatus {
-        self.signal("TERM").await;
-        self.wait().await
-    }
-
-    /// Waits (at most 30 s) for the server to exit.
-    pub async fn wait(&mut self) -> std::process::ExitStatus {
-        tokio::time::timeout(Duration::from_secs(30), self.child.wait())
-            .await
-            .unwrap()
-            .unwrap()
-    }
-
-    /// Everything the stopped server printed (stderr, then stdout if piped).
-    pub async fn output(mut self) -> String {
-        let mut log = self.startup_log;
-        log.push_str(&self.rest_of_log.await.unwrap());
-        if let Some(mut stdout) = self.child.stdout.take() {
-            stdout.read_to_string(&mut log).await.unwrap();
-        }
-        log
-    }
-}
-
-#[sqlx::test(migrations = false)]
-async fn migrate_bootstrap_serve_and_stop_without_leaking_secrets(
-    _pool: PgPoolOptions,
-    db: PgConnectOptions,
-) {
-    let url = database_url(&db);
+#[tokio::test]
+async fn migrate_bootstrap_serve_and_stop_without_leaking_secrets() {
+    let db = TestDatabase::create().await;
+    let url = db.url();
     let migrated = keygate(&url, &["migrate"]).output().await.unwrap();
     assert!(
         migrated.status.success(),
@@ -169,7 +53,7 @@ async fn migrate_bootstrap_serve_and_stop_without_leaking_secrets(
         ],
     );
     command.stdout(Stdio::piped());
-    let mut server = spawn_server(command).await;
+    let mut server = ServerProcess::spawn(command).await;
     let address = server.address.clone();
 
     let mut client = KeyServiceClient::connect(format!("http://{address}"))
@@ -235,7 +119,7 @@ async fn migrate_bootstrap_serve_and_stop_without_leaking_secrets(
     // The log was captured: it names the keys it acted on, by id only.
     assert!(log.contains(&format!("key_id={created_key_id}")));
 
-    let pool = sqlx::PgPool::connect_with(db).await.unwrap();
+    let pool = db.pool().await;
     let hashes: Vec<String> = sqlx::query_scalar("SELECT secret_hash FROM api_keys")
         .fetch_all(&pool)
         .await
@@ -253,9 +137,10 @@ async fn migrate_bootstrap_serve_and_stop_without_leaking_secrets(
     assert!(!log.contains("$argon2id$"));
 }
 
-#[sqlx::test(migrations = false)]
-async fn sigterm_lets_in_flight_calls_finish(_pool: PgPoolOptions, db: PgConnectOptions) {
-    let url = database_url(&db);
+#[tokio::test]
+async fn sigterm_lets_in_flight_calls_finish() {
+    let db = TestDatabase::create().await;
+    let url = db.url();
     // Costly hashing, so that CreateKey calls are still running when SIGTERM lands.
     let slow = |arguments: &[&str]| {
         let mut command = keygate(&url, arguments);
@@ -269,7 +154,7 @@ async fn sigterm_lets_in_flight_calls_finish(_pool: PgPoolOptions, db: PgConnect
     let admin_token = printed_token(&String::from_utf8(bootstrapped.stdout).unwrap());
     let mut command = slow(&["serve", "--listen", "127.0.0.1:0", "--drain-seconds", "20"]);
     command.stdout(Stdio::null());
-    let mut server = spawn_server(command).await;
+    let mut server = ServerProcess::spawn(command).await;
     let address = server.address.clone();
     let client = KeyServiceClient::connect(format!("http://{address}"))
         .await
@@ -303,7 +188,7 @@ async fn sigterm_lets_in_flight_calls_finish(_pool: PgPoolOptions, db: PgConnect
     }
     let exit = server.wait().await;
     assert!(exit.success(), "server exit: {exit:?}");
-    let pool = sqlx::PgPool::connect_with(db).await.unwrap();
+    let pool = db.pool().await;
     let keys: i64 = sqlx::query_scalar("SELECT count(*) FROM api_keys")
         .fetch_one(&pool)
         .await

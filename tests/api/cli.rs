@@ -4,10 +4,9 @@
 use keygate::domain::token::KeyId;
 use keygate::grpc::pb::{self, Environment};
 use serde_json::json;
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 
-use crate::cli_runner::{as_admin, key_id_of, printed_token, run_cli, server_url};
-use crate::helpers::{key_request, spawn_app, TestApp};
+use crate::support::cli_runner::{as_admin, printed_token, run_cli, server_url};
+use crate::support::{key_id_of, key_request, TestApp};
 
 /// One value the database holds about key `key_id` (bound as `$1`).
 async fn stored<T>(app: &TestApp, sql: &str, key_id: &str) -> T
@@ -22,9 +21,9 @@ where
         .unwrap()
 }
 
-#[sqlx::test(migrations = false)]
-async fn cli_creates_lists_rotates_and_revokes_a_key(_pool: PgPoolOptions, db: PgConnectOptions) {
-    let app = spawn_app(db).await;
+#[tokio::test]
+async fn cli_creates_lists_rotates_and_revokes_a_key() {
+    let app = TestApp::spawn().await;
     let org = as_admin(&app, &["orgs", "create", "Acme", "--output", "json"]).await;
     let org = org.ok().json()["id"].as_str().unwrap().to_owned();
 
@@ -164,12 +163,9 @@ async fn cli_creates_lists_rotates_and_revokes_a_key(_pool: PgPoolOptions, db: P
     assert!(revoked_at.is_some());
 }
 
-#[sqlx::test(migrations = false)]
-async fn cli_gets_updates_disables_enables_and_deletes_a_key_and_shows_its_events(
-    _pool: PgPoolOptions,
-    db: PgConnectOptions,
-) {
-    let app = spawn_app(db).await;
+#[tokio::test]
+async fn cli_gets_updates_disables_enables_and_deletes_a_key_and_shows_its_events() {
+    let app = TestApp::spawn().await;
     let org = app.create_organization("Acme").await;
     let mut request = key_request(&org, Environment::Live, &["customers:read"]);
     request.description = "kept".into();
@@ -315,12 +311,9 @@ async fn cli_gets_updates_disables_enables_and_deletes_a_key_and_shows_its_event
     assert_eq!(events["events"].as_array().unwrap().len(), 6);
 }
 
-#[sqlx::test(migrations = false)]
-async fn cli_manages_organizations_with_a_system_key_only(
-    _pool: PgPoolOptions,
-    db: PgConnectOptions,
-) {
-    let app = spawn_app(db).await;
+#[tokio::test]
+async fn cli_manages_organizations_with_a_system_key_only() {
+    let app = TestApp::spawn().await;
     let created = as_admin(&app, &["orgs", "create", "Acme Corp", "--output", "json"]).await;
     let created = created.ok().json();
     let org = created["id"].as_str().unwrap().to_owned();

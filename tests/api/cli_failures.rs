@@ -7,13 +7,12 @@ use std::path::Path;
 use keygate::domain::key::DisplayName;
 use keygate::server::Application;
 use secrecy::ExposeSecret;
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 
-use crate::cli_runner::{
-    as_admin, key_id_of, printed_token, run_cli, run_cli_with, server_url, CliRun,
+use crate::support::cli_runner::{
+    as_admin, printed_token, run_cli, run_cli_with, server_url, CliRun,
 };
-use crate::helpers::{secret_of, spawn_app, test_settings};
-use crate::tls::make_pki;
+use crate::support::pki::make_pki;
+use crate::support::{key_id_of, secret_of, TestApp, TestDatabase};
 
 const CREATE: [&str; 8] = [
     "keys",
@@ -31,12 +30,9 @@ fn create_in(org: &str) -> Vec<&str> {
     [CREATE.as_slice(), &["--organization", org]].concat()
 }
 
-#[sqlx::test(migrations = false)]
-async fn cli_without_keygate_token_fails_and_writes_nothing(
-    _pool: PgPoolOptions,
-    db: PgConnectOptions,
-) {
-    let app = spawn_app(db).await;
+#[tokio::test]
+async fn cli_without_keygate_token_fails_and_writes_nothing() {
+    let app = TestApp::spawn().await;
     let before = app.row_counts().await;
     let server = server_url(&app);
 
@@ -50,12 +46,9 @@ async fn cli_without_keygate_token_fails_and_writes_nothing(
     assert_eq!(app.count("organizations").await, 0);
 }
 
-#[sqlx::test(migrations = false)]
-async fn cli_shows_invalid_argument_for_a_bad_cidr_or_scope_and_writes_nothing(
-    _pool: PgPoolOptions,
-    db: PgConnectOptions,
-) {
-    let app = spawn_app(db).await;
+#[tokio::test]
+async fn cli_shows_invalid_argument_for_a_bad_cidr_or_scope_and_writes_nothing() {
+    let app = TestApp::spawn().await;
     let org = app.create_organization("Acme").await;
     let before = app.row_counts().await;
     let bad_values = [
@@ -164,9 +157,9 @@ fn assert_no_token(run: &CliRun, tokens: &[&str], what: &str) {
     }
 }
 
-#[sqlx::test(migrations = false)]
-async fn cli_prints_a_token_only_on_create_and_rotate(_pool: PgPoolOptions, db: PgConnectOptions) {
-    let app = spawn_app(db).await;
+#[tokio::test]
+async fn cli_prints_a_token_only_on_create_and_rotate() {
+    let app = TestApp::spawn().await;
     let admin_token = app.admin_token.clone();
     let org = app.create_organization("Acme").await;
     let created = as_admin(&app, &create_in(&org)).await.ok();
@@ -278,10 +271,11 @@ fn write_file(directory: &Path, name: &str, contents: &str) -> String {
     path.to_str().unwrap().to_owned()
 }
 
-#[sqlx::test(migrations = false)]
-async fn cli_connects_over_mutual_tls(_pool: PgPoolOptions, db: PgConnectOptions) {
+#[tokio::test]
+async fn cli_connects_over_mutual_tls() {
+    let db = TestDatabase::create().await;
     let pki = make_pki();
-    let mut settings = test_settings(db);
+    let mut settings = db.settings();
     settings.tls = Some(keygate::server::config::TlsSettings {
         cert_pem: pki.server.0.clone().into_bytes(),
         key_pem: pki.server.1.clone().into_bytes(),

@@ -5,18 +5,14 @@ use std::time::Duration;
 
 use keygate::domain::token::KeyId;
 use keygate::grpc::pb::{self, Environment};
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{Connection, PgConnection};
 use tonic::{Code, Response, Status};
 
-use crate::helpers::{assert_status, authed, spawn_app, TestApp};
+use crate::support::{assert_status, authed, TestApp};
 
-#[sqlx::test(migrations = false)]
-async fn a_change_rolled_back_by_a_deadlock_is_aborted_with_nothing_written(
-    _pool: PgPoolOptions,
-    db: PgConnectOptions,
-) {
-    let app = spawn_app(db.clone()).await;
+#[tokio::test]
+async fn a_change_rolled_back_by_a_deadlock_is_aborted_with_nothing_written() {
+    let app = TestApp::spawn().await;
     let org = app.create_organization("Acme").await;
     // Postgres looks for a deadlock once per lock wait, a second after it
     // starts: if the cycle closes later than that (a loaded machine), the
@@ -26,8 +22,7 @@ async fn a_change_rolled_back_by_a_deadlock_is_aborted_with_nothing_written(
         let (target, _) = app.org_key(&org, Environment::Live, scopes).await;
         let (caller, caller_token) = app.org_key(&org, Environment::Live, scopes).await;
         let before = (app.row_counts().await, app.version_sum().await);
-        let Some(changed) = deadlocked_disable(&app, &target, &caller, caller_token, &db).await
-        else {
+        let Some(changed) = deadlocked_disable(&app, &target, &caller, caller_token).await else {
             continue;
         };
         assert_status(changed, Code::Aborted, "concurrent change");
@@ -46,10 +41,11 @@ async fn deadlocked_disable(
     target: &pb::Key,
     caller: &pb::Key,
     caller_token: String,
-    db: &PgConnectOptions,
 ) -> Option<Result<Response<pb::DisableKeyResponse>, Status>> {
     let uuid_of = |key: &pb::Key| KeyId::parse(&key.id).unwrap().as_uuid();
-    let mut other = PgConnection::connect_with(db).await.unwrap();
+    let mut other = PgConnection::connect_with(&app.database().connect_options())
+        .await
+        .unwrap();
     let other_pid: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
         .fetch_one(&mut other)
         .await

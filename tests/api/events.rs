@@ -1,16 +1,17 @@
+//! The audit log as ListKeyEvents shows it: every mutation, newest first,
+//! with what changed and never a secret; and the key-event notifications,
+//! which arrive in commit order. (How events are numbered is the store
+//! tests' business.)
+
 use keygate::grpc::pb::{self, Environment};
-use keygate::store::events::EVENTS_LOCK;
+use keygate::replication::notification::KEY_EVENTS_CHANNEL;
 use prost_types::{Duration, FieldMask};
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 
-use crate::helpers::{authed, secret_of, set_disabled_through, spawn_app, TestApp};
+use crate::support::{authed, secret_of, set_disabled_through, TestApp};
 
-#[sqlx::test(migrations = false)]
-async fn every_mutation_is_recorded_newest_first_without_secrets(
-    _pool: PgPoolOptions,
-    db: PgConnectOptions,
-) {
-    let app = spawn_app(db).await;
+#[tokio::test]
+async fn every_mutation_is_recorded_newest_first_without_secrets() {
+    let app = TestApp::spawn().await;
     let org = app.create_organization("Acme").await;
     let (key, token) = app
         .org_key(&org, Environment::Live, &["customers:read"])
@@ -145,12 +146,9 @@ async fn every_mutation_is_recorded_newest_first_without_secrets(
     );
 }
 
-#[sqlx::test(migrations = false)]
-async fn concurrent_changes_are_numbered_in_commit_order(
-    _pool: PgPoolOptions,
-    db: PgConnectOptions,
-) {
-    let app = spawn_app(db).await;
+#[tokio::test]
+async fn concurrent_changes_are_numbered_in_commit_order() {
+    let app = TestApp::spawn().await;
     let keys: Vec<pb::Key> = app
         .customer_readers(24)
         .await
@@ -160,10 +158,7 @@ async fn concurrent_changes_are_numbered_in_commit_order(
     let mut listener = sqlx::postgres::PgListener::connect_with(&app.pool)
         .await
         .unwrap();
-    listener
-        .listen(keygate::replication::notification::KEY_EVENTS_CHANNEL)
-        .await
-        .unwrap();
+    listener.listen(KEY_EVENTS_CHANNEL).await.unwrap();
 
     let changes = keys
         .iter()
@@ -184,57 +179,4 @@ async fn concurrent_changes_are_numbered_in_commit_order(
         sequences.windows(2).all(|pair| pair[0] < pair[1]),
         "{sequences:?}"
     );
-}
-
-/// The number the sequence last handed out (events take theirs from it).
-async fn last_event_number(app: &TestApp) -> Option<i64> {
-    sqlx::query_scalar("SELECT pg_sequence_last_value(pg_get_serial_sequence('key_events', 'seq'))")
-        .fetch_one(&app.pool)
-        .await
-        .unwrap()
-}
-
-#[sqlx::test(migrations = false)]
-async fn an_event_is_numbered_only_under_the_events_lock(
-    _pool: PgPoolOptions,
-    db: PgConnectOptions,
-) {
-    let app = spawn_app(db).await;
-    let (key, _) = app.customer_readers(1).await.remove(0);
-    let mut holder = app.pool.acquire().await.unwrap();
-    sqlx::query("SELECT pg_advisory_lock(hashtext($1))")
-        .bind(EVENTS_LOCK)
-        .execute(&mut *holder)
-        .await
-        .unwrap();
-    let before = last_event_number(&app).await;
-
-    let change = set_disabled_through(&app, &app.admin_token, &key, true, false);
-    let check = async {
-        let mut waiting = false;
-        for _ in 0..100 {
-            waiting = sqlx::query_scalar(
-                "SELECT count(*) > 0 FROM pg_stat_activity WHERE datname = current_database() \
-                 AND wait_event_type = 'Lock' AND wait_event = 'advisory'",
-            )
-            .fetch_one(&app.pool)
-            .await
-            .unwrap();
-            if waiting {
-                break;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-        }
-        let while_waiting = last_event_number(&app).await;
-        sqlx::query("SELECT pg_advisory_unlock(hashtext($1))")
-            .bind(EVENTS_LOCK)
-            .execute(&mut *holder)
-            .await
-            .unwrap();
-        (waiting, while_waiting)
-    };
-    let (_, (waiting, while_waiting)) = tokio::join!(change, check);
-    assert!(waiting, "the change never waited for the lock");
-    assert_eq!(while_waiting, before, "a number was taken before the lock");
-    assert!(last_event_number(&app).await > before);
 }

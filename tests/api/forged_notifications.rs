@@ -8,12 +8,11 @@ use keygate::domain::token::KeyId;
 use keygate::grpc::pb::Reason;
 use keygate::replication::notification::{KeyEventNotice, Waiter, KEY_EVENTS_CHANNEL};
 use keygate::store::keys::find_key_by_id;
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::PgPool;
 
-use crate::helpers::{
-    assert_complete, authorize_on_all, revoke_through, set_disabled_through, spawn_app,
-    three_replicas, warm_key,
+use crate::support::{
+    assert_complete, authorize_on_all, revoke_through, set_disabled_through, three_replicas,
+    warm_key, TestApp,
 };
 
 /// A key event as a role outside Keygate could send it, stamped with the
@@ -44,12 +43,9 @@ async fn forge(pool: &PgPool, event: Forged<'_>) {
         .unwrap();
 }
 
-#[sqlx::test(migrations = false)]
-async fn a_forged_enable_gives_no_disabled_key_access_back(
-    _pool: PgPoolOptions,
-    db: PgConnectOptions,
-) {
-    let (a, b, c) = three_replicas(db).await;
+#[tokio::test]
+async fn a_forged_enable_gives_no_disabled_key_access_back() {
+    let (a, b, c) = three_replicas().await;
     let all = [&a, &b, &c];
     let admin = &a.admin_token;
     let (key, token) = warm_key(&all, &["customers:read"]).await;
@@ -94,12 +90,9 @@ async fn a_forged_enable_gives_no_disabled_key_access_back(
     assert_eq!(state(&stored.key), state(&disabled.key));
 }
 
-#[sqlx::test(migrations = false)]
-async fn a_forged_sequence_is_taken_back_and_never_recorded(
-    _pool: PgPoolOptions,
-    db: PgConnectOptions,
-) {
-    let app = spawn_app(db).await;
+#[tokio::test]
+async fn a_forged_sequence_is_taken_back_and_never_recorded() {
+    let app = TestApp::spawn().await;
     let (key, _) = warm_key(&[&app], &["customers:read"]).await;
     let (other, _) = warm_key(&[&app], &["customers:read"]).await;
     let pool = &app.pool;

@@ -1,9 +1,12 @@
+//! A key's life through KeyService: created (from scopes or a preset) with a
+//! token shown once, listed newest first, updated unless its scopes are locked,
+//! disabled, enabled, revoked, deleted, and expired.
+
 use keygate::grpc::pb::{self, Environment, KeyKind, KeyState};
 use prost_types::{FieldMask, Timestamp};
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use tonic::Code;
 
-use crate::helpers::{assert_status, authed, key_request, spawn_app};
+use crate::support::{assert_status, authed, key_request, secret_of, TestApp};
 
 fn in_days(days: i64) -> Timestamp {
     let time = chrono::Utc::now() + chrono::Duration::days(days);
@@ -13,9 +16,9 @@ fn in_days(days: i64) -> Timestamp {
     }
 }
 
-#[sqlx::test(migrations = false)]
-async fn create_key_returns_a_working_token_once(_pool: PgPoolOptions, db: PgConnectOptions) {
-    let app = spawn_app(db).await;
+#[tokio::test]
+async fn create_key_returns_a_working_token_once() {
+    let app = TestApp::spawn().await;
     let org = app.create_organization("Acme").await;
     let mut request = key_request(
         &org,
@@ -58,10 +61,10 @@ async fn create_key_returns_a_working_token_once(_pool: PgPoolOptions, db: PgCon
         .await
         .unwrap();
     assert!(stored_hash.starts_with("$argon2id$"));
-    assert!(!stored_hash.contains(crate::helpers::secret_of(&token)));
+    assert!(!stored_hash.contains(secret_of(&token)));
 }
 
-async fn uuid_of(app: &crate::helpers::TestApp, key_id: &str) -> uuid::Uuid {
+async fn uuid_of(app: &TestApp, key_id: &str) -> uuid::Uuid {
     let id = keygate::domain::token::KeyId::parse(key_id)
         .unwrap()
         .as_uuid();
@@ -74,9 +77,9 @@ async fn uuid_of(app: &crate::helpers::TestApp, key_id: &str) -> uuid::Uuid {
     id
 }
 
-#[sqlx::test(migrations = false)]
-async fn presets_expand_from_the_catalog(_pool: PgPoolOptions, db: PgConnectOptions) {
-    let app = spawn_app(db).await;
+#[tokio::test]
+async fn presets_expand_from_the_catalog() {
+    let app = TestApp::spawn().await;
     let org = app.create_organization("Acme").await;
     let mut request = key_request(&org, Environment::Test, &[]);
     request.preset = "read_only".into();
@@ -93,9 +96,9 @@ async fn presets_expand_from_the_catalog(_pool: PgPoolOptions, db: PgConnectOpti
     assert!(token.starts_with("kg_test_"));
 }
 
-#[sqlx::test(migrations = false)]
-async fn list_keys_pages_newest_first(_pool: PgPoolOptions, db: PgConnectOptions) {
-    let app = spawn_app(db).await;
+#[tokio::test]
+async fn list_keys_pages_newest_first() {
+    let app = TestApp::spawn().await;
     let org = app.create_organization("Acme").await;
     let mut created = Vec::new();
     for _ in 0..5 {
@@ -146,12 +149,9 @@ async fn list_keys_pages_newest_first(_pool: PgPoolOptions, db: PgConnectOptions
     assert_eq!(all.keys.len(), 6);
 }
 
-#[sqlx::test(migrations = false)]
-async fn update_changes_the_masked_fields_and_bumps_the_version(
-    _pool: PgPoolOptions,
-    db: PgConnectOptions,
-) {
-    let app = spawn_app(db).await;
+#[tokio::test]
+async fn update_changes_the_masked_fields_and_bumps_the_version() {
+    let app = TestApp::spawn().await;
     let org = app.create_organization("Acme").await;
     let mut request = key_request(&org, Environment::Live, &["customers:read"]);
     request.metadata.insert("team".into(), "billing".into());
@@ -198,9 +198,9 @@ async fn update_changes_the_masked_fields_and_bumps_the_version(
     assert_eq!(updated.version, 2);
 }
 
-#[sqlx::test(migrations = false)]
-async fn locked_scopes_cannot_change(_pool: PgPoolOptions, db: PgConnectOptions) {
-    let app = spawn_app(db).await;
+#[tokio::test]
+async fn locked_scopes_cannot_change() {
+    let app = TestApp::spawn().await;
     let org = app.create_organization("Acme").await;
     let mut request = key_request(&org, Environment::Live, &["customers:read"]);
     request.lock_scopes = true;
@@ -247,9 +247,9 @@ async fn locked_scopes_cannot_change(_pool: PgPoolOptions, db: PgConnectOptions)
     assert_eq!(updated.version, 2);
 }
 
-#[sqlx::test(migrations = false)]
-async fn disable_enable_revoke_and_delete(_pool: PgPoolOptions, db: PgConnectOptions) {
-    let app = spawn_app(db).await;
+#[tokio::test]
+async fn disable_enable_revoke_and_delete() {
+    let app = TestApp::spawn().await;
     let org = app.create_organization("Acme").await;
     let (key, token) = app
         .org_key(&org, Environment::Live, &["api_keys:read"])
@@ -374,9 +374,9 @@ async fn disable_enable_revoke_and_delete(_pool: PgPoolOptions, db: PgConnectOpt
     );
 }
 
-#[sqlx::test(migrations = false)]
-async fn expired_keys_read_as_expired_and_cannot_call(_pool: PgPoolOptions, db: PgConnectOptions) {
-    let app = spawn_app(db).await;
+#[tokio::test]
+async fn expired_keys_read_as_expired_and_cannot_call() {
+    let app = TestApp::spawn().await;
     let org = app.create_organization("Acme").await;
     let mut request = key_request(&org, Environment::Live, &["api_keys:read"]);
     let soon = chrono::Utc::now() + chrono::Duration::milliseconds(1500);

@@ -1,7 +1,6 @@
 //! Operational surface: server reflection (on by default, switchable off) and
 //! JSON logs.
 
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 use tonic_health::pb::HealthCheckRequest;
@@ -10,8 +9,8 @@ use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
 use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
 use tonic_reflection::pb::v1::ServerReflectionRequest;
 
-use crate::binary::{database_url, keygate};
-use crate::helpers::{spawn_app_with, test_settings, TestApp};
+use crate::support::process::keygate;
+use crate::support::{TestApp, TestDatabase};
 
 async fn listed_services(app: &TestApp) -> Result<Vec<String>, tonic::Status> {
     let mut client = ServerReflectionClient::new(app.channel.clone());
@@ -36,12 +35,10 @@ async fn listed_services(app: &TestApp) -> Result<Vec<String>, tonic::Status> {
     }
 }
 
-#[sqlx::test(migrations = false)]
-async fn reflection_lists_every_service_unless_switched_off(
-    _pool: PgPoolOptions,
-    db: PgConnectOptions,
-) {
-    let app = spawn_app_with(test_settings(db.clone())).await;
+#[tokio::test]
+async fn reflection_lists_every_service_unless_switched_off() {
+    let db = TestDatabase::create().await;
+    let app = TestApp::spawn_with(&db, db.settings()).await;
     let services = listed_services(&app).await.unwrap();
     for expected in [
         "keygate.v1.KeyService",
@@ -55,16 +52,17 @@ async fn reflection_lists_every_service_unless_switched_off(
     }
     drop(app);
 
-    let mut settings = test_settings(db);
+    let mut settings = db.settings();
     settings.reflection = false;
-    let quiet = crate::helpers::spawn_app_with_existing_admin(settings).await;
+    let quiet = TestApp::spawn_with_existing_admin(&db, settings).await;
     let status = listed_services(&quiet).await.unwrap_err();
     assert_eq!(status.code(), tonic::Code::Unimplemented);
 }
 
-#[sqlx::test(migrations = false)]
-async fn json_logs_are_one_object_per_line(_pool: PgPoolOptions, db: PgConnectOptions) {
-    let url = database_url(&db);
+#[tokio::test]
+async fn json_logs_are_one_object_per_line() {
+    let db = TestDatabase::create().await;
+    let url = db.url();
     let output = keygate(&url, &["--log-format", "json", "migrate"])
         .env("RUST_LOG", "info")
         .output()
@@ -83,9 +81,9 @@ async fn json_logs_are_one_object_per_line(_pool: PgPoolOptions, db: PgConnectOp
     }
 }
 
-#[sqlx::test(migrations = false)]
-async fn health_reports_not_serving_while_draining(_pool: PgPoolOptions, db: PgConnectOptions) {
-    let mut app = spawn_app_with(test_settings(db)).await;
+#[tokio::test]
+async fn health_reports_not_serving_while_draining() {
+    let mut app = TestApp::spawn().await;
     assert_eq!(app.health("liveness").await, ServingStatus::Serving);
     let mut watches = Vec::new();
     for service in ["", "keygate.v1.Authorizer", "keygate.v1.KeyService"] {

@@ -1,12 +1,14 @@
+//! Organizations: only system keys create, read and list them, and their
+//! inputs are checked.
+
 use keygate::grpc::pb::{self, Environment};
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use tonic::Code;
 
-use crate::helpers::{assert_status, authed, key_request, spawn_app};
+use crate::support::{assert_status, authed, key_request, TestApp};
 
-#[sqlx::test(migrations = false)]
-async fn system_keys_create_get_and_list_organizations(_pool: PgPoolOptions, db: PgConnectOptions) {
-    let app = spawn_app(db).await;
+#[tokio::test]
+async fn system_keys_create_get_and_list_organizations() {
+    let app = TestApp::spawn().await;
     let mut client = app.client.clone();
     let first = app.create_organization("First Org").await;
     let second = app.create_organization("Second Org").await;
@@ -43,9 +45,9 @@ async fn system_keys_create_get_and_list_organizations(_pool: PgPoolOptions, db:
     assert!(page.next_page_token.is_empty());
 }
 
-#[sqlx::test(migrations = false)]
-async fn organization_keys_cannot_touch_organizations(_pool: PgPoolOptions, db: PgConnectOptions) {
-    let app = spawn_app(db).await;
+#[tokio::test]
+async fn organization_keys_cannot_touch_organizations() {
+    let app = TestApp::spawn().await;
     let org = app.create_organization("Acme").await;
     // Even a `*` organization key is not a system key.
     let (_, token) = app.org_key(&org, Environment::Live, &["*"]).await;
@@ -76,9 +78,9 @@ async fn organization_keys_cannot_touch_organizations(_pool: PgPoolOptions, db: 
     assert_eq!(app.count("organizations").await, before);
 }
 
-#[sqlx::test(migrations = false)]
-async fn organization_inputs_are_checked(_pool: PgPoolOptions, db: PgConnectOptions) {
-    let app = spawn_app(db).await;
+#[tokio::test]
+async fn organization_inputs_are_checked() {
+    let app = TestApp::spawn().await;
     let mut client = app.client.clone();
     for bad in ["", "x".repeat(65).as_str(), "semi;colon"] {
         let request = pb::CreateOrganizationRequest {

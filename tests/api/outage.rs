@@ -12,7 +12,7 @@ use sqlx::postgres::PgConnectOptions;
 use tonic::Code;
 use tonic_health::pb::health_check_response::ServingStatus;
 
-use crate::helpers::{authed, key_request, spawn_app_with, spawn_replica, test_settings, TestApp};
+use crate::support::{authed, key_request, TestApp, TestDatabase};
 
 /// A throwaway Postgres cluster run as the `postgres` user; removed on drop.
 struct PrivatePostgres {
@@ -111,6 +111,7 @@ impl PrivatePostgres {
         ));
     }
 
+    /// The cluster's own `postgres` database, where test databases are made.
     fn connect_options(&self) -> PgConnectOptions {
         PgConnectOptions::new()
             .host("127.0.0.1")
@@ -141,12 +142,13 @@ impl Drop for PrivatePostgres {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_restart_under_load_loses_nothing_and_recovers_by_itself() {
     let cluster = PrivatePostgres::start();
-    let mut closed_settings = test_settings(cluster.connect_options());
+    let db = TestDatabase::create_on(cluster.connect_options()).await;
+    let mut closed_settings = db.settings();
     closed_settings.database_unhealthy_after = Duration::from_secs(1);
-    let closed = spawn_app_with(closed_settings).await;
-    let mut stale_settings = test_settings(cluster.connect_options());
+    let closed = TestApp::spawn_with(&db, closed_settings).await;
+    let mut stale_settings = db.settings();
     stale_settings.replication.stale_policy = StalePolicy::ServeStale(Duration::from_secs(60));
-    let stale = spawn_replica(stale_settings, &closed).await;
+    let stale = closed.spawn_replica(stale_settings).await;
     let org = closed.create_organization("Acme").await;
     let (_, token) = closed
         .org_key(&org, Environment::Live, &["customers:read"])

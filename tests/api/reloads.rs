@@ -4,12 +4,10 @@
 //! in a full cache are reloaded and verified again, but answered.
 
 use keygate::grpc::pb::{self, Reason};
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 
-use crate::helpers::{
+use crate::support::{
     assert_complete, authorize_on_all, decisions_on_all, revoke_through, rotate_through,
-    set_scopes_through, spawn_app_with, test_settings, three_replicas, token_for, warm_key,
-    TestApp,
+    set_scopes_through, three_replicas, token_for, warm_key, TestApp, TestDatabase,
 };
 
 /// Argon2 runs so far on each replica.
@@ -20,12 +18,9 @@ fn argon2_runs(replicas: &[&TestApp]) -> Vec<u64> {
         .collect()
 }
 
-#[sqlx::test(migrations = false)]
-async fn a_key_reloaded_after_a_change_keeps_the_secrets_argon2_accepted(
-    _pool: PgPoolOptions,
-    db: PgConnectOptions,
-) {
-    let (a, b, c) = three_replicas(db).await;
+#[tokio::test]
+async fn a_key_reloaded_after_a_change_keeps_the_secrets_argon2_accepted() {
+    let (a, b, c) = three_replicas().await;
     let all = [&a, &b, &c];
     let (key, token) = warm_key(&all, &["customers:read", "payments:read"]).await;
     let warmed = argon2_runs(&all);
@@ -99,13 +94,14 @@ async fn a_key_reloaded_after_a_change_keeps_the_secrets_argon2_accepted(
     );
 }
 
-#[sqlx::test(migrations = false)]
-async fn keys_beyond_a_full_cache_are_still_answered(_pool: PgPoolOptions, db: PgConnectOptions) {
-    let mut settings = test_settings(db);
+#[tokio::test]
+async fn keys_beyond_a_full_cache_are_still_answered() {
+    let db = TestDatabase::create().await;
+    let mut settings = db.settings();
     // Room for one key: the four compete for it (moka turns newcomers away
     // or evicts), so requests load and verify again, but are answered.
     settings.cache.capacity = 1;
-    let app = spawn_app_with(settings).await;
+    let app = TestApp::spawn_with(&db, settings).await;
     let keys = app.customer_readers(4).await;
     let verified_before = app.authorizer.hasher().verifications();
     let mut requests = 0;

@@ -6,22 +6,17 @@ use std::time::Duration;
 use keygate::freshness::StalePolicy;
 use keygate::grpc::pb::{self, Reason};
 use keygate::server::config::Settings;
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 
-use crate::helpers::{
+use crate::support::{
     assert_complete, authed, authorize_on_all, revoke_through, rotate_through,
-    set_disabled_through, set_scopes_through, spawn_app, spawn_app_with, spawn_replica,
-    test_settings, three_replicas, three_replicas_with, warm_key, TestApp,
+    set_disabled_through, set_scopes_through, three_replicas, three_replicas_each,
+    three_replicas_with, warm_key, TestApp, TestDatabase,
 };
 
 /// Test settings whose replicas heartbeat every `heartbeat_interval` and hold
 /// a lease of `lease`.
-fn with_heartbeat(
-    db: &PgConnectOptions,
-    heartbeat_interval: Duration,
-    lease: Duration,
-) -> Settings {
-    let mut settings = test_settings(db.clone());
+fn with_heartbeat(db: &TestDatabase, heartbeat_interval: Duration, lease: Duration) -> Settings {
+    let mut settings = db.settings();
     settings.replication.lease = keygate::replication::LeaseSettings {
         heartbeat_interval,
         lease,
@@ -34,12 +29,9 @@ async fn cold_key(replica: &TestApp) -> pb::Key {
     replica.customer_readers(1).await.remove(0).0
 }
 
-#[sqlx::test(migrations = false)]
-async fn revoke_disable_delete_rotate_and_narrowing_reach_every_replica_at_once(
-    _pool: PgPoolOptions,
-    db: PgConnectOptions,
-) {
-    let (a, b, c) = three_replicas(db).await;
+#[tokio::test]
+async fn revoke_disable_delete_rotate_and_narrowing_reach_every_replica_at_once() {
+    let (a, b, c) = three_replicas().await;
     let all = [&a, &b, &c];
     let mut client = a.client.clone();
     let admin = a.admin_token.clone();
@@ -106,12 +98,9 @@ async fn revoke_disable_delete_rotate_and_narrowing_reach_every_replica_at_once(
     );
 }
 
-#[sqlx::test(migrations = false)]
-async fn changes_through_any_replica_evict_everywhere_even_without_waiting(
-    _pool: PgPoolOptions,
-    db: PgConnectOptions,
-) {
-    let (a, b, c) = three_replicas(db).await;
+#[tokio::test]
+async fn changes_through_any_replica_evict_everywhere_even_without_waiting() {
+    let (a, b, c) = three_replicas().await;
     let all = [&a, &b, &c];
     let (key, token) = warm_key(&all, &["customers:read"]).await;
     // Through B, without waiting: the notification still reaches A and C within milliseconds.
@@ -128,12 +117,9 @@ async fn changes_through_any_replica_evict_everywhere_even_without_waiting(
     assert_eq!(reasons, vec![Reason::Disabled; 3]);
 }
 
-#[sqlx::test(migrations = false)]
-async fn a_stale_fill_landing_after_the_eviction_is_never_used(
-    _pool: PgPoolOptions,
-    db: PgConnectOptions,
-) {
-    let (a, b, _c) = three_replicas(db).await;
+#[tokio::test]
+async fn a_stale_fill_landing_after_the_eviction_is_never_used() {
+    let (a, b, _c) = three_replicas().await;
     let (key, token) = warm_key(&[&a, &b], &["customers:read"]).await;
     let key_id = keygate::domain::token::KeyId::parse(&key.id).unwrap();
     // A load on B reads the row before the revocation commits...
@@ -155,12 +141,9 @@ async fn a_stale_fill_landing_after_the_eviction_is_never_used(
     );
 }
 
-#[sqlx::test(migrations = false)]
-async fn a_replica_that_loses_its_listener_never_authorizes_a_key_revoked_meanwhile(
-    _pool: PgPoolOptions,
-    db: PgConnectOptions,
-) {
-    let (a, b, c) = three_replicas(db).await;
+#[tokio::test]
+async fn a_replica_that_loses_its_listener_never_authorizes_a_key_revoked_meanwhile() {
+    let (a, b, c) = three_replicas().await;
     let all = [&a, &b, &c];
     let (key, token) = warm_key(&all, &["customers:read"]).await;
     let before = b.authorizer.freshness().trusted_epoch();
@@ -192,15 +175,13 @@ async fn a_replica_that_loses_its_listener_never_authorizes_a_key_revoked_meanwh
     );
 }
 
-#[sqlx::test(migrations = false)]
-async fn without_stream_or_database_the_configured_policy_decides(
-    _pool: PgPoolOptions,
-    db: PgConnectOptions,
-) {
-    let mut serve_stale = test_settings(db.clone());
+#[tokio::test]
+async fn without_stream_or_database_the_configured_policy_decides() {
+    let db = TestDatabase::create().await;
+    let mut serve_stale = db.settings();
     serve_stale.replication.stale_policy = StalePolicy::ServeStale(Duration::from_secs(30));
-    let closed = spawn_app(db).await;
-    let stale = spawn_replica(serve_stale, &closed).await;
+    let closed = TestApp::spawn_with(&db, db.settings()).await;
+    let stale = closed.spawn_replica(serve_stale).await;
     let (_, token) = warm_key(&[&closed, &stale], &["customers:read"]).await;
 
     for replica in [&closed, &stale] {
@@ -219,12 +200,9 @@ async fn without_stream_or_database_the_configured_policy_decides(
     );
 }
 
-#[sqlx::test(migrations = false)]
-async fn untrusted_caches_confirm_versions_without_argon2(
-    _pool: PgPoolOptions,
-    db: PgConnectOptions,
-) {
-    let (a, b, _c) = three_replicas(db).await;
+#[tokio::test]
+async fn untrusted_caches_confirm_versions_without_argon2() {
+    let (a, b, _c) = three_replicas().await;
     let (key, token) = warm_key(&[&a, &b], &["customers:read"]).await;
     let verifications = b.authorizer.hasher().verifications();
     use tonic_health::pb::health_check_response::ServingStatus;
@@ -283,22 +261,17 @@ async fn revoke_without_waiting(replica: &TestApp, admin_token: &str, key: &pb::
         .unwrap();
 }
 
-#[sqlx::test(migrations = false)]
-async fn a_silent_replica_is_waited_for_until_its_lease_runs_out_and_then_named(
-    _pool: PgPoolOptions,
-    db: PgConnectOptions,
-) {
-    let quick_heartbeat = |db: &PgConnectOptions| {
-        with_heartbeat(db, Duration::from_millis(200), Duration::from_millis(3000))
-    };
-    let mut settings = quick_heartbeat(&db);
-    settings.replication.propagation_timeout = Duration::from_secs(10);
-    let a = spawn_app_with(settings).await;
-    let mut quick = quick_heartbeat(&db);
+#[tokio::test]
+async fn a_silent_replica_is_waited_for_until_its_lease_runs_out_and_then_named() {
+    let db = TestDatabase::create().await;
+    let quick_heartbeat =
+        || with_heartbeat(&db, Duration::from_millis(200), Duration::from_millis(3000));
+    let mut patient = quick_heartbeat();
+    patient.replication.propagation_timeout = Duration::from_secs(10);
+    let mut quick = quick_heartbeat();
     quick.replication.propagation_timeout = Duration::from_millis(300);
-    let b = spawn_replica(quick, &a).await;
-    let silent_settings = quick_heartbeat(&db);
-    let silent = spawn_replica(silent_settings, &a).await;
+    let silent_settings = quick_heartbeat();
+    let (a, b, silent) = three_replicas_each(&db, [patient, quick, silent_settings]).await;
     let all = [&a, &b, &silent];
     let (first_key, _) = warm_key(&all, &["customers:read"]).await;
     let second_key = cold_key(&a).await;
@@ -323,17 +296,15 @@ async fn a_silent_replica_is_waited_for_until_its_lease_runs_out_and_then_named(
     assert!(started.elapsed() < Duration::from_secs(5));
 }
 
-#[sqlx::test(migrations = false)]
-async fn progress_reports_survive_the_loss_of_their_connection(
-    _pool: PgPoolOptions,
-    db: PgConnectOptions,
-) {
+#[tokio::test]
+async fn progress_reports_survive_the_loss_of_their_connection() {
+    let db = TestDatabase::create().await;
     // Heartbeats too rare to carry a report within the wait: only the other
     // replica's report can complete it (the origin counts itself in process).
     let mut settings = with_heartbeat(&db, Duration::from_secs(60), Duration::from_secs(180));
     settings.replication.propagation_timeout = Duration::from_secs(3);
-    let a = spawn_app_with(settings.clone()).await;
-    let b = spawn_replica(settings, &a).await;
+    let a = TestApp::spawn_with(&db, settings.clone()).await;
+    let b = a.spawn_replica(settings).await;
     let all = [&a, &b];
     let (first_key, _) = warm_key(&all, &["customers:read"]).await;
     let second_key = cold_key(&a).await;
@@ -398,15 +369,13 @@ fn reported_at_least(
     }
 }
 
-#[sqlx::test(migrations = false)]
-async fn progress_reports_reach_only_the_replica_that_waits(
-    _pool: PgPoolOptions,
-    db: PgConnectOptions,
-) {
+#[tokio::test]
+async fn progress_reports_reach_only_the_replica_that_waits() {
+    let db = TestDatabase::create().await;
     // Heartbeats (each also a report to the replica itself) too rare to be
     // heard during the test.
     let settings = with_heartbeat(&db, Duration::from_secs(60), Duration::from_secs(180));
-    let (a, b, c) = three_replicas_with(settings).await;
+    let (a, b, c) = three_replicas_with(&db, settings).await;
     let all = [&a, &b, &c];
     let (first_key, _) = warm_key(&all, &["customers:read"]).await;
     let second_key = cold_key(&a).await;
@@ -517,17 +486,15 @@ async fn listener_backends(replica: &TestApp) -> Vec<i32> {
     .unwrap()
 }
 
-#[sqlx::test(migrations = false)]
-async fn a_listener_that_falls_silent_is_replaced_and_the_cache_caught_up(
-    _pool: PgPoolOptions,
-    db: PgConnectOptions,
-) {
+#[tokio::test]
+async fn a_listener_that_falls_silent_is_replaced_and_the_cache_caught_up() {
+    let db = TestDatabase::create().await;
     let settings = with_heartbeat(&db, Duration::from_millis(200), Duration::from_millis(3000));
-    let a = spawn_app_with(settings.clone()).await;
+    let a = TestApp::spawn_with(&db, settings.clone()).await;
     // A's listener is the only one yet: find its backend before B starts.
     let listeners = listener_backends(&a).await;
     assert_eq!(listeners.len(), 1);
-    let b = spawn_replica(settings, &a).await;
+    let b = a.spawn_replica(settings).await;
     let (key, token) = warm_key(&[&a, &b], &["customers:read"]).await;
     let before = a.authorizer.freshness().trusted_epoch();
 

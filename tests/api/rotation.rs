@@ -1,9 +1,11 @@
+//! RotateKey: the key keeps its id, gets a new secret, and the old one lasts
+//! for the grace period asked for (zero to thirty days), and no longer.
+
 use keygate::grpc::pb::{self, Environment};
 use prost_types::Duration;
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use tonic::Code;
 
-use crate::helpers::{assert_status, authed, rotate_through, spawn_app, TestApp};
+use crate::support::{assert_case_status, authed, rotate_through, TestApp};
 
 async fn rotate(app: &TestApp, key_id: &str, grace_seconds: i64) -> pb::RotateKeyResponse {
     rotate_through(app, &app.admin_token, key_id, grace_seconds, false).await
@@ -20,12 +22,9 @@ async fn can_read_itself(app: &TestApp, token: &str, key_id: &str) -> bool {
     }
 }
 
-#[sqlx::test(migrations = false)]
-async fn rotation_keeps_the_id_and_the_old_secret_lasts_for_the_grace_period(
-    _pool: PgPoolOptions,
-    db: PgConnectOptions,
-) {
-    let app = spawn_app(db).await;
+#[tokio::test]
+async fn rotation_keeps_the_id_and_the_old_secret_lasts_for_the_grace_period() {
+    let app = TestApp::spawn().await;
     let org = app.create_organization("Acme").await;
     let (key, old_token) = app
         .org_key(&org, Environment::Live, &["api_keys:read"])
@@ -47,9 +46,9 @@ async fn rotation_keeps_the_id_and_the_old_secret_lasts_for_the_grace_period(
     assert!(!can_read_itself(&app, &old_token, &key.id).await);
 }
 
-#[sqlx::test(migrations = false)]
-async fn zero_grace_refuses_the_old_secret_at_once(_pool: PgPoolOptions, db: PgConnectOptions) {
-    let app = spawn_app(db).await;
+#[tokio::test]
+async fn zero_grace_refuses_the_old_secret_at_once() {
+    let app = TestApp::spawn().await;
     let org = app.create_organization("Acme").await;
     let (key, old_token) = app
         .org_key(&org, Environment::Test, &["api_keys:read"])
@@ -61,9 +60,9 @@ async fn zero_grace_refuses_the_old_secret_at_once(_pool: PgPoolOptions, db: PgC
     assert!(can_read_itself(&app, &rotated.token, &key.id).await);
 }
 
-#[sqlx::test(migrations = false)]
-async fn a_second_rotation_retires_the_first_secret(_pool: PgPoolOptions, db: PgConnectOptions) {
-    let app = spawn_app(db).await;
+#[tokio::test]
+async fn a_second_rotation_retires_the_first_secret() {
+    let app = TestApp::spawn().await;
     let org = app.create_organization("Acme").await;
     let (key, first) = app
         .org_key(&org, Environment::Live, &["api_keys:read"])
@@ -75,12 +74,9 @@ async fn a_second_rotation_retires_the_first_secret(_pool: PgPoolOptions, db: Pg
     assert!(can_read_itself(&app, &third, &key.id).await);
 }
 
-#[sqlx::test(migrations = false)]
-async fn grace_periods_outside_zero_to_thirty_days_are_refused(
-    _pool: PgPoolOptions,
-    db: PgConnectOptions,
-) {
-    let app = spawn_app(db).await;
+#[tokio::test]
+async fn grace_periods_outside_zero_to_thirty_days_are_refused() {
+    let app = TestApp::spawn().await;
     let org = app.create_organization("Acme").await;
     let (key, _) = app
         .org_key(&org, Environment::Live, &["api_keys:read"])
@@ -97,7 +93,8 @@ async fn grace_periods_outside_zero_to_thirty_days_are_refused(
             .clone()
             .rotate_key(authed(&app.admin_token, request))
             .await;
-        assert_status(result, Code::InvalidArgument, "grace_period");
+        let case = format!("grace period of {seconds} s");
+        assert_case_status(&case, result, Code::InvalidArgument, "grace_period");
     }
     assert_eq!(app.row_counts().await, before);
     rotate(&app, &key.id, 30 * 86_400).await;

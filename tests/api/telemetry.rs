@@ -17,11 +17,10 @@ use opentelemetry_proto::tonic::collector::trace::v1::{
 use opentelemetry_proto::tonic::common::v1::any_value::Value;
 use opentelemetry_proto::tonic::common::v1::KeyValue;
 use opentelemetry_proto::tonic::trace::v1::Span;
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use tokio::sync::mpsc;
 
-use crate::binary::{bootstrap_token, database_url, keygate, spawn_server};
-use crate::helpers::{key_id_of, secret_of};
+use crate::support::process::{bootstrap_token, keygate, ServerProcess};
+use crate::support::{key_id_of, secret_of, TestDatabase};
 
 const TRACE_ID: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
 const CALLER_SPAN_ID: &str = "00f067aa0ba902b7";
@@ -77,13 +76,11 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|byte| format!("{byte:02x}")).collect()
 }
 
-#[sqlx::test(migrations = false)]
-async fn authorize_span_reaches_the_collector_under_the_callers_trace(
-    _pool: PgPoolOptions,
-    db: PgConnectOptions,
-) {
+#[tokio::test]
+async fn authorize_span_reaches_the_collector_under_the_callers_trace() {
+    let db = TestDatabase::create().await;
     let (collector, mut exports) = start_receiver().await;
-    let url = database_url(&db);
+    let url = db.url();
     let admin_token = bootstrap_token(&url).await;
     let admin_key_id = key_id_of(&admin_token);
 
@@ -94,7 +91,7 @@ async fn authorize_span_reaches_the_collector_under_the_callers_trace(
         .env("OTEL_RESOURCE_ATTRIBUTES", "deployment.environment=test")
         .env("OTEL_BSP_SCHEDULE_DELAY", "100")
         .stdout(Stdio::null());
-    let mut server = spawn_server(command).await;
+    let mut server = ServerProcess::spawn(command).await;
 
     let mut authorizer = AuthorizerClient::connect(format!("http://{}", server.address))
         .await

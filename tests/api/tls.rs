@@ -1,41 +1,12 @@
 //! Server TLS and mutual TLS on loopback, with certificates made by the test.
 
-use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
-
 use keygate::grpc::pb::{self, authorizer_client::AuthorizerClient};
 use keygate::server::config::TlsSettings;
 use keygate::server::Application;
+use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
 
-use crate::helpers::test_settings;
-
-/// A CA, a server certificate for `localhost` and a client certificate, as PEM
-/// (certificate, private key) pairs.
-pub struct TestPki {
-    pub ca_pem: String,
-    pub server: (String, String),
-    pub client: (String, String),
-}
-
-pub fn make_pki() -> TestPki {
-    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
-    let leaf = |names: Vec<String>| {
-        let key = KeyPair::generate().unwrap();
-        let certificate = CertificateParams::new(names)
-            .unwrap()
-            .signed_by(&key, &ca)
-            .unwrap();
-        (certificate.pem(), key.serialize_pem())
-    };
-    TestPki {
-        server: leaf(vec!["localhost".into()]),
-        client: leaf(vec!["gateway.internal".into()]),
-        ca_pem: ca.pem(),
-    }
-}
+use crate::support::pki::make_pki;
+use crate::support::TestDatabase;
 
 async fn authorize(endpoint: Endpoint) -> Result<pb::Decision, String> {
     let channel = endpoint
@@ -52,13 +23,11 @@ async fn authorize(endpoint: Endpoint) -> Result<pb::Decision, String> {
         .map_err(|status| format!("{status:?}"))
 }
 
-#[sqlx::test(migrations = false)]
-async fn mutual_tls_refuses_clients_without_a_certificate(
-    _pool: PgPoolOptions,
-    db: PgConnectOptions,
-) {
+#[tokio::test]
+async fn mutual_tls_refuses_clients_without_a_certificate() {
+    let db = TestDatabase::create().await;
     let pki = make_pki();
-    let mut settings = test_settings(db);
+    let mut settings = db.settings();
     settings.tls = Some(TlsSettings {
         cert_pem: pki.server.0.clone().into_bytes(),
         key_pem: pki.server.1.clone().into_bytes(),

@@ -4,9 +4,8 @@
 use serde_json::Value;
 use tokio::process::Command;
 
-use crate::helpers::TestApp;
-
-use crate::binary::KEYGATE;
+use super::app::TestApp;
+use super::process::KEYGATE;
 
 /// The line `bootstrap`, `keys create` and `keys rotate` print their token on.
 const TOKEN_LINE: &str = "token (shown once, store it now): ";
@@ -109,5 +108,3 @@ pub fn printed_token(stdout: &str) -> String {
     assert_eq!(tokens.next(), None, "two token lines");
     token
 }
-
-pub use crate::helpers::key_id_of;

@@ -1,8 +1,9 @@
 //! Migrations that move data keep it, and leave what the previous release
 //! still uses in place.
 
-use sqlx::postgres::PgPoolOptions;
 use sqlx::PgPool;
+
+use crate::database::TestDatabase;
 
 const INITIAL: &str = include_str!("../../migrations/20261123000001_initial.sql");
 const REPLICAS: &str = include_str!("../../migrations/20261123000002_replicas.sql");
@@ -22,12 +23,10 @@ async fn key_with_last_use(pool: &PgPool, last_used: Option<&str>) -> uuid::Uuid
     id
 }
 
-#[sqlx::test(migrations = false)]
-async fn key_usage_takes_over_the_last_use_times(
-    pool_options: PgPoolOptions,
-    db: sqlx::postgres::PgConnectOptions,
-) {
-    let pool = pool_options.connect_with(db).await.unwrap();
+#[tokio::test]
+async fn key_usage_takes_over_the_last_use_times() {
+    let db = TestDatabase::create().await;
+    let pool = db.pool().await;
     sqlx::raw_sql(INITIAL).execute(&pool).await.unwrap();
     sqlx::raw_sql(REPLICAS).execute(&pool).await.unwrap();
     let used = key_with_last_use(&pool, Some("2026-11-01T10:00:00Z")).await;
@@ -61,12 +60,10 @@ async fn key_usage_takes_over_the_last_use_times(
     pool.close().await;
 }
 
-#[sqlx::test(migrations = false)]
-async fn a_database_migrated_by_a_later_release_is_accepted(
-    pool_options: PgPoolOptions,
-    db: sqlx::postgres::PgConnectOptions,
-) {
-    let pool = pool_options.connect_with(db).await.unwrap();
+#[tokio::test]
+async fn a_database_migrated_by_a_later_release_is_accepted() {
+    let db = TestDatabase::create().await;
+    let pool = db.pool().await;
     keygate::store::migrate(&pool).await.unwrap();
     let applied_before: i64 = sqlx::query_scalar("SELECT count(*) FROM _sqlx_migrations")
         .fetch_one(&pool)
