@@ -23,7 +23,7 @@ use crate::authorizer::decision::{
     AuthorizeRequest, Decision, KeyIdentity, Reason, SecretSlot, Target,
 };
 use crate::authorizer::usage::UsageRecorder;
-use crate::cache::{CachedKey, KeyCache, SecretDigest};
+use crate::cache::{CachedKey, KeyCache, Lookup, SecretDigest};
 use crate::domain::events::StateChange;
 use crate::domain::hashing::{HashingError, SecretHasher};
 use crate::domain::policy::Policy;
@@ -186,13 +186,14 @@ impl Authorizer {
         digest: &SecretDigest,
         now: DateTime<Utc>,
     ) -> Option<Result<KeyIdentity, Reason>> {
-        let verified = match self.cache.get(token.key_id())? {
-            None => Err(Reason::UnknownKey),
-            Some(entry) if !self.is_confirmed(&entry) => return None,
-            Some(entry) if entry.key.environment != token.environment() => {
+        let verified = match self.cache.get(token.key_id()) {
+            Lookup::NotCached => return None,
+            Lookup::UnknownKey => Err(Reason::UnknownKey),
+            Lookup::Cached(entry) if !self.is_confirmed(&entry) => return None,
+            Lookup::Cached(entry) if entry.key.environment != token.environment() => {
                 Err(Reason::InvalidSecret)
             }
-            Some(entry) => {
+            Lookup::Cached(entry) => {
                 let secret = self.match_cached(&entry, digest, now)?;
                 Ok(KeyIdentity { entry, secret })
             }
