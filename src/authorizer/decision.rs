@@ -166,6 +166,15 @@ impl Decision {
             key: None,
         }
     }
+
+    /// A denial of a key whose secret checked out (expired, wrong address,
+    /// unknown route): the answer still says whose key it was.
+    pub fn denied_to(identity: KeyIdentity, reason: Reason) -> Decision {
+        Decision {
+            key: Some(identity),
+            ..Decision::denied(reason)
+        }
+    }
 }
 
 #[cfg(test)]

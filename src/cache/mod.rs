@@ -3,9 +3,9 @@
 //! the key's effective permissions, and a keyed digest (HMAC-SHA256 under a
 //! per-process random key) of each secret that argon2 has already accepted.
 //!
-//! Unknown key ids are cached too (as `None`) for a short time. A wrong secret
-//! is never recorded; argon2 attempts per key id are limited, so a flood of bad
-//! secrets for one key cannot burn the CPU.
+//! Unknown key ids are cached too (a read finds `Lookup::UnknownKey`) for a
+//! short time. A wrong secret is never recorded; argon2 attempts per key id are
+//! limited, so a flood of bad secrets for one key cannot burn the CPU.
 //!
 //! Reads are synchronous (moka's `sync` cache), so that a warm Authorize runs
 //! start to finish without an await; reads go to the read index that
@@ -87,6 +87,27 @@ impl Default for CacheSettings {
 
 /// A cached key, or `None` for a key id known not to exist.
 pub type Entry = Option<Arc<CachedKey>>;
+
+/// What a warm read found for a key id.
+#[derive(Debug)]
+pub enum Lookup {
+    /// The key's entry.
+    Cached(Arc<CachedKey>),
+    /// The id is remembered as not existing (for `negative_ttl`).
+    UnknownKey,
+    /// Nothing is cached for the id: it must be loaded.
+    NotCached,
+}
+
+impl Lookup {
+    /// The key's entry, if one is cached.
+    pub fn into_entry(self) -> Option<Arc<CachedKey>> {
+        match self {
+            Lookup::Cached(entry) => Some(entry),
+            Lookup::UnknownKey | Lookup::NotCached => None,
+        }
+    }
+}
 
 /// What loading a key from the database gave.
 pub type LoadResult = Result<Entry, Arc<StoreError>>;
@@ -189,14 +210,17 @@ impl KeyCache {
         mac.finalize().into_bytes().into()
     }
 
-    /// The cached entry for `id`, if there is one; a read with no await, from
-    /// the read index (see `read_index`), which holds every entry moka holds:
-    /// asking moka too would only cost a miss, an unknown key's above all.
-    pub fn get(&self, id: &KeyId) -> Option<Entry> {
+    /// What is cached for `id`; a read with no await, from the read index
+    /// (see `read_index`), which holds every entry moka holds: asking moka
+    /// too would only cost a miss, an unknown key's above all.
+    pub fn get(&self, id: &KeyId) -> Lookup {
         if let Some(cached) = self.indexed(id) {
-            return Some(Some(cached));
+            return Lookup::Cached(cached);
         }
-        self.unknown.contains_key(id).then_some(None)
+        if self.unknown.contains_key(id) {
+            return Lookup::UnknownKey;
+        }
+        Lookup::NotCached
     }
 
     /// The cached entry for `id`, loading it with `load` on a miss; concurrent
@@ -206,13 +230,17 @@ impl KeyCache {
         L: FnOnce() -> F,
         F: Future<Output = Result<Entry, StoreError>>,
     {
-        if let Some(entry) = self.get(&id) {
-            counters().hits.increment(1);
-            return Ok(entry);
-        }
-        counters().misses.increment(1);
-        // Boxed: the loader's future is large and only needed on a miss.
-        Box::pin(self.load_once(id, load)).await
+        let known = match self.get(&id) {
+            Lookup::Cached(entry) => Some(entry),
+            Lookup::UnknownKey => None,
+            Lookup::NotCached => {
+                counters().misses.increment(1);
+                // Boxed: the loader's future is large and only needed on a miss.
+                return Box::pin(self.load_once(id, load)).await;
+            }
+        };
+        counters().hits.increment(1);
+        Ok(known)
     }
 
     /// Runs `load` for `id` and caches its result, unless a load of `id` is
@@ -226,8 +254,10 @@ impl KeyCache {
             .run(id, || async {
                 // A load that finished just before this one started has
                 // already filled the cache.
-                if let Some(entry) = self.get(&id) {
-                    return Ok(entry);
+                match self.get(&id) {
+                    Lookup::Cached(entry) => return Ok(Some(entry)),
+                    Lookup::UnknownKey => return Ok(None),
+                    Lookup::NotCached => {}
                 }
                 let entry = load().await.map_err(Arc::new)?;
                 self.put(id, entry.clone());

@@ -109,10 +109,10 @@ async fn concurrent_misses_share_one_load_and_its_result_is_cached() {
         assert!(matches!(waiter.await.unwrap(), Ok(None)));
     }
     assert_eq!(runs.load(Ordering::SeqCst), 1);
-    assert!(matches!(cache.get(&id), Some(None)));
+    assert!(matches!(cache.get(&id), Lookup::UnknownKey));
     assert!(cache.loads.is_idle());
     cache.evict(&id);
-    assert!(cache.get(&id).is_none());
+    assert!(matches!(cache.get(&id), Lookup::NotCached));
 }
 
 #[test]
@@ -294,7 +294,7 @@ fn warm_reads_stop_at_the_time_to_live_before_moka_expires_the_entry() {
     assert_eq!(cache.index.len(), 2);
     assert!(cache.indexed(&read).is_none());
     assert_eq!(cache.index.len(), 1, "a warm read drops what it refuses");
-    assert!(cache.get(&read).is_none());
+    assert!(matches!(cache.get(&read), Lookup::NotCached));
     // moka's timer wheel expires entries to the second: wait for it (bounded).
     let deadline = Instant::now() + Duration::from_secs(10);
     while cache.index.len() > 0 && Instant::now() < deadline {

@@ -24,7 +24,7 @@ use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
 use crate::authorizer::decision::Reason;
-use crate::authorizer::Authorizer;
+use crate::authorizer::{Authorizer, Verified};
 use crate::domain::events::{EventAction, KeyEvent};
 use crate::domain::hashing::SecretHasher;
 use crate::domain::key::{
@@ -202,9 +202,9 @@ impl KeyManager {
         let presented = bearer.unwrap_or_default();
         let now = Utc::now();
         let verified = match self.authorizer.verify(presented, now).await? {
-            Ok(verified) => verified,
-            Err(Reason::Unverifiable) => return Err(ServiceError::Unverifiable),
-            Err(reason) => return Err(ServiceError::Unauthenticated(reason.as_str())),
+            Verified::Key(identity) => identity,
+            Verified::Denied(Reason::Unverifiable) => return Err(ServiceError::Unverifiable),
+            Verified::Denied(reason) => return Err(ServiceError::Unauthenticated(reason.as_str())),
         };
         if let Some(reason) = verified.state_denial(now) {
             return Err(ServiceError::Unauthenticated(reason.as_str()));

@@ -56,7 +56,7 @@ async fn a_forged_enable_gives_no_disabled_key_access_back() {
     // Every replica holds the disabled key exactly one version behind what
     // the forged event claims: the case an enable followed in place would open.
     for replica in all {
-        let cached = replica.authorizer.cache().get(&id).flatten();
+        let cached = replica.authorizer.cache().get(&id).into_entry();
         assert_eq!(
             cached.map(|entry| entry.key.version),
             Some(disabled.key.version)

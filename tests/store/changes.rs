@@ -53,7 +53,7 @@ async fn a_followed_state_change_matches_the_row_the_store_writes() {
             at: written.key.updated_at,
         };
         cache.follow_event(id, written.key.version, Some(change));
-        let entry = cache.get(&id).flatten();
+        let entry = cache.get(&id).into_entry();
         if action == EventAction::Enabled {
             assert!(entry.is_none(), "an enable is read again");
             continue;
