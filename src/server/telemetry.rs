@@ -8,20 +8,24 @@
 //! Every gRPC call gets one span (`rpc_span`), parented on the caller's W3C
 //! `traceparent` when one arrives; store calls and argon2 get child spans.
 
+mod uncached_filter;
+
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::Context;
 use opentelemetry::propagation::{Extractor, TextMapPropagator};
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_sdk::propagation::TraceContextPropagator;
-use opentelemetry_sdk::trace::SdkTracerProvider;
+use opentelemetry_sdk::trace::{SdkTracerProvider, Tracer};
 use opentelemetry_sdk::Resource;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 use tracing_subscriber::filter::{EnvFilter, LevelFilter, Targets};
+use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::Layer;
+use uncached_filter::UncachedFilter;
 
 /// The target of the per-call spans. Logs leave it out by default (it costs
 /// time on every Authorize); `RUST_LOG=info,keygate::rpc=info` brings it back.
@@ -59,24 +63,10 @@ pub fn init(
     } else {
         None
     };
-    let installed = match &provider {
-        // Each output with its own filter: traces want spans the logs leave out.
-        Some(provider) => {
-            let traces = tracing_opentelemetry::layer()
-                .with_tracer(provider.tracer("keygate"))
-                .with_filter(Targets::new().with_target("keygate", LevelFilter::DEBUG));
-            tracing_subscriber::registry()
-                .with(log_layer(style).with_filter(log_filter))
-                .with(traces)
-                .try_init()
-        }
-        // One global filter: spans it turns off are never created.
-        None => tracing_subscriber::registry()
-            .with(log_filter)
-            .with(log_layer(style))
-            .try_init(),
-    };
-    installed.context("failed to install the log subscriber")?;
+    let tracer = provider.as_ref().map(|provider| provider.tracer("keygate"));
+    subscriber(style, log_filter, tracer, std::io::stderr)
+        .try_init()
+        .context("failed to install the log subscriber")?;
     if provider.is_some() {
         EXPORTING.store(true, Ordering::Relaxed);
         tracing::info!("exporting traces over OTLP");
@@ -84,19 +74,49 @@ pub fn init(
     Ok(Telemetry { provider })
 }
 
-/// Human-readable lines, or one JSON object per line, on stderr.
-fn log_layer<S>(style: LogStyle) -> Box<dyn Layer<S> + Send + Sync>
+/// Logs through `log_filter` to `writer`, and spans to `tracer` when there is one.
+fn subscriber<W>(
+    style: LogStyle,
+    log_filter: EnvFilter,
+    tracer: Option<Tracer>,
+    writer: W,
+) -> tracing::Dispatch
+where
+    W: for<'writer> MakeWriter<'writer> + Send + Sync + 'static,
+{
+    match tracer {
+        // Each output with its own filter: traces want spans the logs leave out.
+        Some(tracer) => {
+            let trace_filter = Targets::new().with_target("keygate", LevelFilter::DEBUG);
+            let traces = tracing_opentelemetry::layer()
+                .with_tracer(tracer)
+                .with_filter(UncachedFilter(trace_filter));
+            let logs = log_layer(style, writer).with_filter(UncachedFilter(log_filter));
+            tracing::Dispatch::new(tracing_subscriber::registry().with(logs).with(traces))
+        }
+        // One global filter: spans it turns off are never created.
+        None => tracing::Dispatch::new(
+            tracing_subscriber::registry()
+                .with(log_filter)
+                .with(log_layer(style, writer)),
+        ),
+    }
+}
+
+/// Human-readable lines, or one JSON object per line.
+fn log_layer<S, W>(style: LogStyle, writer: W) -> Box<dyn Layer<S> + Send + Sync>
 where
     S: tracing::Subscriber + for<'span> LookupSpan<'span>,
+    W: for<'writer> MakeWriter<'writer> + Send + Sync + 'static,
 {
     match style {
         LogStyle::Json => tracing_subscriber::fmt::layer()
             .json()
-            .with_writer(std::io::stderr)
+            .with_writer(writer)
             .boxed(),
         LogStyle::Text => tracing_subscriber::fmt::layer()
             .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-            .with_writer(std::io::stderr)
+            .with_writer(writer)
             .boxed(),
     }
 }
@@ -205,5 +225,70 @@ impl Extractor for HeaderExtractor<'_> {
 
     fn keys(&self) -> Vec<&str> {
         self.0.keys().map(http::HeaderName::as_str).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+    use std::sync::{Arc, Mutex};
+
+    use opentelemetry::trace::TracerProvider as _;
+    use opentelemetry_sdk::trace::SdkTracerProvider;
+    use tracing_log::AsTrace;
+    use tracing_subscriber::filter::{EnvFilter, LevelFilter};
+
+    use super::{rpc_spans_off, subscriber, LogStyle};
+
+    /// A log destination the test reads back.
+    #[derive(Clone, Default)]
+    struct Captured(Arc<Mutex<Vec<u8>>>);
+
+    impl Write for Captured {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl Captured {
+        fn text(&self) -> String {
+            String::from_utf8(self.0.lock().unwrap().clone()).unwrap()
+        }
+    }
+
+    #[test]
+    fn info_lines_are_logged_while_traces_are_exported() {
+        let log = Captured::default();
+        let writer = log.clone();
+        let log_filter = EnvFilter::builder()
+            .with_default_directive(LevelFilter::INFO.into())
+            .parse_lossy("")
+            .add_directive(rpc_spans_off());
+        let tracer = SdkTracerProvider::builder().build().tracer("test");
+        let dispatch = subscriber(LogStyle::Text, log_filter, Some(tracer), move || {
+            writer.clone()
+        });
+        tracing::dispatcher::with_default(&dispatch, || {
+            tracing::info!("first line");
+            // What the `log` bridge does for `log::log_enabled!`, which sqlx
+            // asks after its queries: whether a record would be wanted, with
+            // no record following.
+            let record = log::Metadata::builder()
+                .level(log::Level::Debug)
+                .target("sqlx::query")
+                .build();
+            let _ = dispatch.enabled(&record.as_trace());
+            tracing::info!("second line");
+            tracing::warn!("third line");
+        });
+        let text = log.text();
+        for line in ["first line", "second line", "third line"] {
+            assert!(text.contains(line), "{line:?} missing from:\n{text}");
+        }
     }
 }
