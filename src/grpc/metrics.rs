@@ -1,10 +1,13 @@
 //! What every RPC records: its duration by method and status code
-//! (`keygate_rpc_duration_seconds`), and its status on the call's span.
+//! (`keygate_rpc_duration_seconds`), and its status on the call's span. Label
+//! values come from closed sets ([`super::labels`]), so callers cannot add series.
 
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Instant;
+
+use super::labels::{code_name, method_label};
 
 /// Records a call's gRPC status code on the current call span.
 pub fn record_status(code: tonic::Code) {
@@ -18,8 +21,7 @@ pub fn record_status(code: tonic::Code) {
 /// Records a failed Authorize call (a malformed request or an unreachable database).
 pub fn record_authorize_error(code: tonic::Code, started: Instant) {
     record_status(code);
-    let code_label = (code as i32).to_string();
-    metrics::histogram!("keygate_rpc_duration_seconds", "method" => crate::authorizer::metrics::AUTHORIZE_METHOD, "code" => code_label)
+    metrics::histogram!("keygate_rpc_duration_seconds", "method" => crate::authorizer::metrics::AUTHORIZE_METHOD, "code" => code_name(code))
         .record(started.elapsed().as_secs_f64());
 }
 
@@ -59,7 +61,7 @@ where
     }
 
     fn call(&mut self, request: http::Request<RequestBody>) -> Self::Future {
-        let method = request.uri().path().to_owned();
+        let method = method_label(request.uri().path());
         let started = Instant::now();
         let call = self.inner.call(request);
         Box::pin(async move {
@@ -73,8 +75,7 @@ where
                     tonic::Code::from_bytes(value.as_bytes())
                 });
             record_status(status_code);
-            let code_label = (status_code as i32).to_string();
-            metrics::histogram!("keygate_rpc_duration_seconds", "method" => method, "code" => code_label)
+            metrics::histogram!("keygate_rpc_duration_seconds", "method" => method, "code" => code_name(status_code))
                 .record(started.elapsed().as_secs_f64());
             Ok(response)
         })

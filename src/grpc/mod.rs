@@ -6,6 +6,7 @@
 mod authorizer_service;
 mod convert;
 mod key_service;
+pub mod labels;
 pub mod metrics;
 
 pub use authorizer_service::AuthorizerHandler;
