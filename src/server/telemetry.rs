@@ -7,18 +7,18 @@
 //!
 //! Every gRPC call gets one span (`rpc_span`), parented on the caller's W3C
 //! `traceparent` when one arrives; store calls and argon2 get child spans.
+//! Health checks and reflection get none unless asked.
 
+mod rpc_span;
 mod uncached_filter;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::Context;
-use opentelemetry::propagation::{Extractor, TextMapPropagator};
 use opentelemetry::trace::TracerProvider as _;
-use opentelemetry_sdk::propagation::TraceContextPropagator;
+use opentelemetry::KeyValue;
 use opentelemetry_sdk::trace::{SdkTracerProvider, Tracer};
 use opentelemetry_sdk::Resource;
-use tracing_opentelemetry::OpenTelemetrySpanExt;
 use tracing_subscriber::filter::{EnvFilter, LevelFilter, Targets};
 use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::layer::SubscriberExt;
@@ -26,6 +26,8 @@ use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::Layer;
 use uncached_filter::UncachedFilter;
+
+pub use rpc_span::rpc_span;
 
 /// The target of the per-call spans. Logs leave it out by default (it costs
 /// time on every Authorize); `RUST_LOG=info,keygate::rpc=info` brings it back.
@@ -46,23 +48,35 @@ pub enum LogStyle {
     Json,
 }
 
+/// Which traces a command produces.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct TraceOptions {
+    /// Export over OTLP when the environment names an endpoint (the server
+    /// commands do; the admin CLI does not).
+    pub export: bool,
+    /// Give health checks and server reflection spans too (`serve
+    /// --trace-health-checks`).
+    pub health_checks: bool,
+}
+
 /// Installs the global subscriber: logs filtered by `RUST_LOG` (default
-/// `default_level`), plus the OTLP trace exporter when `export_traces` is set
+/// `default_level`), plus the OTLP trace exporter when `traces.export` is set
 /// and the environment configures it.
 pub fn init(
     style: LogStyle,
     default_level: LevelFilter,
-    export_traces: bool,
+    traces: TraceOptions,
 ) -> anyhow::Result<Telemetry> {
     let log_filter = EnvFilter::builder()
         .with_default_directive(default_level.into())
         .from_env_lossy()
         .add_directive(rpc_spans_off());
-    let provider = if export_traces {
+    let provider = if traces.export {
         otlp_provider()?
     } else {
         None
     };
+    rpc_span::TRACE_HEALTH_CHECKS.store(traces.health_checks, Ordering::Relaxed);
     let tracer = provider.as_ref().map(|provider| provider.tracer("keygate"));
     subscriber(style, log_filter, tracer, std::io::stderr)
         .try_init()
@@ -158,17 +172,24 @@ fn otlp_provider() -> anyhow::Result<Option<SdkTracerProvider>> {
 }
 
 /// The SDK's resource (from `OTEL_SERVICE_NAME` and `OTEL_RESOURCE_ATTRIBUTES`),
-/// named `keygate` when neither names the service.
+/// with `service.name` `keygate` and `service.version` this build's, unless
+/// the environment names them.
 fn resource() -> Resource {
     let detected = Resource::builder().build();
     let unnamed = detected
         .get(&opentelemetry::Key::from_static_str("service.name"))
         .is_none_or(|name| name.as_str().starts_with("unknown_service"));
+    let mut defaults = Vec::new();
     if unnamed {
-        Resource::builder().with_service_name("keygate").build()
-    } else {
-        detected
+        defaults.push(KeyValue::new("service.name", "keygate"));
     }
+    let versioned = detected
+        .get(&opentelemetry::Key::from_static_str("service.version"))
+        .is_some();
+    if !versioned {
+        defaults.push(KeyValue::new("service.version", env!("CARGO_PKG_VERSION")));
+    }
+    Resource::builder().with_attributes(defaults).build()
 }
 
 impl Telemetry {
@@ -183,48 +204,6 @@ impl Telemetry {
             Ok(Err(error)) => tracing::warn!(%error, "failed to flush traces"),
             Err(error) => tracing::warn!(%error, "failed to flush traces"),
         }
-    }
-}
-
-/// The span of one gRPC call, for tonic's `trace_fn`. Handlers record the
-/// outcome on it (`reason`, `key_id`, `rpc.grpc.status_code`); it never holds
-/// the token.
-pub fn rpc_span(request: &http::Request<()>) -> tracing::Span {
-    let path = request.uri().path();
-    let (service, method) = path
-        .trim_start_matches('/')
-        .split_once('/')
-        .unwrap_or(("", path));
-    let span = tracing::info_span!(
-        target: RPC_TARGET,
-        "grpc",
-        otel.name = %path.trim_start_matches('/'),
-        otel.kind = "server",
-        rpc.system = "grpc",
-        rpc.service = %service,
-        rpc.method = %method,
-        rpc.grpc.status_code = tracing::field::Empty,
-        otel.status_code = tracing::field::Empty,
-        key_id = tracing::field::Empty,
-        reason = tracing::field::Empty,
-    );
-    if EXPORTING.load(Ordering::Relaxed) && !span.is_disabled() {
-        let parent = TraceContextPropagator::new().extract(&HeaderExtractor(request.headers()));
-        // Fails only when the span has already started, which it has not.
-        let _ = span.set_parent(parent);
-    }
-    span
-}
-
-struct HeaderExtractor<'a>(&'a http::HeaderMap);
-
-impl Extractor for HeaderExtractor<'_> {
-    fn get(&self, key: &str) -> Option<&str> {
-        self.0.get(key).and_then(|value| value.to_str().ok())
-    }
-
-    fn keys(&self) -> Vec<&str> {
-        self.0.keys().map(http::HeaderName::as_str).collect()
     }
 }
 
