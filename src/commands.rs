@@ -47,4 +47,9 @@ impl Command {
     pub fn is_client(&self) -> bool {
         matches!(self, Command::Keys(_) | Command::Orgs(_))
     }
+
+    /// Whether `serve` was asked to trace health checks and reflection too.
+    pub fn traces_health_checks(&self) -> bool {
+        matches!(self, Command::Serve(args) if args.trace_health_checks)
+    }
 }

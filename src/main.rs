@@ -11,7 +11,7 @@ use keygate::commands::{Cli, Command};
 use keygate::domain::key::DisplayName;
 use keygate::lifecycle::BootstrapError;
 use keygate::server::config::{BootstrapArgs, ServeArgs};
-use keygate::server::telemetry::{self, LogStyle};
+use keygate::server::telemetry::{self, LogStyle, TraceOptions};
 use keygate::server::{key_manager, open_database, shutdown_signal, Application};
 use keygate::store;
 
@@ -37,7 +37,11 @@ async fn main() -> ExitCode {
     } else {
         LevelFilter::INFO
     };
-    let telemetry = match telemetry::init(style, default_level, !client) {
+    let traces = TraceOptions {
+        export: !client,
+        health_checks: cli.command.traces_health_checks(),
+    };
+    let telemetry = match telemetry::init(style, default_level, traces) {
         Ok(telemetry) => telemetry,
         Err(error) => {
             eprintln!("keygate failed: {error:#}");

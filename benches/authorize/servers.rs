@@ -241,7 +241,7 @@ pub fn run_noop_server() {
     let _telemetry = keygate::server::telemetry::init(
         keygate::server::telemetry::LogStyle::Text,
         tracing_subscriber::filter::LevelFilter::INFO,
-        false,
+        keygate::server::telemetry::TraceOptions::default(),
     )
     .unwrap();
     let runtime = tokio::runtime::Builder::new_multi_thread()

@@ -27,7 +27,7 @@ pub fn decision_metrics() -> &'static DecisionMetrics {
         authorize_ok_seconds: metrics::histogram!(
             "keygate_rpc_duration_seconds",
             "method" => AUTHORIZE_METHOD,
-            "code" => "0"
+            "code" => "OK"
         ),
     })
 }

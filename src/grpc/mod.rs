@@ -6,6 +6,7 @@
 mod authorizer_service;
 mod convert;
 mod key_service;
+pub mod labels;
 pub mod metrics;
 
 pub use authorizer_service::AuthorizerHandler;
@@ -20,7 +21,7 @@ use tonic::Status;
 use crate::authorizer::Authorizer;
 use crate::lifecycle::error::ServiceError;
 use crate::lifecycle::KeyManager;
-use metrics::{RpcMetrics, RpcMetricsLayer};
+use metrics::{RpcMetrics, RpcMetricsLayer, RpcStatus, RpcStatusLayer};
 use pb::authorizer_server::AuthorizerServer;
 use pb::key_service_server::KeyServiceServer;
 
@@ -28,6 +29,11 @@ use pb::key_service_server::KeyServiceServer;
 pub fn key_service(manager: KeyManager) -> RpcMetrics<KeyServiceServer<KeyServiceHandler>> {
     let service = KeyServiceServer::new(KeyServiceHandler::new(manager));
     tower::Layer::layer(&RpcMetricsLayer, service)
+}
+
+/// `service` (health checks, server reflection) with each call's status on its span.
+pub fn with_status_on_span<S>(service: S) -> RpcStatus<S> {
+    tower::Layer::layer(&RpcStatusLayer, service)
 }
 
 /// `keygate.v1.Authorizer` over `authorizer` (it times its own calls, more cheaply).

@@ -83,6 +83,11 @@ pub struct ServeArgs {
     /// Do not serve gRPC server reflection (on by default, for `buf curl` and grpcurl).
     #[arg(long, env = "KEYGATE_NO_REFLECTION")]
     pub no_reflection: bool,
+    /// Trace health checks and server reflection too (left out by default:
+    /// probes every few seconds would outnumber the calls worth tracing).
+    // Not in `Settings`: the telemetry that reads it starts before them.
+    #[arg(long, env = "KEYGATE_TRACE_HEALTH_CHECKS")]
+    pub trace_health_checks: bool,
     /// Health reports NOT_SERVING once the database has been unreachable this long.
     #[arg(
         long,

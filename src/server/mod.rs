@@ -243,8 +243,8 @@ impl Application {
             tracing::info!(mutual = tls.client_ca_pem.is_some(), "serving TLS");
         }
         let server = builder
-            .add_service(health_service)
-            .add_optional_service(reflection_service)
+            .add_service(grpc::with_status_on_span(health_service))
+            .add_optional_service(reflection_service.map(grpc::with_status_on_span))
             .add_service(authorizer_service)
             .add_service(key_service)
             .serve_with_incoming_shutdown(incoming, shutdown);

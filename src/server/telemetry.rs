@@ -7,21 +7,27 @@
 //!
 //! Every gRPC call gets one span (`rpc_span`), parented on the caller's W3C
 //! `traceparent` when one arrives; store calls and argon2 get child spans.
+//! Health checks and reflection get none unless asked.
+
+mod rpc_span;
+mod uncached_filter;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::Context;
-use opentelemetry::propagation::{Extractor, TextMapPropagator};
 use opentelemetry::trace::TracerProvider as _;
-use opentelemetry_sdk::propagation::TraceContextPropagator;
-use opentelemetry_sdk::trace::SdkTracerProvider;
+use opentelemetry::KeyValue;
+use opentelemetry_sdk::trace::{SdkTracerProvider, Tracer};
 use opentelemetry_sdk::Resource;
-use tracing_opentelemetry::OpenTelemetrySpanExt;
 use tracing_subscriber::filter::{EnvFilter, LevelFilter, Targets};
+use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::Layer;
+use uncached_filter::UncachedFilter;
+
+pub use rpc_span::rpc_span;
 
 /// The target of the per-call spans. Logs leave it out by default (it costs
 /// time on every Authorize); `RUST_LOG=info,keygate::rpc=info` brings it back.
@@ -42,41 +48,39 @@ pub enum LogStyle {
     Json,
 }
 
+/// Which traces a command produces.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct TraceOptions {
+    /// Export over OTLP when the environment names an endpoint (the server
+    /// commands do; the admin CLI does not).
+    pub export: bool,
+    /// Give health checks and server reflection spans too (`serve
+    /// --trace-health-checks`).
+    pub health_checks: bool,
+}
+
 /// Installs the global subscriber: logs filtered by `RUST_LOG` (default
-/// `default_level`), plus the OTLP trace exporter when `export_traces` is set
+/// `default_level`), plus the OTLP trace exporter when `traces.export` is set
 /// and the environment configures it.
 pub fn init(
     style: LogStyle,
     default_level: LevelFilter,
-    export_traces: bool,
+    traces: TraceOptions,
 ) -> anyhow::Result<Telemetry> {
     let log_filter = EnvFilter::builder()
         .with_default_directive(default_level.into())
         .from_env_lossy()
         .add_directive(rpc_spans_off());
-    let provider = if export_traces {
+    let provider = if traces.export {
         otlp_provider()?
     } else {
         None
     };
-    let installed = match &provider {
-        // Each output with its own filter: traces want spans the logs leave out.
-        Some(provider) => {
-            let traces = tracing_opentelemetry::layer()
-                .with_tracer(provider.tracer("keygate"))
-                .with_filter(Targets::new().with_target("keygate", LevelFilter::DEBUG));
-            tracing_subscriber::registry()
-                .with(log_layer(style).with_filter(log_filter))
-                .with(traces)
-                .try_init()
-        }
-        // One global filter: spans it turns off are never created.
-        None => tracing_subscriber::registry()
-            .with(log_filter)
-            .with(log_layer(style))
-            .try_init(),
-    };
-    installed.context("failed to install the log subscriber")?;
+    rpc_span::TRACE_HEALTH_CHECKS.store(traces.health_checks, Ordering::Relaxed);
+    let tracer = provider.as_ref().map(|provider| provider.tracer("keygate"));
+    subscriber(style, log_filter, tracer, std::io::stderr)
+        .try_init()
+        .context("failed to install the log subscriber")?;
     if provider.is_some() {
         EXPORTING.store(true, Ordering::Relaxed);
         tracing::info!("exporting traces over OTLP");
@@ -84,19 +88,49 @@ pub fn init(
     Ok(Telemetry { provider })
 }
 
-/// Human-readable lines, or one JSON object per line, on stderr.
-fn log_layer<S>(style: LogStyle) -> Box<dyn Layer<S> + Send + Sync>
+/// Logs through `log_filter` to `writer`, and spans to `tracer` when there is one.
+fn subscriber<W>(
+    style: LogStyle,
+    log_filter: EnvFilter,
+    tracer: Option<Tracer>,
+    writer: W,
+) -> tracing::Dispatch
+where
+    W: for<'writer> MakeWriter<'writer> + Send + Sync + 'static,
+{
+    match tracer {
+        // Each output with its own filter: traces want spans the logs leave out.
+        Some(tracer) => {
+            let trace_filter = Targets::new().with_target("keygate", LevelFilter::DEBUG);
+            let traces = tracing_opentelemetry::layer()
+                .with_tracer(tracer)
+                .with_filter(UncachedFilter(trace_filter));
+            let logs = log_layer(style, writer).with_filter(UncachedFilter(log_filter));
+            tracing::Dispatch::new(tracing_subscriber::registry().with(logs).with(traces))
+        }
+        // One global filter: spans it turns off are never created.
+        None => tracing::Dispatch::new(
+            tracing_subscriber::registry()
+                .with(log_filter)
+                .with(log_layer(style, writer)),
+        ),
+    }
+}
+
+/// Human-readable lines, or one JSON object per line.
+fn log_layer<S, W>(style: LogStyle, writer: W) -> Box<dyn Layer<S> + Send + Sync>
 where
     S: tracing::Subscriber + for<'span> LookupSpan<'span>,
+    W: for<'writer> MakeWriter<'writer> + Send + Sync + 'static,
 {
     match style {
         LogStyle::Json => tracing_subscriber::fmt::layer()
             .json()
-            .with_writer(std::io::stderr)
+            .with_writer(writer)
             .boxed(),
         LogStyle::Text => tracing_subscriber::fmt::layer()
             .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-            .with_writer(std::io::stderr)
+            .with_writer(writer)
             .boxed(),
     }
 }
@@ -138,17 +172,24 @@ fn otlp_provider() -> anyhow::Result<Option<SdkTracerProvider>> {
 }
 
 /// The SDK's resource (from `OTEL_SERVICE_NAME` and `OTEL_RESOURCE_ATTRIBUTES`),
-/// named `keygate` when neither names the service.
+/// with `service.name` `keygate` and `service.version` this build's, unless
+/// the environment names them.
 fn resource() -> Resource {
     let detected = Resource::builder().build();
     let unnamed = detected
         .get(&opentelemetry::Key::from_static_str("service.name"))
         .is_none_or(|name| name.as_str().starts_with("unknown_service"));
+    let mut defaults = Vec::new();
     if unnamed {
-        Resource::builder().with_service_name("keygate").build()
-    } else {
-        detected
+        defaults.push(KeyValue::new("service.name", "keygate"));
     }
+    let versioned = detected
+        .get(&opentelemetry::Key::from_static_str("service.version"))
+        .is_some();
+    if !versioned {
+        defaults.push(KeyValue::new("service.version", env!("CARGO_PKG_VERSION")));
+    }
+    Resource::builder().with_attributes(defaults).build()
 }
 
 impl Telemetry {
@@ -166,44 +207,67 @@ impl Telemetry {
     }
 }
 
-/// The span of one gRPC call, for tonic's `trace_fn`. Handlers record the
-/// outcome on it (`reason`, `key_id`, `rpc.grpc.status_code`); it never holds
-/// the token.
-pub fn rpc_span(request: &http::Request<()>) -> tracing::Span {
-    let path = request.uri().path();
-    let (service, method) = path
-        .trim_start_matches('/')
-        .split_once('/')
-        .unwrap_or(("", path));
-    let span = tracing::info_span!(
-        target: RPC_TARGET,
-        "grpc",
-        otel.name = %path.trim_start_matches('/'),
-        otel.kind = "server",
-        rpc.system = "grpc",
-        rpc.service = %service,
-        rpc.method = %method,
-        rpc.grpc.status_code = tracing::field::Empty,
-        otel.status_code = tracing::field::Empty,
-        key_id = tracing::field::Empty,
-        reason = tracing::field::Empty,
-    );
-    if EXPORTING.load(Ordering::Relaxed) && !span.is_disabled() {
-        let parent = TraceContextPropagator::new().extract(&HeaderExtractor(request.headers()));
-        // Fails only when the span has already started, which it has not.
-        let _ = span.set_parent(parent);
-    }
-    span
-}
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+    use std::sync::{Arc, Mutex};
 
-struct HeaderExtractor<'a>(&'a http::HeaderMap);
+    use opentelemetry::trace::TracerProvider as _;
+    use opentelemetry_sdk::trace::SdkTracerProvider;
+    use tracing_log::AsTrace;
+    use tracing_subscriber::filter::{EnvFilter, LevelFilter};
 
-impl Extractor for HeaderExtractor<'_> {
-    fn get(&self, key: &str) -> Option<&str> {
-        self.0.get(key).and_then(|value| value.to_str().ok())
+    use super::{rpc_spans_off, subscriber, LogStyle};
+
+    /// A log destination the test reads back.
+    #[derive(Clone, Default)]
+    struct Captured(Arc<Mutex<Vec<u8>>>);
+
+    impl Write for Captured {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
     }
 
-    fn keys(&self) -> Vec<&str> {
-        self.0.keys().map(http::HeaderName::as_str).collect()
+    impl Captured {
+        fn text(&self) -> String {
+            String::from_utf8(self.0.lock().unwrap().clone()).unwrap()
+        }
+    }
+
+    #[test]
+    fn info_lines_are_logged_while_traces_are_exported() {
+        let log = Captured::default();
+        let writer = log.clone();
+        let log_filter = EnvFilter::builder()
+            .with_default_directive(LevelFilter::INFO.into())
+            .parse_lossy("")
+            .add_directive(rpc_spans_off());
+        let tracer = SdkTracerProvider::builder().build().tracer("test");
+        let dispatch = subscriber(LogStyle::Text, log_filter, Some(tracer), move || {
+            writer.clone()
+        });
+        tracing::dispatcher::with_default(&dispatch, || {
+            tracing::info!("first line");
+            // What the `log` bridge does for `log::log_enabled!`, which sqlx
+            // asks after its queries: whether a record would be wanted, with
+            // no record following.
+            let record = log::Metadata::builder()
+                .level(log::Level::Debug)
+                .target("sqlx::query")
+                .build();
+            let _ = dispatch.enabled(&record.as_trace());
+            tracing::info!("second line");
+            tracing::warn!("third line");
+        });
+        let text = log.text();
+        for line in ["first line", "second line", "third line"] {
+            assert!(text.contains(line), "{line:?} missing from:\n{text}");
+        }
     }
 }

@@ -37,7 +37,12 @@ SELECT changed.*, event.seq AS event_seq FROM changed, event";
 
 /// Writes the editable fields, and records `event`; returns the key as
 /// changed and the event's sequence number.
-#[tracing::instrument(name = "keygate.store.update_fields", level = "debug", skip_all)]
+#[tracing::instrument(
+    name = "keygate.store.update_fields",
+    level = "debug",
+    skip_all,
+    fields(db.system = "postgresql", db.operation = "UPDATE")
+)]
 pub async fn update_fields(
     connection: &mut PgConnection,
     id: &KeyId,
@@ -72,7 +77,12 @@ SELECT changed.*, event.seq AS event_seq FROM changed, event";
 
 /// Replaces the secret, and records `event`; the old one stays valid until
 /// `previous_valid_until`, or is dropped at once when that is `None`.
-#[tracing::instrument(name = "keygate.store.rotate_secret", level = "debug", skip_all)]
+#[tracing::instrument(
+    name = "keygate.store.rotate_secret",
+    level = "debug",
+    skip_all,
+    fields(db.system = "postgresql", db.operation = "UPDATE")
+)]
 pub async fn rotate_secret(
     connection: &mut PgConnection,
     id: &KeyId,
@@ -109,7 +119,12 @@ event AS (
 SELECT changed.*, event.seq AS event_seq FROM changed, event";
 
 /// Sets or clears `disabled_at`, and records `event`.
-#[tracing::instrument(name = "keygate.store.set_disabled", level = "debug", skip_all)]
+#[tracing::instrument(
+    name = "keygate.store.set_disabled",
+    level = "debug",
+    skip_all,
+    fields(db.system = "postgresql", db.operation = "UPDATE")
+)]
 pub async fn set_disabled(
     connection: &mut PgConnection,
     id: &KeyId,
@@ -142,7 +157,12 @@ event AS (
 SELECT changed.*, event.seq AS event_seq FROM changed, event";
 
 /// Revokes the key (dropping a rotated-out secret), and records `event`.
-#[tracing::instrument(name = "keygate.store.set_revoked", level = "debug", skip_all)]
+#[tracing::instrument(
+    name = "keygate.store.set_revoked",
+    level = "debug",
+    skip_all,
+    fields(db.system = "postgresql", db.operation = "UPDATE")
+)]
 pub async fn set_revoked(
     connection: &mut PgConnection,
     id: &KeyId,
@@ -166,7 +186,12 @@ event AS (
 SELECT event.seq AS event_seq FROM changed, event";
 
 /// Deletes the key, and records `event`; returns its sequence number.
-#[tracing::instrument(name = "keygate.store.delete_key", level = "debug", skip_all)]
+#[tracing::instrument(
+    name = "keygate.store.delete_key",
+    level = "debug",
+    skip_all,
+    fields(db.system = "postgresql", db.operation = "DELETE")
+)]
 pub async fn delete_key(
     connection: &mut PgConnection,
     id: &KeyId,

@@ -63,7 +63,12 @@ RETURNING seq";
 /// Inserts the event of a key's creation inside the caller's transaction, and
 /// returns its sequence number. A change to an existing key records its event
 /// in the change's own statement instead (see `store::changes`).
-#[tracing::instrument(name = "keygate.store.insert_event", level = "debug", skip_all)]
+#[tracing::instrument(
+    name = "keygate.store.insert_event",
+    level = "debug",
+    skip_all,
+    fields(db.system = "postgresql", db.operation = "INSERT")
+)]
 pub async fn insert_event(
     connection: &mut PgConnection,
     event: NewEvent<'_>,
@@ -94,7 +99,12 @@ fn event_from_row(row: &PgRow) -> Result<KeyEvent, StoreError> {
 }
 
 /// One page of events, newest first, strictly older than `before_seq`.
-#[tracing::instrument(name = "keygate.store.list_events", level = "debug", skip_all)]
+#[tracing::instrument(
+    name = "keygate.store.list_events",
+    level = "debug",
+    skip_all,
+    fields(db.system = "postgresql", db.operation = "SELECT")
+)]
 pub async fn list_events(
     executor: impl PgExecutor<'_>,
     filter: &EventFilter,
@@ -127,7 +137,8 @@ pub async fn list_events(
 #[tracing::instrument(
     name = "keygate.store.latest_event_sequence",
     level = "debug",
-    skip_all
+    skip_all,
+    fields(db.system = "postgresql", db.operation = "SELECT")
 )]
 pub async fn latest_event_sequence(
     executor: impl PgExecutor<'_>,

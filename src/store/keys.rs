@@ -139,7 +139,12 @@ pub(super) fn stored_key_from_row(row: &PgRow) -> Result<StoredKey, StoreError> 
     })
 }
 
-#[tracing::instrument(name = "keygate.store.insert_key", level = "debug", skip_all)]
+#[tracing::instrument(
+    name = "keygate.store.insert_key",
+    level = "debug",
+    skip_all,
+    fields(db.system = "postgresql", db.operation = "INSERT")
+)]
 pub async fn insert_key(
     executor: impl PgExecutor<'_>,
     new_key: &NewKey<'_>,
@@ -164,7 +169,12 @@ pub async fn insert_key(
 }
 
 /// Loads a key with its hashes; `None` when there is no such key.
-#[tracing::instrument(name = "keygate.store.find_key_by_id", level = "debug", skip_all)]
+#[tracing::instrument(
+    name = "keygate.store.find_key_by_id",
+    level = "debug",
+    skip_all,
+    fields(db.system = "postgresql", db.operation = "SELECT")
+)]
 pub async fn find_key_by_id(
     executor: impl PgExecutor<'_>,
     id: &KeyId,
@@ -179,7 +189,12 @@ pub async fn find_key_by_id(
 
 /// The key's current version; `None` when the key does not exist. A cheap
 /// indexed read used to confirm a cached entry without argon2.
-#[tracing::instrument(name = "keygate.store.find_key_version", level = "debug", skip_all)]
+#[tracing::instrument(
+    name = "keygate.store.find_key_version",
+    level = "debug",
+    skip_all,
+    fields(db.system = "postgresql", db.operation = "SELECT")
+)]
 pub async fn find_key_version(
     executor: impl PgExecutor<'_>,
     id: &KeyId,
@@ -222,7 +237,12 @@ fn state_from_row(row: &PgRow, prefix: &str) -> Result<Option<CallerState>, Stor
 }
 
 /// The state of a calling key, share-locked for the rest of the transaction.
-#[tracing::instrument(name = "keygate.store.lock_caller_state", level = "debug", skip_all)]
+#[tracing::instrument(
+    name = "keygate.store.lock_caller_state",
+    level = "debug",
+    skip_all,
+    fields(db.system = "postgresql", db.operation = "SELECT")
+)]
 pub async fn lock_caller_state(
     executor: impl PgExecutor<'_>,
     id: &KeyId,
@@ -252,7 +272,12 @@ pub struct LockedForChange {
 /// Loads and row-locks a key inside a transaction, so that changes to one key
 /// serialize, and share-locks the calling key's row to read its state, in one
 /// round trip.
-#[tracing::instrument(name = "keygate.store.lock_key_for_change", level = "debug", skip_all)]
+#[tracing::instrument(
+    name = "keygate.store.lock_key_for_change",
+    level = "debug",
+    skip_all,
+    fields(db.system = "postgresql", db.operation = "SELECT")
+)]
 pub async fn lock_key_for_change(
     executor: impl PgExecutor<'_>,
     target: &KeyId,
@@ -286,7 +311,12 @@ pub async fn lock_key_for_change(
 
 /// One page of keys, newest first, strictly older than `before_seq`; also returns
 /// each key's sequence number for the page token.
-#[tracing::instrument(name = "keygate.store.list_keys", level = "debug", skip_all)]
+#[tracing::instrument(
+    name = "keygate.store.list_keys",
+    level = "debug",
+    skip_all,
+    fields(db.system = "postgresql", db.operation = "SELECT")
+)]
 pub async fn list_keys(
     executor: impl PgExecutor<'_>,
     filter: &KeyFilter,
@@ -315,7 +345,12 @@ pub async fn list_keys(
 }
 
 /// Whether any system key exists (bootstrap refuses then).
-#[tracing::instrument(name = "keygate.store.system_key_exists", level = "debug", skip_all)]
+#[tracing::instrument(
+    name = "keygate.store.system_key_exists",
+    level = "debug",
+    skip_all,
+    fields(db.system = "postgresql", db.operation = "SELECT")
+)]
 pub async fn system_key_exists(executor: impl PgExecutor<'_>) -> Result<bool, StoreError> {
     let exists: bool =
         sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM api_keys WHERE kind = 'system')")

@@ -2,6 +2,10 @@
 //!
 //! Errors are classified here, once, by SQLSTATE and constraint name; callers
 //! match on [`StoreError`] and never on message text.
+//!
+//! Each function is one statement with its own span, `keygate.store.<function>`,
+//! carrying OpenTelemetry's `db.system` (`postgresql`) and `db.operation` (the
+//! statement's main verb: `SELECT`, `INSERT`, `UPDATE`, `DELETE`).
 
 pub mod changes;
 pub mod events;

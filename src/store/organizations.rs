@@ -15,7 +15,12 @@ fn organization_from_row(row: &PgRow) -> Result<Organization, StoreError> {
     })
 }
 
-#[tracing::instrument(name = "keygate.store.insert_organization", level = "debug", skip_all)]
+#[tracing::instrument(
+    name = "keygate.store.insert_organization",
+    level = "debug",
+    skip_all,
+    fields(db.system = "postgresql", db.operation = "INSERT")
+)]
 pub async fn insert_organization(
     executor: impl PgExecutor<'_>,
     display_name: &str,
@@ -31,7 +36,12 @@ pub async fn insert_organization(
     organization_from_row(&row)
 }
 
-#[tracing::instrument(name = "keygate.store.find_organization", level = "debug", skip_all)]
+#[tracing::instrument(
+    name = "keygate.store.find_organization",
+    level = "debug",
+    skip_all,
+    fields(db.system = "postgresql", db.operation = "SELECT")
+)]
 pub async fn find_organization(
     executor: impl PgExecutor<'_>,
     id: Uuid,
@@ -45,7 +55,12 @@ pub async fn find_organization(
 
 /// One page of organizations, newest first, strictly older than `before_seq`,
 /// each with its sequence number for the page token.
-#[tracing::instrument(name = "keygate.store.list_organizations", level = "debug", skip_all)]
+#[tracing::instrument(
+    name = "keygate.store.list_organizations",
+    level = "debug",
+    skip_all,
+    fields(db.system = "postgresql", db.operation = "SELECT")
+)]
 pub async fn list_organizations(
     executor: impl PgExecutor<'_>,
     before_seq: Option<i64>,

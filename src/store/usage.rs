@@ -17,7 +17,12 @@ use crate::domain::token::KeyId;
 /// locks in two runs), which fails the call with [`StoreError::Conflict`]
 /// and writes nothing; the caller may retry. (An upsert of every key, in one
 /// order, through the keys table, cost about 1.6 times as much per batch.)
-#[tracing::instrument(name = "keygate.store.record_key_uses", level = "debug", skip_all, fields(keys = ids.len()))]
+#[tracing::instrument(
+    name = "keygate.store.record_key_uses",
+    level = "debug",
+    skip_all,
+    fields(db.system = "postgresql", db.operation = "UPDATE", keys = ids.len())
+)]
 pub async fn record_key_uses(
     executor: impl PgExecutor<'_>,
     ids: &[KeyId],
