@@ -15,6 +15,7 @@
 mod confirm;
 pub mod decision;
 mod judge;
+pub mod log_throttle;
 pub mod metrics;
 pub mod usage;
 mod verify;

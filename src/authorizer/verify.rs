@@ -3,7 +3,7 @@
 //! entry to confirm or a secret new to the cache takes the slow path, where
 //! argon2 runs at most `verifications_per_second` times per key.
 
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 use std::time::Instant;
 
 use chrono::{DateTime, Utc};
@@ -11,11 +11,17 @@ use secrecy::SecretString;
 
 use super::confirm::Current;
 use super::decision::{KeyIdentity, Reason, SecretSlot};
+use super::log_throttle::{LogThrottle, Throttled, LOG_INTERVAL, TRACKED_KEYS};
 use super::{Authorizer, MAX_ATTEMPTS_AFTER_A_CHANGE};
 use crate::cache::{CachedKey, Lookup, SecretDigest};
 use crate::domain::hashing::HashingError;
-use crate::domain::token::Token;
+use crate::domain::token::{KeyId, Token};
 use crate::store::StoreError;
+
+/// Keys over their argon2 limit, logged at most once an interval each: every
+/// refused attempt would otherwise write a line, at the attacker's pace.
+static OVER_THE_LIMIT_LOG: LazyLock<LogThrottle<KeyId>> =
+    LazyLock::new(|| LogThrottle::new(LOG_INTERVAL, TRACKED_KEYS));
 
 /// A failure to reach a verdict (as opposed to a verdict of "denied").
 #[derive(Debug, thiserror::Error)]
@@ -169,7 +175,14 @@ impl Authorizer {
         let limit = self.cache.settings().verifications_per_second;
         let owned_secret = SecretString::from(secret.to_owned());
         if !window.try_take(limit, Instant::now()) {
-            tracing::warn!(key_id = %entry.key.id, "argon2 attempts for key over the limit");
+            let throttled = OVER_THE_LIMIT_LOG.check(&entry.key.id, Instant::now());
+            if let Throttled::Log { suppressed_before } = throttled {
+                tracing::warn!(
+                    key_id = %entry.key.id,
+                    suppressed_before,
+                    "argon2 attempts for key over the limit"
+                );
+            }
             return Ok(None);
         }
         if self

@@ -18,6 +18,7 @@ pub use key_service::KeyServiceHandler;
 use tonic::metadata::MetadataMap;
 use tonic::Status;
 
+use crate::authorizer::log_throttle::{LogThrottle, Throttled, LOG_INTERVAL, TRACKED_KEYS};
 use crate::authorizer::Authorizer;
 use crate::lifecycle::error::ServiceError;
 use crate::lifecycle::KeyManager;
@@ -102,6 +103,10 @@ mod redacted_debug {
     }
 }
 
+/// Unauthenticated lifecycle calls, logged at most once an interval per cause.
+static UNAUTHENTICATED_LOG: std::sync::LazyLock<LogThrottle<&'static str>> =
+    std::sync::LazyLock::new(|| LogThrottle::new(LOG_INTERVAL, TRACKED_KEYS));
+
 /// Maps a lifecycle error to the status the caller sees. Causes of internal and
 /// availability errors are logged here and never sent.
 pub fn status_from_error(error: ServiceError) -> Status {
@@ -110,7 +115,11 @@ pub fn status_from_error(error: ServiceError) -> Status {
             Status::invalid_argument(field_error.to_string())
         }
         ServiceError::Unauthenticated(cause) => {
-            tracing::info!(cause, "caller not authenticated");
+            // Once an interval per cause: anyone can send calls without a key.
+            let throttled = UNAUTHENTICATED_LOG.check(&cause, std::time::Instant::now());
+            if let Throttled::Log { suppressed_before } = throttled {
+                tracing::info!(cause, suppressed_before, "caller not authenticated");
+            }
             Status::unauthenticated(
                 "missing, malformed or invalid bearer token, or the key is not active",
             )

@@ -21,6 +21,7 @@ mod events;
 mod forged_notifications;
 mod hardening_telemetry;
 mod lifecycle;
+mod log_volume;
 mod operations;
 mod organizations;
 mod outage;
