@@ -22,10 +22,13 @@ use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use anyhow::Context;
-use serde::Deserialize;
 
 use crate::domain::permission::{EffectivePermissions, Permission, Scope};
 use crate::domain::routes::RouteTable;
+
+mod file;
+
+use file::{item, CatalogFile, Entries, Item};
 
 /// The policy used when no `--policy` file is given: the PayNext example.
 pub const EMBEDDED_DEFAULT_POLICY: &str = include_str!("../../policies/paynext.yaml");
@@ -34,24 +37,6 @@ const BUILT_IN_RESOURCES: [(&str, &[&str]); 2] = [
     ("api_keys", &["create", "read", "update", "delete"]),
     ("organizations", &["create", "read"]),
 ];
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct PolicyFile {
-    catalog: CatalogFile,
-    #[serde(default)]
-    routes: Vec<BTreeMap<String, String>>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct CatalogFile {
-    resources: BTreeMap<String, Vec<String>>,
-    #[serde(default)]
-    implications: BTreeMap<String, Vec<String>>,
-    #[serde(default)]
-    presets: BTreeMap<String, Vec<String>>,
-}
 
 /// A loaded, validated policy.
 #[derive(Debug, Clone)]
@@ -71,36 +56,38 @@ impl Policy {
         Policy::parse(&text).with_context(|| format!("invalid policy file {}", path.display()))
     }
 
+    /// Parses and validates a policy; every error names the line at fault.
     pub fn parse(text: &str) -> anyhow::Result<Policy> {
-        let file: PolicyFile = serde_yaml_ng::from_str(text).context("policy is not valid YAML")?;
+        let file = file::read(text).map_err(|error| anyhow::anyhow!("{error}"))?;
         let catalog = Catalog::build(file.catalog)?;
         let routes = build_routes(&catalog, &file.routes)?;
         Ok(Policy { catalog, routes })
     }
 }
 
-/// Compiles `routes`, naming the offending entry (`routes[3] GET /x: …`) on error.
-fn build_routes(
-    catalog: &Catalog,
-    entries: &[BTreeMap<String, String>],
-) -> anyhow::Result<RouteTable> {
+/// Compiles `routes`, naming the offending entry (`line 7: routes[3] GET /x: …`) on error.
+fn build_routes(catalog: &Catalog, items: &[Entries<String>]) -> anyhow::Result<RouteTable> {
     let mut table = RouteTable::default();
-    for (index, entry) in entries.iter().enumerate() {
-        let mut rows = entry.iter();
-        let (Some((spec, permission_text)), None) = (rows.next(), rows.next()) else {
-            anyhow::bail!("routes[{index}]: expected one `METHOD /path: permission` entry");
+    for (index, item) in items.iter().enumerate() {
+        let [entry] = item.0.as_slice() else {
+            let line = item
+                .0
+                .get(1)
+                .map_or(String::new(), |extra| format!("line {}: ", extra.line));
+            anyhow::bail!("{line}routes[{index}]: expected one `METHOD /path: permission` entry");
         };
-        let permission = Permission::parse(permission_text)
-            .map_err(|error| anyhow::anyhow!("routes[{index}] {spec}: {error}"))?;
+        let (spec, line) = (&entry.key, entry.line);
+        let at = |error: String| anyhow::anyhow!("line {line}: routes[{index}] {spec}: {error}");
+        let permission = Permission::parse(&entry.value).map_err(|error| at(error.to_string()))?;
         catalog
             .check_offered(&Scope::Exactly(permission.clone()))
-            .map_err(|error| anyhow::anyhow!("routes[{index}] {spec}: {error}"))?;
+            .map_err(at)?;
         let Some(permission_index) = catalog.permission_index(permission.as_str()) else {
-            anyhow::bail!("routes[{index}] {spec}: {permission} is not in the catalog");
+            return Err(at(format!("{permission} is not in the catalog")));
         };
         table
             .insert(spec, permission, permission_index)
-            .map_err(|error| anyhow::anyhow!("routes[{index}] {spec}: {error}"))?;
+            .map_err(at)?;
     }
     Ok(table)
 }
@@ -123,30 +110,9 @@ static NEXT_GENERATION: AtomicU64 = AtomicU64::new(1);
 
 impl Catalog {
     fn build(file: CatalogFile) -> anyhow::Result<Catalog> {
-        let mut resources = BTreeMap::new();
-        for (resource, actions) in BUILT_IN_RESOURCES {
-            let actions = actions.iter().map(|action| action.to_string()).collect();
-            resources.insert(resource.to_owned(), actions);
-        }
-        for (resource, actions) in file.resources {
-            if resources.contains_key(&resource) {
-                anyhow::bail!("resources.{resource}: reserved for Keygate's own permissions");
-            }
-            let mut offered = BTreeSet::new();
-            for action in actions {
-                let permission = format!("{resource}:{action}");
-                Permission::parse(&permission)
-                    .map_err(|error| anyhow::anyhow!("resources.{resource}: {error}"))?;
-                if !offered.insert(action.clone()) {
-                    anyhow::bail!("resources.{resource}: action {action:?} listed twice");
-                }
-            }
-            if offered.is_empty() {
-                anyhow::bail!("resources.{resource}: offers no action");
-            }
-            resources.insert(resource, offered);
-        }
-        let implications = transitive_closure(&file.implications);
+        let resources = build_resources(file.resources)?;
+        let direct_implications = check_implications(&resources, file.implications)?;
+        let implications = transitive_closure(&direct_implications);
         let mut permissions = Vec::new();
         for (resource, actions) in &resources {
             for action in actions {
@@ -166,11 +132,18 @@ impl Catalog {
             permission_indices,
             generation: NEXT_GENERATION.fetch_add(1, Ordering::Relaxed),
         };
-        for (name, scope_texts) in file.presets {
-            let scopes = catalog
-                .parse_scopes(&scope_texts)
-                .map_err(|error| anyhow::anyhow!("presets.{name}: {error}"))?;
-            catalog.presets.insert(name, scopes);
+        for preset in file.presets.0 {
+            let mut scopes = Vec::with_capacity(preset.value.len());
+            for scope_item in &preset.value {
+                let (text, line) = item(scope_item);
+                let scope = catalog.parse_scope(text).map_err(|error| {
+                    anyhow::anyhow!("line {line}: presets.{}: {error}", preset.key)
+                })?;
+                if !scopes.contains(&scope) {
+                    scopes.push(scope);
+                }
+            }
+            catalog.presets.insert(preset.key, scopes);
         }
         Ok(catalog)
     }
@@ -179,13 +152,18 @@ impl Catalog {
     pub fn parse_scopes(&self, texts: &[String]) -> Result<Vec<Scope>, String> {
         let mut scopes = Vec::with_capacity(texts.len());
         for text in texts {
-            let scope = Scope::parse(text).map_err(|error| error.to_string())?;
-            self.check_offered(&scope)?;
+            let scope = self.parse_scope(text)?;
             if !scopes.contains(&scope) {
                 scopes.push(scope);
             }
         }
         Ok(scopes)
+    }
+
+    fn parse_scope(&self, text: &str) -> Result<Scope, String> {
+        let scope = Scope::parse(text).map_err(|error| error.to_string())?;
+        self.check_offered(&scope)?;
+        Ok(scope)
     }
 
     pub fn check_offered(&self, scope: &Scope) -> Result<(), String> {
@@ -280,6 +258,83 @@ impl Catalog {
     }
 }
 
+/// Keygate's own resources and the file's, each with the actions it offers.
+fn build_resources(
+    entries: Entries<Vec<Item>>,
+) -> anyhow::Result<BTreeMap<String, BTreeSet<String>>> {
+    let mut resources = BTreeMap::new();
+    for (resource, actions) in BUILT_IN_RESOURCES {
+        let actions = actions.iter().map(|action| action.to_string()).collect();
+        resources.insert(resource.to_owned(), actions);
+    }
+    for entry in entries.0 {
+        let (resource, line) = (entry.key, entry.line);
+        if resources.contains_key(&resource) {
+            anyhow::bail!(
+                "line {line}: resources.{resource}: reserved for Keygate's own permissions"
+            );
+        }
+        let mut offered = BTreeSet::new();
+        for action_item in &entry.value {
+            let (action, line) = item(action_item);
+            let at = |error: String| anyhow::anyhow!("line {line}: resources.{resource}: {error}");
+            // `customers: [a:b]` would offer `customers:a:b`, which reads as
+            // action `b` of a resource `customers:a` that does not exist.
+            if action.contains(':') {
+                return Err(at(format!(
+                    "action {action:?} may not contain `:`; nested resources are keys of their own (`{resource}:sub: [read]`)"
+                )));
+            }
+            Permission::parse(&format!("{resource}:{action}"))
+                .map_err(|error| at(error.to_string()))?;
+            if !offered.insert(action.to_owned()) {
+                return Err(at(format!("action {action:?} listed twice")));
+            }
+        }
+        if offered.is_empty() {
+            anyhow::bail!("line {line}: resources.{resource}: offers no action");
+        }
+        resources.insert(resource, offered);
+    }
+    Ok(resources)
+}
+
+/// The implications as written, each action on either side offered by some resource
+/// (a misspelt action would otherwise load and imply nothing).
+fn check_implications(
+    resources: &BTreeMap<String, BTreeSet<String>>,
+    entries: Entries<Vec<Item>>,
+) -> anyhow::Result<BTreeMap<String, Vec<String>>> {
+    let offered: BTreeSet<&str> = resources.values().flatten().map(String::as_str).collect();
+    let unknown = |action: &str| {
+        let valid: Vec<&str> = offered.iter().copied().collect();
+        format!(
+            "no resource offers the action {action:?}; actions offered: {}",
+            valid.join(", ")
+        )
+    };
+    let mut implications = BTreeMap::new();
+    for entry in entries.0 {
+        let (action, line) = (entry.key, entry.line);
+        if !offered.contains(action.as_str()) {
+            anyhow::bail!("line {line}: implications.{action}: {}", unknown(&action));
+        }
+        let mut implied = Vec::with_capacity(entry.value.len());
+        for implied_item in &entry.value {
+            let (implied_action, line) = item(implied_item);
+            if !offered.contains(implied_action) {
+                anyhow::bail!(
+                    "line {line}: implications.{action}: {}",
+                    unknown(implied_action)
+                );
+            }
+            implied.push(implied_action.to_owned());
+        }
+        implications.insert(action, implied);
+    }
+    Ok(implications)
+}
+
 fn transitive_closure(
     direct: &BTreeMap<String, Vec<String>>,
 ) -> BTreeMap<String, BTreeSet<String>> {
@@ -307,11 +362,18 @@ mod tests {
 
     #[test]
     fn the_helm_charts_sample_policy_is_valid() {
-        let values: serde_yaml_ng::Value =
-            serde_yaml_ng::from_str(include_str!("../../helm/keygate/ci/production-values.yaml"))
+        #[derive(serde::Deserialize)]
+        struct Values {
+            policy: PolicyValues,
+        }
+        #[derive(serde::Deserialize)]
+        struct PolicyValues {
+            content: String,
+        }
+        let values: Values =
+            serde_saphyr::from_str(include_str!("../../helm/keygate/ci/production-values.yaml"))
                 .unwrap();
-        let content = values["policy"]["content"].as_str().unwrap();
-        let policy = Policy::parse(content).unwrap();
+        let policy = Policy::parse(&values.policy.content).unwrap();
         assert_eq!(policy.routes.len(), 5);
     }
 
@@ -406,6 +468,96 @@ mod tests {
         ];
         for text in cases {
             assert!(Policy::parse(text).is_err(), "{text}");
+        }
+    }
+
+    /// The error `text` is refused with, as one line.
+    fn refusal(text: &str) -> String {
+        match Policy::parse(text) {
+            Ok(_) => panic!("accepted:\n{text}"),
+            Err(error) => format!("{error:#}"),
+        }
+    }
+
+    #[test]
+    fn duplicate_keys_are_refused_naming_the_line_and_the_key() {
+        let cases = [
+            (
+                "catalog:\n  resources:\n    customers: [read, write]\n    customers: [read]\n",
+                "line 4",
+                "customers",
+            ),
+            (
+                "catalog:\n  resources: {a: [read, write]}\nroutes:\n  - GET /a: a:write\n    GET /a: a:read\n",
+                "line 5",
+                "GET /a",
+            ),
+            (
+                "catalog:\n  resources: {a: [read]}\n  presets:\n    mine: [a:read]\n    mine: [a:*]\n",
+                "line 5",
+                "mine",
+            ),
+            (
+                "catalog:\n  resources: {a: [read, write]}\n  implications:\n    write: [read]\n    write: []\n",
+                "line 5",
+                "write",
+            ),
+            (
+                "catalog:\n  resources: {a: [read]}\ncatalog:\n  resources: {b: [read]}\n",
+                "line 3",
+                "catalog",
+            ),
+        ];
+        for (text, line, key) in cases {
+            let error = refusal(text);
+            assert!(error.contains(line) && error.contains(key), "{error}");
+        }
+    }
+
+    #[test]
+    fn actions_holding_a_colon_are_refused() {
+        let error = refusal("catalog:\n  resources:\n    customers:\n      - read\n      - a:b\n");
+        assert!(
+            error.contains("line 5") && error.contains("\"a:b\""),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn implications_name_only_offered_actions() {
+        let base = "catalog:\n  resources: {customers: [read, write]}\n  implications:\n";
+        for (implications, needle) in [
+            ("    wirte: [read]\n", "wirte"),
+            ("    write: [raed]\n", "raed"),
+        ] {
+            let error = refusal(&format!("{base}{implications}"));
+            assert!(
+                error.contains("line 4") && error.contains(needle),
+                "{error}"
+            );
+            assert!(
+                error.contains("actions offered: create, delete, read, update, write"),
+                "{error}"
+            );
+        }
+    }
+
+    #[test]
+    fn catalog_errors_name_the_line() {
+        let cases = [
+            ("catalog:\n  resources:\n    a: [read]\n    b: []\n", "line 4: resources.b"),
+            (
+                "catalog:\n  resources: {a: [read]}\n  presets:\n    mine:\n      - a:read\n      - a:write\n",
+                "line 6: presets.mine: a:write",
+            ),
+            (
+                "catalog:\n  resources: {a: [read]}\nroutes:\n  - GET /a: a:read\n  - GET /b: a:write\n",
+                "line 5: routes[1] GET /b",
+            ),
+        ];
+        for (text, needle) in cases {
+            let error = refusal(text);
+            assert!(error.contains(needle), "{error}");
         }
     }
 

@@ -20,6 +20,7 @@ mod cli_runner;
 mod conflicts;
 mod events;
 mod forged_notifications;
+mod hardening_input;
 mod helpers;
 mod lifecycle;
 mod migrations;
