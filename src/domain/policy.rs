@@ -24,6 +24,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use anyhow::Context;
 
 use crate::domain::permission::{EffectivePermissions, Permission, Scope};
+use crate::domain::quoted::Quoted;
 use crate::domain::routes::RouteTable;
 
 mod file;
@@ -166,6 +167,8 @@ impl Catalog {
         Ok(scope)
     }
 
+    /// Checks that `scope` is in the catalog; the error names what is valid. The
+    /// scope is shown whole (its syntax bounds it: 8 segments of 64 characters).
     pub fn check_offered(&self, scope: &Scope) -> Result<(), String> {
         match scope {
             Scope::Everything => Ok(()),
@@ -178,15 +181,16 @@ impl Catalog {
                     return Ok(());
                 }
                 Err(format!(
-                    "{prefix}:*: unknown resource {prefix:?}; valid resources: {}",
+                    "{prefix}:*: unknown resource {}; valid resources: {}",
+                    Quoted(prefix),
                     self.resource_list()
                 ))
             }
             Scope::Exactly(permission) => {
                 let Some(actions) = self.resources.get(permission.resource()) else {
                     return Err(format!(
-                        "{permission}: unknown resource {:?}; valid resources: {}",
-                        permission.resource(),
+                        "{permission}: unknown resource {}; valid resources: {}",
+                        Quoted(permission.resource()),
                         self.resource_list()
                     ));
                 };
@@ -195,8 +199,8 @@ impl Catalog {
                 }
                 let offered: Vec<&str> = actions.iter().map(String::as_str).collect();
                 Err(format!(
-                    "{permission}: resource {:?} offers only {}",
-                    permission.resource(),
+                    "{permission}: resource {} offers only {}",
+                    Quoted(permission.resource()),
                     offered.join(", ")
                 ))
             }
@@ -216,7 +220,8 @@ impl Catalog {
         self.presets.get(name).map(Vec::as_slice).ok_or_else(|| {
             let names: Vec<&str> = self.presets.keys().map(String::as_str).collect();
             format!(
-                "unknown preset {name:?}; valid presets: {}",
+                "unknown preset {}; valid presets: {}",
+                Quoted(name),
                 names.join(", ")
             )
         })
@@ -282,13 +287,14 @@ fn build_resources(
             // action `b` of a resource `customers:a` that does not exist.
             if action.contains(':') {
                 return Err(at(format!(
-                    "action {action:?} may not contain `:`; nested resources are keys of their own (`{resource}:sub: [read]`)"
+                    "action {} may not contain `:`; nested resources are keys of their own (`{resource}:sub: [read]`)",
+                    Quoted(action)
                 )));
             }
             Permission::parse(&format!("{resource}:{action}"))
                 .map_err(|error| at(error.to_string()))?;
             if !offered.insert(action.to_owned()) {
-                return Err(at(format!("action {action:?} listed twice")));
+                return Err(at(format!("action {} listed twice", Quoted(action))));
             }
         }
         if offered.is_empty() {
@@ -309,7 +315,8 @@ fn check_implications(
     let unknown = |action: &str| {
         let valid: Vec<&str> = offered.iter().copied().collect();
         format!(
-            "no resource offers the action {action:?}; actions offered: {}",
+            "no resource offers the action {}; actions offered: {}",
+            Quoted(action),
             valid.join(", ")
         )
     };

@@ -3,12 +3,14 @@
 
 use std::time::Duration;
 
-use keygate::grpc::pb::{Environment, Reason};
+use keygate::grpc::pb::{self, Environment, Reason};
 use keygate::server::reload_policy;
+use prost_types::FieldMask;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use tonic::{Code, Status};
 
 use crate::binary::{database_url, keygate};
-use crate::helpers::{key_request, spawn_app};
+use crate::helpers::{authed, key_request, spawn_app};
 
 /// A policy whose second `customers` line would silently take `write` away.
 const WEAKENED_POLICY: &str = "\
@@ -71,4 +73,72 @@ async fn a_policy_with_a_duplicate_key_is_refused_at_start_and_on_reload(
     let decision = app.authorize(&token, "POST", "/customers", "").await;
     assert_eq!(decision.reason(), Reason::Ok);
     std::fs::remove_dir_all(&directory).unwrap();
+}
+
+/// The start of a status message, for assertion failures.
+fn excerpt(status: &Status) -> String {
+    status.message().chars().take(200).collect()
+}
+
+#[sqlx::test(migrations = false)]
+async fn huge_bad_values_get_a_short_invalid_argument(_pool: PgPoolOptions, db: PgConnectOptions) {
+    let app = spawn_app(db).await;
+    let org = app.create_organization("Acme").await;
+    let (key, token) = app
+        .org_key(&org, Environment::Live, &["customers:read"])
+        .await;
+    let before = (app.row_counts().await, app.version_sum().await);
+
+    // Plain letters, and U+007F, which `{:?}` escapes to six bytes each.
+    for filler in ["a", "\u{7f}"].map(|character| character.repeat(1 << 20)) {
+        let mut scope = key_request(&org, Environment::Live, &[filler.as_str()]);
+        scope.name = "huge scope".into();
+        let mut network = key_request(&org, Environment::Live, &["customers:read"]);
+        network.allowed_cidrs = vec![filler.clone()];
+        let mut preset = key_request(&org, Environment::Live, &[]);
+        preset.preset = filler.clone();
+        let mut refusals = Vec::new();
+        for (field, request) in [
+            ("scopes", scope),
+            ("allowed_cidrs", network),
+            ("preset", preset),
+        ] {
+            let refused = app.create_key_as(&app.admin_token, request).await;
+            refusals.push((field, refused.unwrap_err()));
+        }
+        let update = pb::UpdateKeyRequest {
+            key: Some(key.clone()),
+            update_mask: Some(FieldMask {
+                paths: vec![filler.clone()],
+            }),
+            ..Default::default()
+        };
+        let updated = app
+            .client
+            .clone()
+            .update_key(authed(&app.admin_token, update))
+            .await;
+        refusals.push(("update_mask", updated.unwrap_err()));
+        let question = pb::AuthorizeRequest {
+            token: token.clone(),
+            permission: filler.clone(),
+            ..Default::default()
+        };
+        let answered = app.authorizer_client.clone().authorize(question).await;
+        refusals.push(("permission", answered.unwrap_err()));
+
+        for (field, status) in refusals {
+            let message = excerpt(&status);
+            assert_eq!(status.code(), Code::InvalidArgument, "{field}: {message}");
+            assert!(status.message().starts_with(field), "{field}: {message}");
+            assert!(
+                status.message().len() < 300,
+                "{field}: a {} byte message: {message}",
+                status.message().len()
+            );
+            assert!(status.message().contains("(1048576 bytes)"), "{message}");
+        }
+    }
+    let after = (app.row_counts().await, app.version_sum().await);
+    assert_eq!(after, before, "a refused call wrote to the database");
 }

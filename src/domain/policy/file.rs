@@ -14,6 +14,8 @@ use serde::de::{self, Deserializer, MapAccess, Visitor};
 use serde::Deserialize;
 use serde_saphyr::{DuplicateKeyPolicy, Spanned, UserMessageFormatter};
 
+use crate::domain::quoted::Quoted;
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct PolicyFile {
@@ -84,8 +86,8 @@ impl<'de, Value: Deserialize<'de>> Visitor<'de> for EntriesVisitor<Value> {
             // options ever change.
             if let Some(first_line) = first_lines.insert(key.value.clone(), line) {
                 return Err(de::Error::custom(format!(
-                    "duplicate key {:?} (first at line {first_line})",
-                    key.value
+                    "duplicate key {} (first at line {first_line})",
+                    Quoted(&key.value)
                 )));
             }
             let value = map.next_value()?;
