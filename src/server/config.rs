@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use clap::builder::BoolishValueParser;
 use clap::Args;
 use sqlx::postgres::PgConnectOptions;
 
@@ -50,6 +51,8 @@ pub struct KeyArgs {
     pub hash_concurrency: usize,
 }
 
+/// On/off settings (`--no-migrate`, …) read from the environment take `1`/`0`,
+/// `true`/`false`, `yes`/`no` and `on`/`off` ([`BoolishValueParser`]).
 #[derive(Args, Clone)]
 pub struct ServeArgs {
     /// Address the gRPC server listens on.
@@ -59,7 +62,7 @@ pub struct ServeArgs {
     #[arg(long, env = "KEYGATE_POLICY")]
     pub policy: Option<PathBuf>,
     /// Do not apply migrations at start.
-    #[arg(long, env = "KEYGATE_NO_MIGRATE")]
+    #[arg(long, env = "KEYGATE_NO_MIGRATE", value_parser = BoolishValueParser::new())]
     pub no_migrate: bool,
     /// Server certificate chain (PEM); with --tls-key, serves TLS.
     #[arg(long, env = "KEYGATE_TLS_CERT", requires = "tls_key")]
@@ -75,13 +78,13 @@ pub struct ServeArgs {
     #[arg(long, env = "KEYGATE_METRICS_LISTEN", default_value = "0.0.0.0:9090")]
     pub metrics_listen: SocketAddr,
     /// Do not serve `/metrics`.
-    #[arg(long, env = "KEYGATE_NO_METRICS")]
+    #[arg(long, env = "KEYGATE_NO_METRICS", value_parser = BoolishValueParser::new())]
     pub no_metrics: bool,
     /// On SIGTERM/SIGINT, how long in-flight calls may take to finish.
     #[arg(long, env = "KEYGATE_DRAIN_SECONDS", default_value_t = 30)]
     pub drain_seconds: u64,
     /// Do not serve gRPC server reflection (on by default, for `buf curl` and grpcurl).
-    #[arg(long, env = "KEYGATE_NO_REFLECTION")]
+    #[arg(long, env = "KEYGATE_NO_REFLECTION", value_parser = BoolishValueParser::new())]
     pub no_reflection: bool,
     /// Health reports NOT_SERVING once the database has been unreachable this long.
     #[arg(

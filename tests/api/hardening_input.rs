@@ -1,5 +1,6 @@
-//! Input that used to be accepted too readily: policy files with a key written
-//! twice, and refused values echoed whole into status messages.
+//! Input that used to be handled badly: policy files with a key written twice,
+//! refused values echoed whole into status messages, and `1` or `yes` in
+//! boolean `KEYGATE_*` variables.
 
 use std::time::Duration;
 
@@ -9,7 +10,11 @@ use prost_types::FieldMask;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use tonic::{Code, Status};
 
-use crate::binary::{database_url, keygate};
+use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
+use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
+use tonic_reflection::pb::v1::ServerReflectionRequest;
+
+use crate::binary::{database_url, keygate, spawn_server};
 use crate::helpers::{authed, key_request, spawn_app};
 
 /// A policy whose second `customers` line would silently take `write` away.
@@ -141,4 +146,59 @@ async fn huge_bad_values_get_a_short_invalid_argument(_pool: PgPoolOptions, db: 
     }
     let after = (app.row_counts().await, app.version_sum().await);
     assert_eq!(after, before, "a refused call wrote to the database");
+}
+
+/// Whether sqlx's migration table exists in the database.
+async fn migrated(db: &PgConnectOptions) -> bool {
+    let pool = sqlx::PgPool::connect_with(db.clone()).await.unwrap();
+    let found: bool =
+        sqlx::query_scalar("SELECT to_regclass('public._sqlx_migrations') IS NOT NULL")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    pool.close().await;
+    found
+}
+
+#[sqlx::test(migrations = false)]
+async fn boolean_variables_take_1_0_yes_and_on(_pool: PgPoolOptions, db: PgConnectOptions) {
+    let url = database_url(&db);
+
+    // `1` skips the migrations, so serving the empty database fails: after the
+    // command line was accepted (a usage error would exit 2).
+    let skipping = keygate(&url, &["serve", "--listen", "127.0.0.1:0"])
+        .env("KEYGATE_NO_MIGRATE", "1")
+        .output();
+    let skipped = tokio::time::timeout(Duration::from_secs(30), skipping)
+        .await
+        .expect("served an unmigrated database")
+        .unwrap();
+    let log = String::from_utf8_lossy(&skipped.stderr);
+    assert_eq!(skipped.status.code(), Some(1), "{log}");
+    assert!(!log.contains("invalid value"), "{log}");
+    assert!(!migrated(&db).await, "KEYGATE_NO_MIGRATE=1 migrated");
+
+    // `0` migrates; `yes` and `on` switch /metrics and reflection off.
+    let mut command = keygate(&url, &["serve", "--listen", "127.0.0.1:0"]);
+    command
+        .env("KEYGATE_NO_MIGRATE", "0")
+        .env("KEYGATE_NO_METRICS", "yes")
+        .env("KEYGATE_NO_REFLECTION", "on");
+    let mut server = spawn_server(command).await;
+    assert!(migrated(&db).await, "KEYGATE_NO_MIGRATE=0 did not migrate");
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", server.address))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut reflection = ServerReflectionClient::new(channel);
+    let request = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
+    let listed = reflection
+        .server_reflection_info(tokio_stream::iter(vec![request]))
+        .await;
+    assert_eq!(listed.unwrap_err().code(), Code::Unimplemented);
+    assert!(server.stop().await.success());
 }
