@@ -272,22 +272,25 @@ impl Default for ReplicationSettings {
     }
 }
 
-/// `$HOSTNAME` (the pod name on Kubernetes), else `keygate-<random>`.
+/// `$HOSTNAME-<random>`, else `keygate-<random>`: one name per process, so that
+/// replicas sharing a host (or a hostname) tell apart in propagation reports.
 pub fn default_replica_name() -> String {
-    std::env::var("HOSTNAME")
-        .ok()
+    let hostname = std::env::var("HOSTNAME").ok();
+    replica_name_on(hostname.as_deref())
+}
+
+/// A new replica name on `hostname`: it and 8 random hex digits.
+fn replica_name_on(hostname: Option<&str>) -> String {
+    let host = hostname
         .filter(|name| !name.is_empty())
-        .unwrap_or_else(|| {
-            format!(
-                "keygate-{}",
-                &uuid::Uuid::new_v4().simple().to_string()[..8]
-            )
-        })
+        .unwrap_or("keygate");
+    let suffix = uuid::Uuid::new_v4().simple().to_string();
+    format!("{host}-{}", &suffix[..8])
 }
 
 #[derive(Args, Clone)]
 pub struct ReplicationArgs {
-    /// This replica's name in propagation reports (default: $HOSTNAME).
+    /// This replica's name in propagation reports (default: $HOSTNAME-<random>).
     #[arg(long, env = "KEYGATE_REPLICA_NAME")]
     pub replica_name: Option<String>,
     /// What to do with a cached key that cannot be confirmed while the event
@@ -400,7 +403,7 @@ impl ServeArgs {
 mod tests {
     use clap::Parser;
 
-    use super::ServeArgs;
+    use super::{replica_name_on, ServeArgs};
 
     /// `keygate serve`'s flags, as the binary's command line parses them.
     #[derive(Parser)]
@@ -498,5 +501,23 @@ mod tests {
     fn defaults_are_valid() {
         let args = parse_serve(&[]);
         assert!(args.settings().is_ok());
+    }
+
+    #[test]
+    fn default_replica_names_differ_per_process_on_one_host() {
+        let first = replica_name_on(Some("node-1"));
+        let second = replica_name_on(Some("node-1"));
+        assert_ne!(first, second);
+        assert!(first.starts_with("node-1-") && first.len() == "node-1-".len() + 8);
+        for hostname in [None, Some("")] {
+            assert!(replica_name_on(hostname).starts_with("keygate-"));
+        }
+    }
+
+    #[test]
+    fn a_given_replica_name_is_kept_as_given() {
+        let args = parse_serve(&["--replica-name", "billing-east"]);
+        let settings = args.replication.settings().unwrap();
+        assert_eq!(settings.replica_name, "billing-east");
     }
 }

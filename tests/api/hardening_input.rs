@@ -1,6 +1,7 @@
-//! Input that used to be handled badly: policy files with a key written twice,
-//! refused values echoed whole into status messages, and `1` or `yes` in
-//! boolean `KEYGATE_*` variables.
+//! Input and settings that used to be handled badly: policy files with a key
+//! written twice, refused values echoed whole into status messages, `1` or
+//! `yes` in boolean `KEYGATE_*` variables, and replicas on one host sharing a
+//! name.
 
 use std::time::Duration;
 
@@ -201,4 +202,41 @@ async fn boolean_variables_take_1_0_yes_and_on(_pool: PgPoolOptions, db: PgConne
         .await;
     assert_eq!(listed.unwrap_err().code(), Code::Unimplemented);
     assert!(server.stop().await.success());
+}
+
+#[sqlx::test(migrations = false)]
+async fn replicas_on_one_host_get_names_of_their_own(_pool: PgPoolOptions, db: PgConnectOptions) {
+    let url = database_url(&db);
+    let serve_on_host = |replica_name: Option<&str>| {
+        let mut command = keygate(&url, &["serve", "--listen", "127.0.0.1:0"]);
+        command
+            .env("HOSTNAME", "shared-host")
+            .env_remove("KEYGATE_REPLICA_NAME");
+        if let Some(name) = replica_name {
+            command.env("KEYGATE_REPLICA_NAME", name);
+        }
+        command
+    };
+    let mut first = spawn_server(serve_on_host(None)).await;
+    let mut second = spawn_server(serve_on_host(None)).await;
+    let mut named = spawn_server(serve_on_host(Some("billing-east"))).await;
+
+    let pool = sqlx::PgPool::connect_with(db).await.unwrap();
+    let mut names: Vec<String> = sqlx::query_scalar("SELECT name FROM replicas ORDER BY name")
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+    assert_eq!(names.len(), 3, "{names:?}");
+    assert_eq!(
+        names.remove(0),
+        "billing-east",
+        "a given name is kept as given"
+    );
+    assert_ne!(names[0], names[1], "two replicas share a name");
+    for name in &names {
+        assert!(name.starts_with("shared-host-"), "{name}");
+    }
+    for server in [&mut first, &mut second, &mut named] {
+        assert!(server.stop().await.success());
+    }
 }
