@@ -1,7 +1,7 @@
 //! Input and settings that used to be handled badly: policy files with a key
 //! written twice, refused values echoed whole into status messages, `1` or
-//! `yes` in boolean `KEYGATE_*` variables, and replicas on one host sharing a
-//! name.
+//! `yes` in boolean `KEYGATE_*` variables, replicas on one host sharing a
+//! name, and a Postgres notice logged at every start.
 
 use std::time::Duration;
 
@@ -238,5 +238,25 @@ async fn replicas_on_one_host_get_names_of_their_own(_pool: PgPoolOptions, db: P
     }
     for server in [&mut first, &mut second, &mut named] {
         assert!(server.stop().await.success());
+    }
+}
+
+#[sqlx::test(migrations = false)]
+async fn a_second_start_logs_no_postgres_notice(_pool: PgPoolOptions, db: PgConnectOptions) {
+    let url = database_url(&db);
+    for run in ["first", "second"] {
+        // The default log filter: what an operator sees without RUST_LOG.
+        let migrated = keygate(&url, &["migrate"])
+            .env_remove("RUST_LOG")
+            .output()
+            .await
+            .unwrap();
+        let log = String::from_utf8_lossy(&migrated.stderr);
+        assert!(migrated.status.success(), "{run} run: {log}");
+        assert!(log.contains("database migrated"), "{run} run: {log}");
+        assert!(
+            !log.contains("sqlx::postgres::notice") && !log.contains("already exists"),
+            "{run} run logged a notice: {log}"
+        );
     }
 }
