@@ -10,7 +10,6 @@ use keygate::server::reload_policy;
 use prost_types::FieldMask;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use tonic::{Code, Status};
-
 use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
 use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
 use tonic_reflection::pb::v1::ServerReflectionRequest;
