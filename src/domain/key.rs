@@ -10,6 +10,7 @@ use uuid::Uuid;
 
 use crate::domain::events::{EventAction, StateChange};
 use crate::domain::permission::Scope;
+use crate::domain::quoted::Quoted;
 use crate::domain::token::{Environment, KeyId};
 
 pub const MAX_NAME_CHARS: usize = 64;
@@ -142,7 +143,7 @@ pub fn parse_allowed_cidrs(texts: &[String]) -> Result<Vec<IpNet>, FieldError> {
                 Err(_) => {
                     return Err(FieldError::new(
                         FIELD,
-                        format!("{text:?} is not a CIDR or IP address"),
+                        format!("{} is not a CIDR or IP address", Quoted(text)),
                     ))
                 }
             },
@@ -151,7 +152,8 @@ pub fn parse_allowed_cidrs(texts: &[String]) -> Result<Vec<IpNet>, FieldError> {
             return Err(FieldError::new(
                 FIELD,
                 format!(
-                    "{text:?} has host bits set; did you mean {}?",
+                    "{} has host bits set; did you mean {}?",
+                    Quoted(text),
                     network.trunc()
                 ),
             ));
@@ -161,7 +163,10 @@ pub fn parse_allowed_cidrs(texts: &[String]) -> Result<Vec<IpNet>, FieldError> {
             if let Some(v4) = v6.network().to_ipv4_mapped() {
                 return Err(FieldError::new(
                     FIELD,
-                    format!("{text:?} is an IPv4-mapped IPv6 network; give it as IPv4 ({v4})"),
+                    format!(
+                        "{} is an IPv4-mapped IPv6 network; give it as IPv4 ({v4})",
+                        Quoted(text)
+                    ),
                 ));
             }
         }

@@ -17,6 +17,8 @@ pub mod paging;
 pub mod permission;
 /// The policy file: the permission catalog and the route table.
 pub mod policy;
+/// How error messages quote refused input: escaped, and cut when long.
+pub mod quoted;
 /// `METHOD /path/{param}` → the permission it needs, compiled with matchit.
 pub mod routes;
 /// What a client holds: `<prefix>_<env>_<key id><secret><checksum>`.

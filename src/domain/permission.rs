@@ -7,6 +7,8 @@
 use std::collections::HashSet;
 use std::fmt;
 
+use crate::domain::quoted::Quoted;
+
 const MAX_SEGMENTS: usize = 8;
 const MAX_SEGMENT_LEN: usize = 64;
 
@@ -21,7 +23,8 @@ fn check_segment(segment: &str, whole: &str) -> Result<(), SyntaxError> {
     });
     if segment.is_empty() || segment.len() > MAX_SEGMENT_LEN || !valid_characters {
         return Err(SyntaxError(format!(
-            "{whole:?}: each segment must be 1 to {MAX_SEGMENT_LEN} of [a-z0-9_-]"
+            "{}: each segment must be 1 to {MAX_SEGMENT_LEN} of [a-z0-9_-]",
+            Quoted(whole)
         )));
     }
     Ok(())
@@ -31,7 +34,8 @@ fn split_segments(text: &str) -> Result<Vec<&str>, SyntaxError> {
     let segments: Vec<&str> = text.split(':').collect();
     if segments.len() > MAX_SEGMENTS {
         return Err(SyntaxError(format!(
-            "{text:?}: at most {MAX_SEGMENTS} segments"
+            "{}: at most {MAX_SEGMENTS} segments",
+            Quoted(text)
         )));
     }
     Ok(segments)
@@ -45,7 +49,10 @@ impl Permission {
     pub fn parse(text: &str) -> Result<Permission, SyntaxError> {
         let segments = split_segments(text)?;
         if segments.len() < 2 {
-            return Err(SyntaxError(format!("{text:?}: expected resource:action")));
+            return Err(SyntaxError(format!(
+                "{}: expected resource:action",
+                Quoted(text)
+            )));
         }
         for segment in &segments {
             check_segment(segment, text)?;
@@ -108,7 +115,8 @@ impl Scope {
         }
         if text.contains('*') {
             return Err(SyntaxError(format!(
-                "{text:?}: `*` may only be the last segment"
+                "{}: `*` may only be the last segment",
+                Quoted(text)
             )));
         }
         Permission::parse(text).map(Scope::Exactly)

@@ -22,10 +22,14 @@ use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use anyhow::Context;
-use serde::Deserialize;
 
 use crate::domain::permission::{EffectivePermissions, Permission, Scope};
+use crate::domain::quoted::Quoted;
 use crate::domain::routes::RouteTable;
+
+mod file;
+
+use file::{item, CatalogFile, Entries, Item};
 
 /// The policy used when no `--policy` file is given: the PayNext example.
 pub const EMBEDDED_DEFAULT_POLICY: &str = include_str!("../../policies/paynext.yaml");
@@ -34,24 +38,6 @@ const BUILT_IN_RESOURCES: [(&str, &[&str]); 2] = [
     ("api_keys", &["create", "read", "update", "delete"]),
     ("organizations", &["create", "read"]),
 ];
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct PolicyFile {
-    catalog: CatalogFile,
-    #[serde(default)]
-    routes: Vec<BTreeMap<String, String>>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct CatalogFile {
-    resources: BTreeMap<String, Vec<String>>,
-    #[serde(default)]
-    implications: BTreeMap<String, Vec<String>>,
-    #[serde(default)]
-    presets: BTreeMap<String, Vec<String>>,
-}
 
 /// A loaded, validated policy.
 #[derive(Debug, Clone)]
@@ -71,36 +57,38 @@ impl Policy {
         Policy::parse(&text).with_context(|| format!("invalid policy file {}", path.display()))
     }
 
+    /// Parses and validates a policy; every error names the line at fault.
     pub fn parse(text: &str) -> anyhow::Result<Policy> {
-        let file: PolicyFile = serde_yaml_ng::from_str(text).context("policy is not valid YAML")?;
+        let file = file::read(text).map_err(|error| anyhow::anyhow!("{error}"))?;
         let catalog = Catalog::build(file.catalog)?;
         let routes = build_routes(&catalog, &file.routes)?;
         Ok(Policy { catalog, routes })
     }
 }
 
-/// Compiles `routes`, naming the offending entry (`routes[3] GET /x: …`) on error.
-fn build_routes(
-    catalog: &Catalog,
-    entries: &[BTreeMap<String, String>],
-) -> anyhow::Result<RouteTable> {
+/// Compiles `routes`, naming the offending entry (`line 7: routes[3] GET /x: …`) on error.
+fn build_routes(catalog: &Catalog, items: &[Entries<String>]) -> anyhow::Result<RouteTable> {
     let mut table = RouteTable::default();
-    for (index, entry) in entries.iter().enumerate() {
-        let mut rows = entry.iter();
-        let (Some((spec, permission_text)), None) = (rows.next(), rows.next()) else {
-            anyhow::bail!("routes[{index}]: expected one `METHOD /path: permission` entry");
+    for (index, route_item) in items.iter().enumerate() {
+        let [entry] = route_item.0.as_slice() else {
+            let line = route_item
+                .0
+                .get(1)
+                .map_or(String::new(), |extra| format!("line {}: ", extra.line));
+            anyhow::bail!("{line}routes[{index}]: expected one `METHOD /path: permission` entry");
         };
-        let permission = Permission::parse(permission_text)
-            .map_err(|error| anyhow::anyhow!("routes[{index}] {spec}: {error}"))?;
+        let (spec, line) = (&entry.key, entry.line);
+        let at = |error: String| anyhow::anyhow!("line {line}: routes[{index}] {spec}: {error}");
+        let permission = Permission::parse(&entry.value).map_err(|error| at(error.to_string()))?;
         catalog
             .check_offered(&Scope::Exactly(permission.clone()))
-            .map_err(|error| anyhow::anyhow!("routes[{index}] {spec}: {error}"))?;
+            .map_err(at)?;
         let Some(permission_index) = catalog.permission_index(permission.as_str()) else {
-            anyhow::bail!("routes[{index}] {spec}: {permission} is not in the catalog");
+            return Err(at(format!("{permission} is not in the catalog")));
         };
         table
             .insert(spec, permission, permission_index)
-            .map_err(|error| anyhow::anyhow!("routes[{index}] {spec}: {error}"))?;
+            .map_err(at)?;
     }
     Ok(table)
 }
@@ -123,30 +111,9 @@ static NEXT_GENERATION: AtomicU64 = AtomicU64::new(1);
 
 impl Catalog {
     fn build(file: CatalogFile) -> anyhow::Result<Catalog> {
-        let mut resources = BTreeMap::new();
-        for (resource, actions) in BUILT_IN_RESOURCES {
-            let actions = actions.iter().map(|action| action.to_string()).collect();
-            resources.insert(resource.to_owned(), actions);
-        }
-        for (resource, actions) in file.resources {
-            if resources.contains_key(&resource) {
-                anyhow::bail!("resources.{resource}: reserved for Keygate's own permissions");
-            }
-            let mut offered = BTreeSet::new();
-            for action in actions {
-                let permission = format!("{resource}:{action}");
-                Permission::parse(&permission)
-                    .map_err(|error| anyhow::anyhow!("resources.{resource}: {error}"))?;
-                if !offered.insert(action.clone()) {
-                    anyhow::bail!("resources.{resource}: action {action:?} listed twice");
-                }
-            }
-            if offered.is_empty() {
-                anyhow::bail!("resources.{resource}: offers no action");
-            }
-            resources.insert(resource, offered);
-        }
-        let implications = transitive_closure(&file.implications);
+        let resources = build_resources(file.resources)?;
+        let direct_implications = check_implications(&resources, file.implications)?;
+        let implications = transitive_closure(&direct_implications);
         let mut permissions = Vec::new();
         for (resource, actions) in &resources {
             for action in actions {
@@ -166,11 +133,18 @@ impl Catalog {
             permission_indices,
             generation: NEXT_GENERATION.fetch_add(1, Ordering::Relaxed),
         };
-        for (name, scope_texts) in file.presets {
-            let scopes = catalog
-                .parse_scopes(&scope_texts)
-                .map_err(|error| anyhow::anyhow!("presets.{name}: {error}"))?;
-            catalog.presets.insert(name, scopes);
+        for preset in file.presets.0 {
+            let mut scopes = Vec::with_capacity(preset.value.len());
+            for scope_item in &preset.value {
+                let (text, scope_line) = item(scope_item);
+                let scope = catalog.parse_scope(text).map_err(|error| {
+                    anyhow::anyhow!("line {scope_line}: presets.{}: {error}", preset.key)
+                })?;
+                if !scopes.contains(&scope) {
+                    scopes.push(scope);
+                }
+            }
+            catalog.presets.insert(preset.key, scopes);
         }
         Ok(catalog)
     }
@@ -179,8 +153,7 @@ impl Catalog {
     pub fn parse_scopes(&self, texts: &[String]) -> Result<Vec<Scope>, String> {
         let mut scopes = Vec::with_capacity(texts.len());
         for text in texts {
-            let scope = Scope::parse(text).map_err(|error| error.to_string())?;
-            self.check_offered(&scope)?;
+            let scope = self.parse_scope(text)?;
             if !scopes.contains(&scope) {
                 scopes.push(scope);
             }
@@ -188,6 +161,14 @@ impl Catalog {
         Ok(scopes)
     }
 
+    fn parse_scope(&self, text: &str) -> Result<Scope, String> {
+        let scope = Scope::parse(text).map_err(|error| error.to_string())?;
+        self.check_offered(&scope)?;
+        Ok(scope)
+    }
+
+    /// Checks that `scope` is in the catalog; the error names what is valid. The
+    /// scope is shown whole (its syntax bounds it: 8 segments of 64 characters).
     pub fn check_offered(&self, scope: &Scope) -> Result<(), String> {
         match scope {
             Scope::Everything => Ok(()),
@@ -200,15 +181,16 @@ impl Catalog {
                     return Ok(());
                 }
                 Err(format!(
-                    "{prefix}:*: unknown resource {prefix:?}; valid resources: {}",
+                    "{prefix}:*: unknown resource {}; valid resources: {}",
+                    Quoted(prefix),
                     self.resource_list()
                 ))
             }
             Scope::Exactly(permission) => {
                 let Some(actions) = self.resources.get(permission.resource()) else {
                     return Err(format!(
-                        "{permission}: unknown resource {:?}; valid resources: {}",
-                        permission.resource(),
+                        "{permission}: unknown resource {}; valid resources: {}",
+                        Quoted(permission.resource()),
                         self.resource_list()
                     ));
                 };
@@ -217,8 +199,8 @@ impl Catalog {
                 }
                 let offered: Vec<&str> = actions.iter().map(String::as_str).collect();
                 Err(format!(
-                    "{permission}: resource {:?} offers only {}",
-                    permission.resource(),
+                    "{permission}: resource {} offers only {}",
+                    Quoted(permission.resource()),
                     offered.join(", ")
                 ))
             }
@@ -238,7 +220,8 @@ impl Catalog {
         self.presets.get(name).map(Vec::as_slice).ok_or_else(|| {
             let names: Vec<&str> = self.presets.keys().map(String::as_str).collect();
             format!(
-                "unknown preset {name:?}; valid presets: {}",
+                "unknown preset {}; valid presets: {}",
+                Quoted(name),
                 names.join(", ")
             )
         })
@@ -280,6 +263,87 @@ impl Catalog {
     }
 }
 
+/// Keygate's own resources and the file's, each with the actions it offers.
+fn build_resources(
+    entries: Entries<Vec<Item>>,
+) -> anyhow::Result<BTreeMap<String, BTreeSet<String>>> {
+    let mut resources = BTreeMap::new();
+    for (resource, actions) in BUILT_IN_RESOURCES {
+        let actions = actions.iter().map(|action| action.to_string()).collect();
+        resources.insert(resource.to_owned(), actions);
+    }
+    for entry in entries.0 {
+        let (resource, line) = (entry.key, entry.line);
+        if resources.contains_key(&resource) {
+            anyhow::bail!(
+                "line {line}: resources.{resource}: reserved for Keygate's own permissions"
+            );
+        }
+        let mut offered = BTreeSet::new();
+        for action_item in &entry.value {
+            let (action, action_line) = item(action_item);
+            let at = |error: String| {
+                anyhow::anyhow!("line {action_line}: resources.{resource}: {error}")
+            };
+            // `customers: [a:b]` would offer `customers:a:b`, which reads as
+            // action `b` of a resource `customers:a` that does not exist.
+            if action.contains(':') {
+                return Err(at(format!(
+                    "action {} may not contain `:`; nested resources are keys of their own (`{resource}:sub: [read]`)",
+                    Quoted(action)
+                )));
+            }
+            Permission::parse(&format!("{resource}:{action}"))
+                .map_err(|error| at(error.to_string()))?;
+            if !offered.insert(action.to_owned()) {
+                return Err(at(format!("action {} listed twice", Quoted(action))));
+            }
+        }
+        if offered.is_empty() {
+            anyhow::bail!("line {line}: resources.{resource}: offers no action");
+        }
+        resources.insert(resource, offered);
+    }
+    Ok(resources)
+}
+
+/// The implications as written, each action on either side offered by some resource
+/// (a misspelt action would otherwise load and imply nothing).
+fn check_implications(
+    resources: &BTreeMap<String, BTreeSet<String>>,
+    entries: Entries<Vec<Item>>,
+) -> anyhow::Result<BTreeMap<String, Vec<String>>> {
+    let offered: BTreeSet<&str> = resources.values().flatten().map(String::as_str).collect();
+    let unknown = |action: &str| {
+        let valid: Vec<&str> = offered.iter().copied().collect();
+        format!(
+            "no resource offers the action {}; actions offered: {}",
+            Quoted(action),
+            valid.join(", ")
+        )
+    };
+    let mut implications = BTreeMap::new();
+    for entry in entries.0 {
+        let (action, line) = (entry.key, entry.line);
+        if !offered.contains(action.as_str()) {
+            anyhow::bail!("line {line}: implications.{action}: {}", unknown(&action));
+        }
+        let mut implied = Vec::with_capacity(entry.value.len());
+        for implied_item in &entry.value {
+            let (implied_action, implied_line) = item(implied_item);
+            if !offered.contains(implied_action) {
+                anyhow::bail!(
+                    "line {implied_line}: implications.{action}: {}",
+                    unknown(implied_action)
+                );
+            }
+            implied.push(implied_action.to_owned());
+        }
+        implications.insert(action, implied);
+    }
+    Ok(implications)
+}
+
 fn transitive_closure(
     direct: &BTreeMap<String, Vec<String>>,
 ) -> BTreeMap<String, BTreeSet<String>> {
@@ -298,150 +362,4 @@ fn transitive_closure(
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn paynext() -> Catalog {
-        Policy::parse(EMBEDDED_DEFAULT_POLICY).unwrap().catalog
-    }
-
-    #[test]
-    fn the_helm_charts_sample_policy_is_valid() {
-        let values: serde_yaml_ng::Value =
-            serde_yaml_ng::from_str(include_str!("../../helm/keygate/ci/production-values.yaml"))
-                .unwrap();
-        let content = values["policy"]["content"].as_str().unwrap();
-        let policy = Policy::parse(content).unwrap();
-        assert_eq!(policy.routes.len(), 5);
-    }
-
-    fn strings(items: &[&str]) -> Vec<String> {
-        items.iter().map(|item| item.to_string()).collect()
-    }
-
-    #[test]
-    fn offered_scopes_are_accepted() {
-        let scopes = strings(&[
-            "customers:read",
-            "refunds:write",
-            "payments:*",
-            "*",
-            "api_keys:create",
-        ]);
-        assert_eq!(paynext().parse_scopes(&scopes).unwrap().len(), 5);
-    }
-
-    #[test]
-    fn actions_a_resource_does_not_offer_are_refused_with_what_it_offers() {
-        let error = paynext()
-            .parse_scopes(&strings(&["refunds:read"]))
-            .unwrap_err();
-        assert!(error.contains("offers only write"), "{error}");
-    }
-
-    #[test]
-    fn unknown_resources_are_refused_with_the_list() {
-        let error = paynext()
-            .parse_scopes(&strings(&["widgets:read"]))
-            .unwrap_err();
-        assert!(
-            error.contains("valid resources: api_keys, client_sessions"),
-            "{error}"
-        );
-        assert!(paynext().parse_scopes(&strings(&["widgets:*"])).is_err());
-    }
-
-    #[test]
-    fn write_implies_read_where_offered() {
-        let catalog = paynext();
-        let scopes = catalog
-            .parse_scopes(&strings(&["customers:write", "refunds:write"]))
-            .unwrap();
-        let effective = catalog.effective(&scopes);
-        assert!(effective.allows(&Permission::parse("customers:read").unwrap()));
-        assert!(!effective.allows(&Permission::parse("refunds:read").unwrap()));
-    }
-
-    #[test]
-    fn nested_resources_and_prefix_wildcards() {
-        let policy = Policy::parse(include_str!("../../policies/payconex.yaml")).unwrap();
-        let catalog = policy.catalog;
-        assert!(catalog
-            .parse_scopes(&strings(&["pcx:account_updater:*"]))
-            .is_ok());
-        assert!(catalog.parse_scopes(&strings(&["pcx:*"])).is_ok());
-        assert!(catalog
-            .parse_scopes(&strings(&["pcx:account_updater:schedules:patch"]))
-            .is_ok());
-        assert!(catalog
-            .parse_scopes(&strings(&["pcx:account_updater:results:create"]))
-            .is_err());
-        assert!(catalog.parse_scopes(&strings(&["pcx:account:*"])).is_err());
-    }
-
-    #[test]
-    fn presets_resolve_and_unknown_ones_list_the_valid_names() {
-        let catalog = paynext();
-        assert!(!catalog.preset("read_only").unwrap().is_empty());
-        let error = catalog.preset("admin").unwrap_err();
-        assert!(error.contains("full_access, read_only, write"), "{error}");
-    }
-
-    #[test]
-    fn invalid_catalogs_are_refused() {
-        let cases = [
-            "catalog: {resources: {api_keys: [read]}}",
-            "catalog: {resources: {customers: []}}",
-            "catalog: {resources: {customers: [read, read]}}",
-            "catalog: {resources: {Customers: [read]}}",
-            "catalog: {resources: {customers: [read]}, presets: {x: [orders:read]}}",
-            "catalog: {resources: {customers: [read]}, unknown: 1}",
-            "not yaml: [",
-            "catalog: {resources: {a: [read]}}\nroutes: [{GET /a: a:write}]",
-            "catalog: {resources: {a: [read]}}\nroutes: [{GET /a: b:read}]",
-            "catalog: {resources: {a: [read]}}\nroutes: [{GET /a: a:*}]",
-            "catalog: {resources: {a: [read]}}\nroutes: [{BREW /a: a:read}]",
-            "catalog: {resources: {a: [read]}}\nroutes: [{GET /a: a:read}, {GET /a: a:read}]",
-            "catalog: {resources: {a: [read]}}\nroutes: [{GET /a: a:read, GET /b: a:read}]",
-        ];
-        for text in cases {
-            assert!(Policy::parse(text).is_err(), "{text}");
-        }
-    }
-
-    #[test]
-    fn route_errors_name_the_entry() {
-        let text =
-            "catalog: {resources: {a: [read]}}\nroutes: [{GET /a: a:read}, {GET /b: a:write}]";
-        let error = format!("{:#}", Policy::parse(text).unwrap_err());
-        assert!(
-            error.contains("routes[1] GET /b: a:write: resource \"a\" offers only read"),
-            "{error}"
-        );
-    }
-
-    #[test]
-    fn example_policies_hold_their_route_tables() {
-        assert_eq!(
-            Policy::parse(EMBEDDED_DEFAULT_POLICY).unwrap().routes.len(),
-            18
-        );
-        assert!(!Policy::parse(include_str!("../../policies/payconex.yaml"))
-            .unwrap()
-            .routes
-            .is_empty());
-    }
-
-    #[test]
-    fn implications_are_transitive() {
-        let policy = Policy::parse(
-            "catalog: {resources: {docs: [admin, write, read]}, implications: {admin: [write], write: [read]}}",
-        )
-        .unwrap();
-        let catalog = policy.catalog;
-        let scopes = catalog.parse_scopes(&strings(&["docs:admin"])).unwrap();
-        assert!(catalog
-            .effective(&scopes)
-            .allows(&Permission::parse("docs:read").unwrap()));
-    }
-}
+mod tests;

@@ -2,6 +2,7 @@
 //! compiled once per policy load into one radix router per method.
 
 use crate::domain::permission::Permission;
+use crate::domain::quoted::Quoted;
 
 /// The HTTP methods a route may name.
 pub const METHODS: [&str; 7] = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"];
@@ -48,13 +49,15 @@ impl RouteTable {
         };
         let Some(method_index) = METHODS.iter().position(|known| *known == method_text) else {
             return Err(format!(
-                "unknown method {method_text:?}; valid methods: {}",
+                "unknown method {}; valid methods: {}",
+                Quoted(method_text),
                 METHODS.join(", ")
             ));
         };
         if !template.starts_with('/') || template.contains(['?', '#', ' ']) {
             return Err(format!(
-                "path {template:?} must start with `/` and hold no query, fragment or space"
+                "path {} must start with `/` and hold no query, fragment or space",
+                Quoted(template)
             ));
         }
         let route = Route {
@@ -68,7 +71,7 @@ impl RouteTable {
                 matchit::InsertError::Conflict { with } => {
                     format!("conflicts with {method_text} {with}")
                 }
-                other => format!("invalid path {template:?}: {other}"),
+                other => format!("invalid path {}: {other}", Quoted(template)),
             })?;
         self.len += 1;
         Ok(())

@@ -16,6 +16,8 @@ use rand::RngCore;
 use secrecy::SecretString;
 use uuid::Uuid;
 
+use crate::domain::quoted::Quoted;
+
 /// Length of the key id part.
 pub const KEY_ID_LEN: usize = 22;
 /// Length of the secret part.
@@ -125,7 +127,8 @@ impl TokenPrefix {
         let rest_is_valid = characters.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
         if !(2..=16).contains(&text.len()) || !starts_with_letter || !rest_is_valid {
             return Err(format!(
-                "token prefix {text:?} must be 2 to 16 characters: a lowercase letter, then lowercase letters or digits"
+                "token prefix {} must be 2 to 16 characters: a lowercase letter, then lowercase letters or digits",
+                Quoted(text)
             ));
         }
         Ok(TokenPrefix(text.to_owned()))

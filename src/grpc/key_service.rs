@@ -15,6 +15,7 @@ use super::pb::key_service_server::KeyService;
 use super::pb::{self};
 use super::{bearer_token, status_from_error};
 use crate::domain::key::{parse_allowed_cidrs, Description, DisplayName, FieldError, Key};
+use crate::domain::quoted::Quoted;
 use crate::lifecycle::access::Caller;
 use crate::lifecycle::{
     KeyManager, KeyUpdate, KeyWithToken, NewKeyRequest, Propagation, RequestedScopes, Rotation,
@@ -132,7 +133,10 @@ fn parse_update(request: pb::UpdateKeyRequest) -> Result<(pb::Key, KeyUpdate), F
             other => {
                 return Err(FieldError::new(
                     "update_mask",
-                    format!("{other:?} cannot be updated; updatable: {UPDATABLE_FIELDS}"),
+                    format!(
+                        "{} cannot be updated; updatable: {UPDATABLE_FIELDS}",
+                        Quoted(other)
+                    ),
                 ))
             }
         }

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use clap::builder::BoolishValueParser;
 use clap::Args;
 use sqlx::postgres::PgConnectOptions;
 
@@ -50,6 +51,8 @@ pub struct KeyArgs {
     pub hash_concurrency: usize,
 }
 
+/// On/off settings (`--no-migrate`, …) read from the environment take `1`/`0`,
+/// `true`/`false`, `yes`/`no` and `on`/`off` ([`BoolishValueParser`]).
 #[derive(Args, Clone)]
 pub struct ServeArgs {
     /// Address the gRPC server listens on.
@@ -59,7 +62,7 @@ pub struct ServeArgs {
     #[arg(long, env = "KEYGATE_POLICY")]
     pub policy: Option<PathBuf>,
     /// Do not apply migrations at start.
-    #[arg(long, env = "KEYGATE_NO_MIGRATE")]
+    #[arg(long, env = "KEYGATE_NO_MIGRATE", value_parser = BoolishValueParser::new())]
     pub no_migrate: bool,
     /// Server certificate chain (PEM); with --tls-key, serves TLS.
     #[arg(long, env = "KEYGATE_TLS_CERT", requires = "tls_key")]
@@ -75,18 +78,22 @@ pub struct ServeArgs {
     #[arg(long, env = "KEYGATE_METRICS_LISTEN", default_value = "0.0.0.0:9090")]
     pub metrics_listen: SocketAddr,
     /// Do not serve `/metrics`.
-    #[arg(long, env = "KEYGATE_NO_METRICS")]
+    #[arg(long, env = "KEYGATE_NO_METRICS", value_parser = BoolishValueParser::new())]
     pub no_metrics: bool,
     /// On SIGTERM/SIGINT, how long in-flight calls may take to finish.
     #[arg(long, env = "KEYGATE_DRAIN_SECONDS", default_value_t = 30)]
     pub drain_seconds: u64,
     /// Do not serve gRPC server reflection (on by default, for `buf curl` and grpcurl).
-    #[arg(long, env = "KEYGATE_NO_REFLECTION")]
+    #[arg(long, env = "KEYGATE_NO_REFLECTION", value_parser = BoolishValueParser::new())]
     pub no_reflection: bool,
     /// Trace health checks and server reflection too (left out by default:
     /// probes every few seconds would outnumber the calls worth tracing).
     // Not in `Settings`: the telemetry that reads it starts before them.
-    #[arg(long, env = "KEYGATE_TRACE_HEALTH_CHECKS")]
+    #[arg(
+        long,
+        env = "KEYGATE_TRACE_HEALTH_CHECKS",
+        value_parser = BoolishValueParser::new()
+    )]
     pub trace_health_checks: bool,
     /// Health reports NOT_SERVING once the database has been unreachable this long.
     #[arg(
@@ -274,22 +281,25 @@ impl Default for ReplicationSettings {
     }
 }
 
-/// `$HOSTNAME` (the pod name on Kubernetes), else `keygate-<random>`.
+/// `$HOSTNAME-<random>`, else `keygate-<random>`: one name per process, so that
+/// replicas sharing a host (or a hostname) tell apart in propagation reports.
 pub fn default_replica_name() -> String {
-    std::env::var("HOSTNAME")
-        .ok()
+    let hostname = std::env::var("HOSTNAME").ok();
+    replica_name_on(hostname.as_deref())
+}
+
+/// A new replica name on `hostname`: it and 8 random hex digits.
+fn replica_name_on(hostname: Option<&str>) -> String {
+    let host = hostname
         .filter(|name| !name.is_empty())
-        .unwrap_or_else(|| {
-            format!(
-                "keygate-{}",
-                &uuid::Uuid::new_v4().simple().to_string()[..8]
-            )
-        })
+        .unwrap_or("keygate");
+    let suffix = uuid::Uuid::new_v4().simple().to_string();
+    format!("{host}-{}", &suffix[..8])
 }
 
 #[derive(Args, Clone)]
 pub struct ReplicationArgs {
-    /// This replica's name in propagation reports (default: $HOSTNAME).
+    /// This replica's name in propagation reports (default: $HOSTNAME-<random>).
     #[arg(long, env = "KEYGATE_REPLICA_NAME")]
     pub replica_name: Option<String>,
     /// What to do with a cached key that cannot be confirmed while the event
@@ -402,7 +412,7 @@ impl ServeArgs {
 mod tests {
     use clap::Parser;
 
-    use super::ServeArgs;
+    use super::{replica_name_on, ServeArgs};
 
     /// `keygate serve`'s flags, as the binary's command line parses them.
     #[derive(Parser)]
@@ -500,5 +510,23 @@ mod tests {
     fn defaults_are_valid() {
         let args = parse_serve(&[]);
         assert!(args.settings().is_ok());
+    }
+
+    #[test]
+    fn default_replica_names_differ_per_process_on_one_host() {
+        let first = replica_name_on(Some("node-1"));
+        let second = replica_name_on(Some("node-1"));
+        assert_ne!(first, second);
+        assert!(first.starts_with("node-1-") && first.len() == "node-1-".len() + 8);
+        for hostname in [None, Some("")] {
+            assert!(replica_name_on(hostname).starts_with("keygate-"));
+        }
+    }
+
+    #[test]
+    fn a_given_replica_name_is_kept_as_given() {
+        let args = parse_serve(&["--replica-name", "billing-east"]);
+        let settings = args.replication.settings().unwrap();
+        assert_eq!(settings.replica_name, "billing-east");
     }
 }

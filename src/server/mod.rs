@@ -208,7 +208,7 @@ impl Application {
         };
         let key_service = grpc::key_service(self.manager);
         let authorizer_service = grpc::authorizer_service(authorizer);
-        tracing::info!(address = %self.local_addr, "keygate serving");
+        tracing::info!(address = %self.local_addr, replica = %self.replica.name, "keygate serving");
         let drain_reporter = health_reporter.clone();
         let stopping_replica = self.replica.clone();
         let draining = Arc::new(tokio::sync::Notify::new());

@@ -33,6 +33,10 @@ pub use rpc_span::rpc_span;
 /// time on every Authorize); `RUST_LOG=info,keygate::rpc=info` brings it back.
 pub const RPC_TARGET: &str = "keygate::rpc";
 
+/// The target sqlx logs the server's notices under, at the level of their
+/// severity (NOTICE at INFO, WARNING at WARN).
+const POSTGRES_NOTICE_TARGET: &str = "sqlx::postgres::notice";
+
 /// Whether traces are exported (so incoming `traceparent`s are worth parsing).
 static EXPORTING: AtomicBool = AtomicBool::new(false);
 
@@ -67,10 +71,8 @@ pub fn init(
     default_level: LevelFilter,
     traces: TraceOptions,
 ) -> anyhow::Result<Telemetry> {
-    let log_filter = EnvFilter::builder()
-        .with_default_directive(default_level.into())
-        .from_env_lossy()
-        .add_directive(rpc_spans_off());
+    let rust_log = std::env::var("RUST_LOG").ok();
+    let log_filter = log_filter(rust_log.as_deref(), default_level);
     let provider = if traces.export {
         otlp_provider()?
     } else {
@@ -135,18 +137,32 @@ where
     }
 }
 
-/// `keygate::rpc=off` unless `RUST_LOG` names the target itself.
-fn rpc_spans_off() -> tracing_subscriber::filter::Directive {
-    let named = std::env::var("RUST_LOG").is_ok_and(|value| value.contains(RPC_TARGET));
-    let directive = if named {
+/// The log filter: `rust_log` (the `RUST_LOG` value), else `default_level`, with
+/// two targets quieted unless `rust_log` names them: the per-call spans
+/// (`keygate::rpc=off`), and Postgres notices below WARNING
+/// (`sqlx::postgres::notice=warn`), such as the `relation "_sqlx_migrations"
+/// already exists, skipping` every start would log. Postgres warnings still show.
+fn log_filter(rust_log: Option<&str>, default_level: LevelFilter) -> EnvFilter {
+    let named = |target: &str| rust_log.is_some_and(|value| value.contains(target));
+    let rpc_spans = if named(RPC_TARGET) {
         format!("{RPC_TARGET}=info")
     } else {
         format!("{RPC_TARGET}=off")
     };
-    // Both strings are fixed directives that parse.
-    directive
-        .parse()
-        .unwrap_or_else(|_| LevelFilter::INFO.into())
+    let mut filter = EnvFilter::builder()
+        .with_default_directive(default_level.into())
+        .parse_lossy(rust_log.unwrap_or_default());
+    let mut quieted = vec![rpc_spans];
+    if !named(POSTGRES_NOTICE_TARGET) {
+        quieted.push(format!("{POSTGRES_NOTICE_TARGET}=warn"));
+    }
+    for directive in quieted {
+        // Fixed directives, which parse.
+        if let Ok(directive) = directive.parse() {
+            filter = filter.add_directive(directive);
+        }
+    }
+    filter
 }
 
 fn otlp_configured() -> bool {
@@ -215,9 +231,9 @@ mod tests {
     use opentelemetry::trace::TracerProvider as _;
     use opentelemetry_sdk::trace::SdkTracerProvider;
     use tracing_log::AsTrace;
-    use tracing_subscriber::filter::{EnvFilter, LevelFilter};
+    use tracing_subscriber::filter::LevelFilter;
 
-    use super::{rpc_spans_off, subscriber, LogStyle};
+    use super::{log_filter, subscriber, LogStyle};
 
     /// A log destination the test reads back.
     #[derive(Clone, Default)]
@@ -244,10 +260,7 @@ mod tests {
     fn info_lines_are_logged_while_traces_are_exported() {
         let log = Captured::default();
         let writer = log.clone();
-        let log_filter = EnvFilter::builder()
-            .with_default_directive(LevelFilter::INFO.into())
-            .parse_lossy("")
-            .add_directive(rpc_spans_off());
+        let log_filter = log_filter(None, LevelFilter::INFO);
         let tracer = SdkTracerProvider::builder().build().tracer("test");
         let dispatch = subscriber(LogStyle::Text, log_filter, Some(tracer), move || {
             writer.clone()
@@ -269,5 +282,30 @@ mod tests {
         for line in ["first line", "second line", "third line"] {
             assert!(text.contains(line), "{line:?} missing from:\n{text}");
         }
+    }
+
+    /// Whether a Postgres notice at `level` is logged under `rust_log`.
+    fn notice_logged(rust_log: Option<&str>, level: tracing::Level) -> bool {
+        let subscriber = tracing_subscriber::layer::SubscriberExt::with(
+            tracing_subscriber::registry(),
+            log_filter(rust_log, LevelFilter::INFO),
+        );
+        tracing::subscriber::with_default(subscriber, || match level {
+            tracing::Level::INFO => {
+                tracing::enabled!(target: "sqlx::postgres::notice", tracing::Level::INFO)
+            }
+            _ => tracing::enabled!(target: "sqlx::postgres::notice", tracing::Level::WARN),
+        })
+    }
+
+    #[test]
+    fn postgres_notices_are_logged_from_warning_up_unless_rust_log_names_them() {
+        assert!(!notice_logged(None, tracing::Level::INFO));
+        assert!(notice_logged(None, tracing::Level::WARN));
+        assert!(!notice_logged(Some("info"), tracing::Level::INFO));
+        assert!(notice_logged(
+            Some("info,sqlx::postgres::notice=info"),
+            tracing::Level::INFO
+        ));
     }
 }

@@ -19,6 +19,7 @@ mod cli_failures;
 mod conflicts;
 mod events;
 mod forged_notifications;
+mod hardening_input;
 mod hardening_telemetry;
 mod lifecycle;
 mod log_volume;
