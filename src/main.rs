@@ -83,7 +83,7 @@ async fn bootstrap(args: BootstrapArgs) -> anyhow::Result<()> {
     let database = args.database.settings()?;
     let keys = args.keys.settings()?;
     let name = DisplayName::parse("--name", &args.name)?;
-    let pool = open_database(&database, true).await?;
+    let pool = open_database(&database, !args.no_migrate).await?;
     let policy = std::sync::Arc::new(keygate::domain::policy::Policy::parse(
         keygate::domain::policy::EMBEDDED_DEFAULT_POLICY,
     )?);

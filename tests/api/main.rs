@@ -20,6 +20,7 @@ mod conflicts;
 mod events;
 mod forged_notifications;
 mod lifecycle;
+mod migrations;
 mod operations;
 mod organizations;
 mod outage;
