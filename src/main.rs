@@ -50,6 +50,7 @@ async fn main() -> ExitCode {
         Command::Bootstrap(args) => bootstrap(args).await,
         Command::Keys(args) => return keygate::cli::run_keys(args).await,
         Command::Orgs(args) => return keygate::cli::run_orgs(args).await,
+        Command::Health(args) => return keygate::cli::run_health(args).await,
     };
     if let Err(error) = &outcome {
         tracing::error!(error = format!("{error:#}"), "keygate failed");

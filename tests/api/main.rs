@@ -19,6 +19,7 @@ mod cli_failures;
 mod conflicts;
 mod events;
 mod forged_notifications;
+mod health_command;
 mod lifecycle;
 mod migrations;
 mod operations;
