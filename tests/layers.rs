@@ -98,7 +98,11 @@ fn every_module_names_only_the_layers_below_it() {
             }
         }
     }
-    assert!(upward.is_empty(), "arrows pointing up:\n{}", upward.join("\n"));
+    assert!(
+        upward.is_empty(),
+        "arrows pointing up:\n{}",
+        upward.join("\n")
+    );
 }
 
 #[test]
