@@ -1,11 +1,11 @@
 //! The `keygate` binary's command line: `serve`, `migrate` and `bootstrap` run
-//! the server or act on its database; `keys` and `orgs` are the admin CLI, a
-//! client of a running server. Each command's flags live with what it runs
-//! (`server::config`, `cli`).
+//! the server or act on its database; `keys` and `orgs` are the admin CLI, and
+//! `health` asks a server's health service, both clients of a running server.
+//! Each command's flags live with what it runs (`server::config`, `cli`).
 
 use clap::{Parser, Subcommand};
 
-use crate::cli::{KeysArgs, OrgsArgs};
+use crate::cli::{HealthArgs, KeysArgs, OrgsArgs};
 use crate::server::config::{BootstrapArgs, DatabaseArgs, ServeArgs};
 
 #[derive(Parser)]
@@ -40,12 +40,17 @@ pub enum Command {
     Keys(KeysArgs),
     /// Manage organizations on a running server (system keys only).
     Orgs(OrgsArgs),
+    /// Ask a running server's health service; exit 0 only when SERVING (for probes).
+    Health(HealthArgs),
 }
 
 impl Command {
-    /// Whether this command is the admin CLI, a client of a running server.
+    /// Whether this command is a client of a running server (the admin CLI, health).
     pub fn is_client(&self) -> bool {
-        matches!(self, Command::Keys(_) | Command::Orgs(_))
+        matches!(
+            self,
+            Command::Keys(_) | Command::Orgs(_) | Command::Health(_)
+        )
     }
 
     /// Whether `serve` was asked to trace health checks and reflection too.

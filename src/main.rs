@@ -54,6 +54,7 @@ async fn main() -> ExitCode {
         Command::Bootstrap(args) => bootstrap(args).await,
         Command::Keys(args) => return keygate::cli::run_keys(args).await,
         Command::Orgs(args) => return keygate::cli::run_orgs(args).await,
+        Command::Health(args) => return keygate::cli::run_health(args).await,
     };
     if let Err(error) = &outcome {
         tracing::error!(error = format!("{error:#}"), "keygate failed");
@@ -87,7 +88,7 @@ async fn bootstrap(args: BootstrapArgs) -> anyhow::Result<()> {
     let database = args.database.settings()?;
     let keys = args.keys.settings()?;
     let name = DisplayName::parse("--name", &args.name)?;
-    let pool = open_database(&database, true).await?;
+    let pool = open_database(&database, !args.no_migrate).await?;
     let policy = std::sync::Arc::new(keygate::domain::policy::Policy::parse(
         keygate::domain::policy::EMBEDDED_DEFAULT_POLICY,
     )?);

@@ -1,6 +1,7 @@
-//! How the admin CLI reaches a server: the address, TLS material, timeouts and
-//! the caller's token, which comes only from `KEYGATE_TOKEN` (never a flag, so
-//! it stays out of shell history and process listings).
+//! How the admin CLI and `keygate health` reach a server: the address, TLS
+//! material and timeouts, and for the admin CLI the caller's token, which
+//! comes only from `KEYGATE_TOKEN` (never a flag, so it stays out of shell
+//! history and process listings).
 
 use std::future::Future;
 use std::path::{Path, PathBuf};
@@ -19,10 +20,10 @@ use crate::grpc::pb::key_service_client::KeyServiceClient;
 /// The environment variable holding the caller's token.
 pub const TOKEN_VARIABLE: &str = "KEYGATE_TOKEN";
 
-/// Flags shared by every `keys` and `orgs` command.
+/// Where the server is and how to reach it: flags shared by the admin CLI
+/// and `keygate health`.
 #[derive(Args, Clone, Debug)]
-#[command(next_help_heading = "Server and output")]
-pub struct ClientArgs {
+pub struct ServerArgs {
     /// Server to call: `http://host:port`, or `https://host:port` with --ca-cert.
     #[arg(
         long,
@@ -34,6 +35,10 @@ pub struct ClientArgs {
     /// CA bundle (PEM) that signed the server's certificate; needed for https.
     #[arg(long, global = true, env = "KEYGATE_CA_CERT")]
     pub ca_cert: Option<PathBuf>,
+    /// Name the server's certificate must hold, when not the server URL's host
+    /// (e.g. the Service's DNS name while calling 127.0.0.1).
+    #[arg(long, global = true, env = "KEYGATE_TLS_SERVER_NAME")]
+    pub tls_server_name: Option<String>,
     /// Client certificate (PEM) for mutual TLS; needs --client-key.
     #[arg(
         long,
@@ -50,6 +55,14 @@ pub struct ClientArgs {
         requires = "client_cert"
     )]
     pub client_key: Option<PathBuf>,
+}
+
+/// Flags shared by every `keys` and `orgs` command.
+#[derive(Args, Clone, Debug)]
+#[command(next_help_heading = "Server and output")]
+pub struct ClientArgs {
+    #[command(flatten)]
+    pub target: ServerArgs,
     /// Longest wait for the connection to the server (e.g. 5s).
     #[arg(long, global = true, env = "KEYGATE_CONNECT_TIMEOUT", default_value = "5s", value_parser = parse_timeout)]
     pub connect_timeout: Duration,
@@ -74,14 +87,7 @@ impl Connection {
     /// every setting has been checked.
     pub async fn open(args: &ClientArgs) -> Result<Connection, CliError> {
         let authorization = authorization_from_environment()?;
-        let endpoint = endpoint(args)?;
-        let channel = endpoint
-            .connect()
-            .await
-            .map_err(|error| CliError::Connect {
-                server: args.server.clone(),
-                cause: error_chain(&error),
-            })?;
+        let channel = connect(&args.target, args.connect_timeout).await?;
         Ok(Connection {
             client: KeyServiceClient::new(channel),
             authorization,
@@ -140,45 +146,64 @@ fn authorization_from_environment() -> Result<AsciiMetadataValue, CliError> {
     Ok(value)
 }
 
-fn endpoint(args: &ClientArgs) -> Result<Endpoint, CliError> {
-    let endpoint = Endpoint::from_shared(args.server.clone())
+/// Checks the settings, reads the TLS files, then connects (waiting at most
+/// `connect_timeout`).
+pub async fn connect(target: &ServerArgs, connect_timeout: Duration) -> Result<Channel, CliError> {
+    endpoint(target, connect_timeout)?
+        .connect()
+        .await
+        .map_err(|error| CliError::Connect {
+            server: target.server.clone(),
+            cause: error_chain(&error),
+        })
+}
+
+fn endpoint(target: &ServerArgs, connect_timeout: Duration) -> Result<Endpoint, CliError> {
+    let endpoint = Endpoint::from_shared(target.server.clone())
         .map_err(|_| {
             CliError::Setup(format!(
                 "--server (KEYGATE_SERVER) {:?} is not a URL like http://127.0.0.1:50051",
-                args.server
+                target.server
             ))
         })?
-        .connect_timeout(args.connect_timeout);
+        .connect_timeout(connect_timeout);
     let scheme = endpoint.uri().scheme_str().unwrap_or_default().to_owned();
     match scheme.as_str() {
         "http" => {
-            if args.ca_cert.is_some() || args.client_cert.is_some() {
+            let tls_flags = target.ca_cert.is_some()
+                || target.client_cert.is_some()
+                || target.tls_server_name.is_some();
+            if tls_flags {
                 return Err(CliError::Setup(
-                    "--ca-cert and --client-cert need an https:// server".to_owned(),
+                    "--ca-cert, --client-cert and --tls-server-name need an https:// server"
+                        .to_owned(),
                 ));
             }
             Ok(endpoint)
         }
-        "https" => endpoint.tls_config(tls_config(args)?).map_err(|error| {
+        "https" => endpoint.tls_config(tls_config(target)?).map_err(|error| {
             CliError::Setup(format!("cannot set up TLS: {}", error_chain(&error)))
         }),
         _ => Err(CliError::Setup(format!(
             "--server (KEYGATE_SERVER) must start with http:// or https://, not {:?}",
-            args.server
+            target.server
         ))),
     }
 }
 
-fn tls_config(args: &ClientArgs) -> Result<ClientTlsConfig, CliError> {
-    let Some(ca_path) = &args.ca_cert else {
+fn tls_config(target: &ServerArgs) -> Result<ClientTlsConfig, CliError> {
+    let Some(ca_path) = &target.ca_cert else {
         return Err(CliError::Setup(
             "an https:// server needs --ca-cert (KEYGATE_CA_CERT): the CA that signed its certificate"
                 .to_owned(),
         ));
     };
     let ca = Certificate::from_pem(read_pem("--ca-cert (KEYGATE_CA_CERT)", ca_path)?);
-    let config = ClientTlsConfig::new().ca_certificate(ca);
-    let (Some(cert_path), Some(key_path)) = (&args.client_cert, &args.client_key) else {
+    let mut config = ClientTlsConfig::new().ca_certificate(ca);
+    if let Some(name) = &target.tls_server_name {
+        config = config.domain_name(name);
+    }
+    let (Some(cert_path), Some(key_path)) = (&target.client_cert, &target.client_key) else {
         return Ok(config);
     };
     let identity = Identity::from_pem(

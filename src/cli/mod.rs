@@ -5,9 +5,11 @@
 //! `KEYGATE_TOKEN`; [`keys`] and [`orgs`] turn flags into requests; [`views`]
 //! and [`output`] print answers as tables or JSON on stdout. Failures end as
 //! one `error: …` line on stderr and a non-zero exit code ([`CliError`]).
-//! Only `keys create` and `keys rotate` ever print a token.
+//! Only `keys create` and `keys rotate` ever print a token. [`health`] is
+//! `keygate health`, a client of the server's health service for probes.
 
 pub mod connection;
+pub mod health;
 pub mod key_changes;
 pub mod key_requests;
 pub mod keys;
@@ -24,6 +26,7 @@ use std::time::Duration;
 use clap::Args;
 use tonic::{Code, Status};
 
+pub use health::{run_health, HealthArgs};
 pub use keys::KeysArgs;
 pub use orgs::OrgsArgs;
 

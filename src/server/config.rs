@@ -153,6 +153,9 @@ pub struct BootstrapArgs {
     /// Name of the system key to create.
     #[arg(long, default_value = "bootstrap")]
     pub name: String,
+    /// Do not create or migrate the database first (it must be migrated already).
+    #[arg(long, env = "KEYGATE_NO_MIGRATE", value_parser = BoolishValueParser::new())]
+    pub no_migrate: bool,
     #[command(flatten)]
     pub database: DatabaseArgs,
     #[command(flatten)]

@@ -47,12 +47,18 @@ pub struct Application {
     metrics_listener: Option<TcpListener>,
 }
 
-/// Connects to the database, creating and migrating it when asked.
+/// Connects to the database; when asked to migrate, creates it if missing and
+/// applies the migrations it lacks. An existing, current database needs no
+/// rights beyond the runtime role's (see `docs/operations.md`).
 pub async fn open_database(settings: &DatabaseSettings, migrate: bool) -> anyhow::Result<PgPool> {
-    if let (true, Some(url)) = (migrate, &settings.create_if_missing_url) {
-        store::create_database_if_missing(url).await?;
-    }
-    let pool = store::connect(&settings.connect_options, settings.max_connections).await?;
+    let connect = || store::connect(&settings.connect_options, settings.max_connections);
+    let pool = match (connect().await, &settings.create_if_missing_url) {
+        (Err(error), Some(url)) if migrate && store::is_missing_database(&error) => {
+            store::create_database_if_missing(url).await?;
+            connect().await?
+        }
+        (connected, _) => connected?,
+    };
     if migrate {
         store::migrate(&pool).await?;
     }

@@ -13,6 +13,7 @@ pub mod keys;
 pub mod organizations;
 pub mod usage;
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -38,6 +39,8 @@ const UNIQUE_VIOLATION: &str = "23505";
 /// (Not the rest of class 40: 40003 means the outcome is unknown.)
 const SERIALIZATION_FAILURE: &str = "40001";
 const DEADLOCK_DETECTED: &str = "40P01";
+/// The database named in the connection does not exist.
+const INVALID_CATALOG_NAME: &str = "3D000";
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -87,7 +90,7 @@ impl From<sqlx::Error> for StoreError {
     }
 }
 
-/// Opens a pool; with `create_if_missing`, creates the database first when absent.
+/// Opens a pool on an existing database.
 pub async fn connect(options: &PgConnectOptions, max_connections: u32) -> anyhow::Result<PgPool> {
     PgPoolOptions::new()
         .max_connections(max_connections)
@@ -95,6 +98,15 @@ pub async fn connect(options: &PgConnectOptions, max_connections: u32) -> anyhow
         .connect_with(options.clone())
         .await
         .context("failed to connect to the database")
+}
+
+/// Whether connecting failed because the database does not exist.
+pub fn is_missing_database(error: &anyhow::Error) -> bool {
+    error
+        .downcast_ref::<sqlx::Error>()
+        .and_then(sqlx::Error::as_database_error)
+        .and_then(|database_error| database_error.code())
+        .is_some_and(|code| code == INVALID_CATALOG_NAME)
 }
 
 /// Creates the database named in `url` when it does not exist yet.
@@ -112,9 +124,48 @@ pub async fn create_database_if_missing(url: &str) -> anyhow::Result<()> {
 }
 
 /// Applies pending migrations; concurrent replicas serialize on sqlx's advisory lock.
+/// A database whose schema is already current is left alone, so that a role
+/// without DDL rights (the chart's `migrations.mode: job`) can run `serve` and
+/// `bootstrap` without `--no-migrate`.
 pub async fn migrate(pool: &PgPool) -> anyhow::Result<()> {
+    if schema_is_current(pool).await {
+        tracing::debug!("database schema is current; nothing to migrate");
+        return Ok(());
+    }
     migrator()
         .run(pool)
         .await
         .context("failed to apply migrations")
+}
+
+/// Whether every migration in `migrations/` is recorded as applied, with the
+/// checksum it has now. This needs only SELECT on `_sqlx_migrations`; the
+/// migrator itself starts with `CREATE TABLE IF NOT EXISTS`, which Postgres
+/// refuses to a role without CREATE on the schema even when the table exists.
+/// Anything else (no table yet, a failed or changed migration, no read
+/// access) answers false and leaves the verdict to the migrator.
+async fn schema_is_current(pool: &PgPool) -> bool {
+    let recorded: Vec<(i64, Vec<u8>, bool)> =
+        match sqlx::query_as("SELECT version, checksum, success FROM _sqlx_migrations")
+            .fetch_all(pool)
+            .await
+        {
+            Ok(rows) => rows,
+            Err(_) => return false,
+        };
+    if recorded.iter().any(|(_, _, success)| !success) {
+        return false;
+    }
+    let applied: HashMap<i64, Vec<u8>> = recorded
+        .into_iter()
+        .map(|(version, checksum, _)| (version, checksum))
+        .collect();
+    migrator()
+        .iter()
+        .filter(|migration| !migration.migration_type.is_down_migration())
+        .all(|migration| {
+            applied
+                .get(&migration.version)
+                .is_some_and(|checksum| checksum.as_slice() == &*migration.checksum)
+        })
 }

@@ -1,143 +1,17 @@
-//! Postgres stopped and restarted under load, on a private Postgres cluster that
-//! this test starts (on a free loopback port) so the shared server is untouched.
+//! Postgres stopped (and restarted, under load) on a private Postgres cluster
+//! each test starts, so the shared server is untouched.
 
-use std::net::TcpListener;
-use std::path::PathBuf;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use keygate::freshness::StalePolicy;
 use keygate::grpc::pb::{self, Environment, Reason};
-use sqlx::postgres::PgConnectOptions;
 use tonic::Code;
 use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::health_client::HealthClient;
+use tonic_health::pb::HealthCheckRequest;
 
+use crate::support::postgres::PrivatePostgres;
 use crate::support::{authed, key_request, TestApp, TestDatabase};
-
-/// A throwaway Postgres cluster run as the `postgres` user; removed on drop.
-struct PrivatePostgres {
-    directory: PathBuf,
-    port: u16,
-    bin: PathBuf,
-}
-
-fn postgres_bin() -> Option<PathBuf> {
-    let root = PathBuf::from("/usr/lib/postgresql");
-    let mut versions: Vec<PathBuf> = std::fs::read_dir(&root)
-        .ok()?
-        .flatten()
-        .map(|entry| entry.path())
-        .collect();
-    versions.sort();
-    versions.pop().map(|version| version.join("bin"))
-}
-
-fn as_postgres(program: &PathBuf, arguments: &[&str]) -> bool {
-    Command::new("runuser")
-        .args(["-u", "postgres", "--"])
-        .arg(program)
-        .args(arguments)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .status()
-        .is_ok_and(|status| status.success())
-}
-
-impl PrivatePostgres {
-    fn start() -> PrivatePostgres {
-        let bin = postgres_bin().expect("no PostgreSQL binaries under /usr/lib/postgresql");
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let directory =
-            std::env::temp_dir().join(format!("keygate-pg-{}", uuid::Uuid::new_v4().simple()));
-        std::fs::create_dir_all(&directory).unwrap();
-        assert!(Command::new("chown")
-            .arg("postgres")
-            .arg(&directory)
-            .status()
-            .unwrap()
-            .success());
-        let data = directory.join("data");
-        assert!(as_postgres(
-            &bin.join("initdb"),
-            &[
-                "-D",
-                data.to_str().unwrap(),
-                "-U",
-                "postgres",
-                "--auth=trust"
-            ]
-        ));
-        let cluster = PrivatePostgres {
-            directory,
-            port,
-            bin,
-        };
-        cluster.start_server();
-        cluster
-    }
-
-    fn start_server(&self) {
-        let data = self.directory.join("data");
-        let options = format!(
-            "-p {} -k {} -c listen_addresses=127.0.0.1",
-            self.port,
-            self.directory.display()
-        );
-        let log = self.directory.join("log");
-        assert!(as_postgres(
-            &self.bin.join("pg_ctl"),
-            &[
-                "-D",
-                data.to_str().unwrap(),
-                "-o",
-                &options,
-                "-l",
-                log.to_str().unwrap(),
-                "-w",
-                "start"
-            ],
-        ));
-    }
-
-    fn stop_server(&self) {
-        let data = self.directory.join("data");
-        assert!(as_postgres(
-            &self.bin.join("pg_ctl"),
-            &["-D", data.to_str().unwrap(), "-m", "fast", "-w", "stop"]
-        ));
-    }
-
-    /// The cluster's own `postgres` database, where test databases are made.
-    fn connect_options(&self) -> PgConnectOptions {
-        PgConnectOptions::new()
-            .host("127.0.0.1")
-            .port(self.port)
-            .username("postgres")
-            .database("postgres")
-    }
-}
-
-impl Drop for PrivatePostgres {
-    fn drop(&mut self) {
-        let data = self.directory.join("data");
-        let _ = as_postgres(
-            &self.bin.join("pg_ctl"),
-            &[
-                "-D",
-                data.to_str().unwrap(),
-                "-m",
-                "immediate",
-                "-w",
-                "stop",
-            ],
-        );
-        let _ = std::fs::remove_dir_all(&self.directory);
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_restart_under_load_loses_nothing_and_recovers_by_itself() {
@@ -323,4 +197,70 @@ async fn wait_for_health(app: &TestApp, service: &str, status: ServingStatus) ->
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     false
+}
+
+/// How often the server pings the database for its health (`src/server/health.rs`).
+const PING_INTERVAL: Duration = Duration::from_secs(1);
+
+/// When the server last ran its health ping, from the cluster's statement
+/// log: the last `SELECT 1` of a session that never ran `LISTEN` (the event
+/// listener's connection probes with `SELECT 1` too).
+fn last_health_ping(log: &str) -> chrono::DateTime<chrono::Utc> {
+    let session = |line: &str| line.split(['[', ']']).nth(1).unwrap_or_default().to_owned();
+    let listeners: Vec<String> = log
+        .lines()
+        .filter(|line| line.contains(": LISTEN "))
+        .map(session)
+        .collect();
+    let ping = log
+        .lines()
+        .rev()
+        .find(|line| line.ends_with(": SELECT 1") && !listeners.contains(&session(line)))
+        .expect("no health ping in the statement log");
+    // `2026-01-31 12:00:00.123 UTC [42] LOG:  execute sqlx_s_1: SELECT 1`
+    let stamp = chrono::NaiveDateTime::parse_from_str(&ping[..23], "%Y-%m-%d %H:%M:%S%.3f")
+        .unwrap_or_else(|error| panic!("{error}: {ping}"));
+    stamp.and_utc()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_turns_not_serving_on_time_counted_from_the_last_answer() {
+    let threshold = Duration::from_secs(2);
+    // Postgres 15's default `log_line_prefix` is '%m [%p] ': a time, then the session.
+    let cluster = PrivatePostgres::start_with(&["log_statement=all", "log_timezone=UTC"]);
+    let db = TestDatabase::create_on(cluster.connect_options()).await;
+    let mut settings = db.settings();
+    settings.database_unhealthy_after = threshold;
+    let app = TestApp::spawn_with(&db, settings).await;
+    let request = HealthCheckRequest {
+        service: String::new(),
+    };
+    let mut updates = HealthClient::new(app.channel.clone())
+        .watch(request)
+        .await
+        .unwrap()
+        .into_inner();
+    let first = updates.message().await.unwrap().unwrap();
+    assert_eq!(first.status(), ServingStatus::Serving);
+    // A few answered pings, then the database goes away.
+    tokio::time::sleep(Duration::from_millis(2_500)).await;
+    cluster.stop_server();
+
+    let update = tokio::time::timeout(Duration::from_secs(20), updates.message())
+        .await
+        .expect("health still SERVING 20 s after the database stopped")
+        .unwrap()
+        .unwrap();
+    let reported_at = chrono::Utc::now();
+    assert_eq!(update.status(), ServingStatus::NotServing);
+    let log = std::fs::read_to_string(cluster.log_path()).unwrap();
+    let unreachable_for = (reported_at - last_health_ping(&log)).to_std().unwrap();
+    assert!(
+        unreachable_for >= threshold,
+        "NOT_SERVING {unreachable_for:?} after the last answered ping, before the {threshold:?} threshold"
+    );
+    assert!(
+        unreachable_for <= threshold + PING_INTERVAL,
+        "NOT_SERVING {unreachable_for:?} after the last answered ping: more than one ping interval past the {threshold:?} threshold"
+    );
 }

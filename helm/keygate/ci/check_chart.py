@@ -47,6 +47,14 @@ VARIANTS: dict[str, dict[str, Any]] = {
         "service": {"type": "NodePort", "nodePort": 30051},
         "config": {"reflection": False},
     },
+    "tls-probe-secrets": {
+        "tls": {"enabled": True, "existingSecret": "keygate-tls",
+                "clientCa": {"enabled": True, "existingSecret": "gateway-ca"}},
+        "probes": {"tls": {"caSecret": "internal-ca", "caKey": "root.pem",
+                           "serverName": "keygate.internal.example",
+                           "clientCertSecret": "keygate-probe-client"},
+                   "startup": {"timeoutSeconds": 5}},
+    },
     "locked-down": {
         "replicaCount": 1,
         "metrics": {"enabled": False},
@@ -331,6 +339,58 @@ def check_wiring(docs: list[dict[str, Any]], name: str, failures: Failures) -> N
                         failures.add(f"[{name}] {resource} reads Secret/{ref['name']}, which is not an earlier pre-install hook")
 
 
+def check_probes(docs: list[dict[str, Any]], name: str, failures: Failures) -> None:
+    """The probes ask the right health service: the kubelet's gRPC probe in plaintext, and with
+    TLS on (which the kubelet's gRPC probe cannot speak) an exec probe running `keygate health`
+    over TLS against the container's own gRPC port, with every file it names mounted."""
+    expected_service = {"startupProbe": "", "readinessProbe": "", "livenessProbe": "liveness"}
+    for doc in docs:
+        if doc["kind"] != "Deployment":
+            continue
+        for container in doc["spec"]["template"]["spec"]["containers"]:
+            where = f"[{name}] Deployment/{doc['metadata']['name']} container {container['name']}"
+            env = {e["name"]: e.get("value") for e in container.get("env", [])}
+            ports = {p.get("name"): p.get("containerPort") for p in container.get("ports", [])}
+            mounts = [m["mountPath"].rstrip("/") + "/" for m in container.get("volumeMounts", [])]
+            tls = "KEYGATE_TLS_CERT" in env
+            mutual = "KEYGATE_TLS_CLIENT_CA" in env
+            for probe_name, service in expected_service.items():
+                probe = container.get(probe_name)
+                if probe is None:
+                    continue
+                if not tls:
+                    grpc = probe.get("grpc")
+                    if grpc is None:
+                        failures.add(f"{where}: {probe_name} is not a gRPC probe")
+                    elif grpc.get("service") != service or grpc.get("port") != ports.get("grpc"):
+                        failures.add(f"{where}: {probe_name} asks {grpc} instead of service {service!r} on the gRPC port")
+                    continue
+                command = (probe.get("exec") or {}).get("command")
+                if not command or command[:2] != ["keygate", "health"]:
+                    failures.add(f"{where}: with TLS on, {probe_name} is not an exec probe running `keygate health`: {probe}")
+                    continue
+                flags: dict[str, str] = {}
+                for index, word in enumerate(command[2:-1], start=2):
+                    if word.startswith("--"):
+                        flags[word] = command[index + 1]
+                if flags.get("--service") != service:
+                    failures.add(f"{where}: {probe_name} asks service {flags.get('--service')!r}, not {service!r}")
+                if flags.get("--server") != f"https://127.0.0.1:{ports.get('grpc')}":
+                    failures.add(f"{where}: {probe_name} calls {flags.get('--server')!r}, not its own gRPC port over TLS")
+                if not flags.get("--tls-server-name"):
+                    failures.add(f"{where}: {probe_name} does not name the certificate's host (--tls-server-name)")
+                timeout = flags.get("--timeout", "")
+                if not re.fullmatch(r"[1-9][0-9]*s", timeout) or int(timeout[:-1]) > int(probe.get("timeoutSeconds", 1)):
+                    failures.add(f"{where}: {probe_name} --timeout {timeout!r} is not within timeoutSeconds")
+                files = ["--ca-cert"] + (["--client-cert", "--client-key"] if mutual else [])
+                for flag in files:
+                    path = flags.get(flag)
+                    if not path:
+                        failures.add(f"{where}: {probe_name} lacks {flag}")
+                    elif not any(path.startswith(mount) for mount in mounts):
+                        failures.add(f"{where}: {probe_name} {flag} {path} is on no volume mount")
+
+
 # --- values table of the README ----------------------------------------------------------
 
 TABLE_START = "<!-- values-table:start (generated from values.yaml by ci/check_chart.py --update-readme) -->"
@@ -494,6 +554,7 @@ def main() -> int:
         validate_core(args.validator, core_files, kube_versions, name, failures)
         try:
             check_wiring(plain, name, failures)
+            check_probes(plain, name, failures)
         except (KeyError, TypeError, ValueError, AttributeError) as error:
             # Malformed manifests are reported by the validation above; say where this broke.
             failures.add(f"[{name}] resources too malformed to check their wiring: {error!r}")

@@ -225,21 +225,67 @@ Checks of value combinations the schema cannot express. Included by the Deployme
 {{- end }}
 
 {{/*
-Probe handler: the kubelet's native gRPC check of a health service name, or, with TLS on
-(the kubelet's gRPC probes speak plaintext only), a TCP check of the gRPC port.
-Usage: include "keygate.probeHandler" (list $ "liveness")
+Probe handler: the kubelet's native gRPC check of a health service name or, with TLS on (the
+kubelet's gRPC probes speak plaintext only), an exec probe running `keygate health` against the
+container's own gRPC port over TLS (and mutual TLS), with the same service name.
+Usage: include "keygate.probeHandler" (list $ "liveness" .timeoutSeconds)
 */}}
 {{- define "keygate.probeHandler" -}}
 {{- $root := index . 0 }}
 {{- $service := index . 1 }}
+{{- $timeoutSeconds := int64 (index . 2) }}
+{{- $grpcPort := int64 $root.Values.containerPorts.grpc }}
 {{- if $root.Values.tls.enabled -}}
-tcpSocket:
-  port: grpc
+exec:
+  command:
+    - keygate
+    - health
+    - --server
+    - {{ printf "https://127.0.0.1:%d" $grpcPort | quote }}
+    - --ca-cert
+    - /etc/keygate/probe-ca/ca.crt
+    - --tls-server-name
+    - {{ include "keygate.probeServerName" $root | quote }}
+    {{- if $root.Values.tls.clientCa.enabled }}
+    - --client-cert
+    - {{ printf "%s/tls.crt" (include "keygate.probeClientDir" $root) }}
+    - --client-key
+    - {{ printf "%s/tls.key" (include "keygate.probeClientDir" $root) }}
+    {{- end }}
+    - --service
+    - {{ $service | quote }}
+    - --timeout
+    - {{ printf "%ds" $timeoutSeconds | quote }}
 {{- else -}}
 grpc:
-  port: {{ int64 $root.Values.containerPorts.grpc }}
+  port: {{ $grpcPort }}
   service: {{ $service | quote }}
 {{- end }}
+{{- end }}
+
+{{/*
+True (non-empty) when the probes run `keygate health` (TLS on and any probe enabled): the
+probe CA, and under mutual TLS a client certificate, are then mounted.
+*/}}
+{{- define "keygate.execProbes" -}}
+{{- $probes := .Values.probes }}
+{{- if and .Values.tls.enabled (or $probes.startup.enabled $probes.liveness.enabled $probes.readiness.enabled) }}true{{ end }}
+{{- end }}
+
+{{/*
+The name the exec probes expect in the server certificate: probes.tls.serverName, else the
+Service's DNS name.
+*/}}
+{{- define "keygate.probeServerName" -}}
+{{- default (printf "%s.%s.svc" (include "keygate.fullname" .) .Release.Namespace) .Values.probes.tls.serverName }}
+{{- end }}
+
+{{/*
+Directory of the exec probes' client certificate under mutual TLS: their own Secret when
+probes.tls.clientCertSecret is set, else the server's certificate.
+*/}}
+{{- define "keygate.probeClientDir" -}}
+{{- ternary "/etc/keygate/probe-client" "/etc/keygate/tls" (not (empty .Values.probes.tls.clientCertSecret)) }}
 {{- end }}
 
 {{/*

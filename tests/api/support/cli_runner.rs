@@ -67,6 +67,7 @@ pub async fn run_cli_with(
         "KEYGATE_CA_CERT",
         "KEYGATE_CLIENT_CERT",
         "KEYGATE_CLIENT_KEY",
+        "KEYGATE_TLS_SERVER_NAME",
         "KEYGATE_TIMEOUT",
         "KEYGATE_CONNECT_TIMEOUT",
         "KEYGATE_LOG_FORMAT",

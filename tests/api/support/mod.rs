@@ -10,7 +10,8 @@
 //! - [`rows`]: row counts and sums, to show what a call wrote;
 //! - [`assertions`]: how a call ended;
 //! - [`process`], [`cli_runner`], [`pki`]: the binary as a server process,
-//!   as the admin CLI, and the certificates for TLS.
+//!   as the admin CLI, and the certificates for TLS;
+//! - [`postgres`]: a private Postgres cluster a test may stop and start.
 
 pub mod app;
 pub mod assertions;
@@ -20,6 +21,7 @@ pub mod database;
 pub mod keys;
 pub mod mutations;
 pub mod pki;
+pub mod postgres;
 pub mod process;
 pub mod replicas;
 pub mod rows;
