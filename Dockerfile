@@ -19,7 +19,7 @@ RUN mkdir -p src benches/authorize tests/api tests/store \
     && echo 'fn main() {}' > build.rs \
     && echo 'fn main() {}' > src/main.rs \
     && touch src/lib.rs \
-    && for target in benches/create_key.rs benches/hot_path.rs benches/propagation.rs \
+    && for target in benches/create_key.rs benches/hot_path.rs benches/propagation.rs benches/caller_checks.rs \
         benches/authorize/main.rs tests/api/main.rs tests/store/main.rs tests/metrics.rs; do \
         echo 'fn main() {}' > "${target}"; \
     done \

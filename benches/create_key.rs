@@ -106,6 +106,7 @@ async fn main() {
         metrics_listen: None,
         usage_flush_interval: std::time::Duration::from_millis(200),
         replication: keygate::server::config::ReplicationSettings::default(),
+        authorizer_callers: Default::default(),
     };
     let application = Application::build(settings).await.unwrap();
     let address = application.local_addr();

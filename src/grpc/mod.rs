@@ -4,6 +4,7 @@
 //! (`crate::cli`), which is a client of this API and speaks it through [`pb`].
 
 mod authorizer_service;
+pub mod caller_auth;
 mod convert;
 mod key_service;
 pub mod labels;

@@ -17,6 +17,7 @@ use crate::domain::hashing::HashingParams;
 use crate::domain::policy::Policy;
 use crate::domain::token::TokenPrefix;
 use crate::freshness::StalePolicy;
+use crate::grpc::caller_auth::{AllowedClients, CallerAuthSettings, CallerTokens};
 use crate::replication::LeaseSettings;
 
 /// The default database: the local server, database `keygate` (created when missing).
@@ -74,6 +75,18 @@ pub struct ServeArgs {
     /// a certificate signed by it (mutual TLS).
     #[arg(long, env = "KEYGATE_TLS_CLIENT_CA", requires = "tls_cert")]
     pub tls_client_ca: Option<PathBuf>,
+    /// Client certificate identities allowed to call Authorize, comma-separated:
+    /// SAN DNS names or URIs (SPIFFE ids); needs --tls-client-ca.
+    #[arg(
+        long,
+        env = "KEYGATE_AUTHORIZER_ALLOWED_CLIENTS",
+        value_delimiter = ','
+    )]
+    pub authorizer_allowed_clients: Vec<String>,
+    /// File of caller tokens, one a line, one of which Authorize callers must
+    /// send as `x-keygate-caller-token`; re-read when it changes and on SIGHUP.
+    #[arg(long, env = "KEYGATE_AUTHORIZER_TOKEN_FILE")]
+    pub authorizer_token_file: Option<PathBuf>,
     /// Address of the Prometheus `/metrics` endpoint.
     #[arg(long, env = "KEYGATE_METRICS_LISTEN", default_value = "0.0.0.0:9090")]
     pub metrics_listen: SocketAddr,
@@ -257,6 +270,30 @@ pub struct Settings {
     /// How often `last_used_at` marks are written.
     pub usage_flush_interval: Duration,
     pub replication: ReplicationSettings,
+    /// What Authorize's callers must present; the default asks nothing.
+    pub authorizer_callers: CallerAuthSettings,
+}
+
+impl Settings {
+    /// Refuses caller checks that cannot work: an allowlist of client
+    /// certificates needs mutual TLS.
+    pub fn check_authorizer_callers(&self) -> anyhow::Result<()> {
+        let mutual_tls = self
+            .tls
+            .as_ref()
+            .is_some_and(|tls| tls.client_ca_pem.is_some());
+        check_authorizer_callers(&self.authorizer_callers, mutual_tls)
+    }
+}
+
+fn check_authorizer_callers(callers: &CallerAuthSettings, mutual_tls: bool) -> anyhow::Result<()> {
+    if callers.allowed_clients.is_some() && !mutual_tls {
+        anyhow::bail!(
+            "KEYGATE_AUTHORIZER_ALLOWED_CLIENTS (--authorizer-allowed-clients) needs mutual TLS: \
+             set KEYGATE_TLS_CLIENT_CA (--tls-client-ca), with KEYGATE_TLS_CERT and KEYGATE_TLS_KEY"
+        );
+    }
+    Ok(())
 }
 
 /// Cross-replica invalidation settings.
@@ -391,6 +428,32 @@ impl ServeArgs {
         }))
     }
 
+    fn authorizer_callers(&self) -> anyhow::Result<CallerAuthSettings> {
+        let allowed_clients = match self.authorizer_allowed_clients.as_slice() {
+            [] => None,
+            entries => Some(AllowedClients::parse(entries).map_err(|problem| {
+                anyhow::anyhow!(
+                    "KEYGATE_AUTHORIZER_ALLOWED_CLIENTS (--authorizer-allowed-clients): {problem}"
+                )
+            })?),
+        };
+        let tokens = match &self.authorizer_token_file {
+            None => None,
+            Some(path) => Some(CallerTokens::load(path).with_context(|| {
+                format!(
+                    "KEYGATE_AUTHORIZER_TOKEN_FILE (--authorizer-token-file): {}",
+                    path.display()
+                )
+            })?),
+        };
+        let callers = CallerAuthSettings {
+            allowed_clients,
+            tokens,
+        };
+        check_authorizer_callers(&callers, self.tls_client_ca.is_some())?;
+        Ok(callers)
+    }
+
     pub fn settings(&self) -> anyhow::Result<Settings> {
         Ok(Settings {
             listen: self.listen,
@@ -407,6 +470,7 @@ impl ServeArgs {
             metrics_listen: (!self.no_metrics).then_some(self.metrics_listen),
             usage_flush_interval: Duration::from_secs(5),
             replication: self.replication.settings()?,
+            authorizer_callers: self.authorizer_callers()?,
         })
     }
 }
@@ -507,6 +571,44 @@ mod tests {
             let error = serve_error(flags);
             assert!(error.contains(setting), "{flags:?}: {error}");
         }
+    }
+
+    #[test]
+    fn authorizer_caller_settings_that_cannot_work_stop_the_start() {
+        let directory = std::env::temp_dir().join(format!("keygate-config-{}", std::process::id()));
+        std::fs::create_dir_all(&directory).unwrap();
+        let short_tokens = directory.join("short-tokens");
+        std::fs::write(&short_tokens, "too-short\n").unwrap();
+        let short_tokens = short_tokens.to_str().unwrap();
+        let cases: &[(&[&str], &str)] = &[
+            (
+                &["--authorizer-allowed-clients", "gateway.internal"],
+                "KEYGATE_AUTHORIZER_ALLOWED_CLIENTS (--authorizer-allowed-clients) needs mutual TLS: set KEYGATE_TLS_CLIENT_CA",
+            ),
+            (
+                &["--authorizer-allowed-clients", "gateway.internal,,envoy.internal"],
+                "KEYGATE_AUTHORIZER_ALLOWED_CLIENTS (--authorizer-allowed-clients): an entry is empty",
+            ),
+            (
+                &["--authorizer-token-file", "/nonexistent/caller-tokens"],
+                "KEYGATE_AUTHORIZER_TOKEN_FILE (--authorizer-token-file): /nonexistent/caller-tokens: cannot read",
+            ),
+            (
+                &["--authorizer-token-file", short_tokens],
+                "line 1: a token must be at least 16 characters",
+            ),
+        ];
+        for (flags, expected) in cases {
+            let error = serve_error(flags);
+            assert!(error.contains(expected), "{flags:?}: {error}");
+        }
+        std::fs::remove_dir_all(&directory).unwrap();
+    }
+
+    #[test]
+    fn authorizer_callers_are_not_checked_by_default() {
+        let args = parse_serve(&[]);
+        assert!(!args.settings().unwrap().authorizer_callers.is_on());
     }
 
     #[test]

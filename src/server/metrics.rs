@@ -7,6 +7,7 @@
 //! | metric | kind | labels |
 //! |---|---|---|
 //! | `keygate_authorize_decisions_total` | counter | `reason` |
+//! | `keygate_authorizer_callers_refused_total` | counter | `cause` (`missing_certificate`, `client_not_allowed`, `missing_token`, `wrong_token`) |
 //! | `keygate_rpc_duration_seconds` | histogram ([`RPC_DURATION_BUCKETS`]) | `method` (a known method's path, or `_OTHER`), `code` (`OK`, `NOT_FOUND`, …) |
 //! | `keygate_cache_hits_total`, `keygate_cache_misses_total`, `keygate_cache_evictions_total`, `keygate_cache_changes_followed_total` | counter | |
 //! | `keygate_cache_entries` | gauge | |
@@ -89,6 +90,10 @@ fn describe() {
     describe_counter!(
         "keygate_authorize_decisions_total",
         "Authorize answers, by the decision's reason."
+    );
+    describe_counter!(
+        "keygate_authorizer_callers_refused_total",
+        "Authorize callers refused by caller authentication, by cause."
     );
     describe_histogram!(
         "keygate_rpc_duration_seconds",

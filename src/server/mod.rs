@@ -1,6 +1,7 @@
 //! Server wiring: connect, migrate, build the services, serve until told to stop.
 //! Tests drive the same [`Application`] on `127.0.0.1:0`.
 
+mod authorizer_callers;
 pub mod config;
 pub mod health;
 pub mod metrics;
@@ -25,6 +26,7 @@ use crate::domain::hashing::SecretHasher;
 use crate::domain::policy::Policy;
 use crate::freshness::Freshness;
 use crate::grpc;
+use crate::grpc::caller_auth::{CallerAuthLayer, CallerAuthSettings};
 use crate::lifecycle::KeyManager;
 use crate::replication::{self, Replica};
 use crate::server::config::{
@@ -45,6 +47,7 @@ pub struct Application {
     database_unhealthy_after: Duration,
     tls: Option<TlsSettings>,
     metrics_listener: Option<TcpListener>,
+    authorizer_callers: CallerAuthSettings,
 }
 
 /// Connects to the database; when asked to migrate, creates it if missing and
@@ -97,6 +100,7 @@ pub fn key_manager(
 
 impl Application {
     pub async fn build(settings: Settings) -> anyhow::Result<Application> {
+        settings.check_authorizer_callers()?;
         if settings.metrics_listen.is_some() {
             // Installed first, so that nothing recorded during start-up is lost.
             metrics::recorder();
@@ -152,6 +156,7 @@ impl Application {
             database_unhealthy_after: settings.database_unhealthy_after,
             tls: settings.tls,
             metrics_listener,
+            authorizer_callers: settings.authorizer_callers,
         })
     }
 
@@ -214,6 +219,18 @@ impl Application {
         };
         let key_service = grpc::key_service(self.manager);
         let authorizer_service = grpc::authorizer_service(authorizer);
+        // With no caller check, Authorize is served as it is: no layer at all.
+        let caller_auth = CallerAuthLayer::new(&self.authorizer_callers);
+        let (open_authorizer, guarded_authorizer) = match &caller_auth {
+            None => (Some(authorizer_service), None),
+            Some(layer) => (None, Some(tower::Layer::layer(layer, authorizer_service))),
+        };
+        authorizer_callers::log_at_start(&self.authorizer_callers, self.tls.is_some());
+        let token_watcher = self
+            .authorizer_callers
+            .tokens
+            .clone()
+            .map(|tokens| tokio::spawn(authorizer_callers::watch_token_file(tokens)));
         tracing::info!(address = %self.local_addr, replica = %self.replica.name, "keygate serving");
         let drain_reporter = health_reporter.clone();
         let stopping_replica = self.replica.clone();
@@ -251,7 +268,8 @@ impl Application {
         let server = builder
             .add_service(grpc::with_status_on_span(health_service))
             .add_optional_service(reflection_service.map(grpc::with_status_on_span))
-            .add_service(authorizer_service)
+            .add_optional_service(open_authorizer)
+            .add_optional_service(guarded_authorizer)
             .add_service(key_service)
             .serve_with_incoming_shutdown(incoming, shutdown);
         // In-flight calls may finish, but for at most `drain` after the signal.
@@ -268,6 +286,9 @@ impl Application {
         }
         if let Some(reloader) = reloader {
             reloader.abort();
+        }
+        if let Some(token_watcher) = token_watcher {
+            token_watcher.abort();
         }
         stream_health.abort();
         database_health.abort();

@@ -14,6 +14,7 @@ mod authorize;
 mod bad_input;
 mod bad_mutations;
 mod binary;
+mod callers;
 mod cli;
 mod cli_failures;
 mod conflicts;

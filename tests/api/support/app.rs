@@ -139,6 +139,7 @@ impl TestDatabase {
                 ),
                 ..Default::default()
             },
+            authorizer_callers: Default::default(),
         }
     }
 }
