@@ -17,6 +17,7 @@ mod binary;
 mod cli;
 mod cli_failures;
 mod conflicts;
+mod default_waits;
 mod events;
 mod forged_notifications;
 mod hardening_input;
