@@ -29,6 +29,7 @@ mod migrations;
 mod operations;
 mod organizations;
 mod outage;
+mod propagation_stress;
 mod reloads;
 mod replicas;
 mod rotation;
