@@ -32,17 +32,22 @@ pub enum KeysCommand {
     /// List keys, newest first (one page unless --all).
     List(ListArgs),
     /// Change a key's name, description, scopes, networks, expiry or metadata;
-    /// only the fields given are changed.
+    /// only the fields given are changed. Waits for every replica when it
+    /// narrows scopes, networks or expiry, unless --no-wait.
     Update(UpdateArgs),
     /// Issue a new token under the same key id and print it (shown once).
+    /// Waits for every replica when a token stops working at once, unless
+    /// --no-wait.
     Rotate(RotateArgs),
-    /// Refuse a key until it is enabled again.
+    /// Refuse a key until it is enabled again; waits for every replica unless
+    /// --no-wait.
     Disable(ChangeArgs),
     /// Accept a disabled key again (a revoked key stays revoked).
     Enable(ChangeArgs),
     /// Refuse a key for good; waits for every replica unless --no-wait.
     Revoke(ChangeArgs),
-    /// Remove a key; its audit events remain.
+    /// Remove a key; its audit events remain. Waits for every replica unless
+    /// --no-wait.
     Delete(ChangeArgs),
     /// Show the audit log, newest first (one page unless --all).
     Events(EventsArgs),

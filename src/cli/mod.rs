@@ -118,16 +118,19 @@ fn finish(outcome: Result<(), CliError>) -> ExitCode {
 #[derive(Args)]
 pub struct WaitArgs {
     /// Wait until every live replica has applied the change (bounded by the
-    /// server's propagation timeout).
+    /// server's propagation timeout). The default when the change takes
+    /// access away.
     #[arg(long, conflicts_with = "no_wait")]
     pub wait: bool,
-    /// Answer as soon as the change is committed.
+    /// Answer as soon as the change is committed. The default when the
+    /// change takes nothing away.
     #[arg(long)]
     pub no_wait: bool,
 }
 
 impl WaitArgs {
-    /// `None` leaves the server's default (revoke waits, the others do not).
+    /// `None` leaves the server's default: wait when the change takes access
+    /// away.
     pub fn choice(&self) -> Option<bool> {
         values::wait_choice(self.wait, self.no_wait)
     }

@@ -9,6 +9,8 @@ pub mod events;
 pub mod hashing;
 /// A key's fields as domain types, each parsed with an error naming the field.
 pub mod key;
+/// Whether a change to a key takes access away (and so waits for replicas).
+pub mod key_change;
 /// Organizations, which own organization keys.
 pub mod organization;
 /// Page sizes and opaque page tokens for the List RPCs.

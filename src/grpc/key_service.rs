@@ -205,7 +205,7 @@ impl KeyService for KeyServiceHandler {
     ) -> Result<Response<pb::UpdateKeyResponse>, Status> {
         let caller = self.caller(&request).await?;
         let request = request.into_inner();
-        let wait = request.wait_for_propagation.unwrap_or(false);
+        let wait = request.wait_for_propagation;
         let (key, update) = parse_update(request).map_err(invalid)?;
         let key_id = parse_key_id("key.id", &key.id).map_err(invalid)?;
         let (updated, propagation) = self
@@ -231,7 +231,7 @@ impl KeyService for KeyServiceHandler {
             None => chrono::Duration::zero(),
         };
         let rotation = Rotation::new(grace_period).map_err(invalid)?;
-        let wait = request.wait_for_propagation.unwrap_or(false);
+        let wait = request.wait_for_propagation;
         let (rotated, propagation) = self
             .manager
             .rotate_key(&caller, &key_id, rotation, wait)
@@ -251,7 +251,7 @@ impl KeyService for KeyServiceHandler {
     ) -> Result<Response<pb::DisableKeyResponse>, Status> {
         let caller = self.caller(&request).await?;
         let key_id = parse_key_id("key_id", &request.get_ref().key_id).map_err(invalid)?;
-        let wait = request.get_ref().wait_for_propagation.unwrap_or(false);
+        let wait = request.get_ref().wait_for_propagation;
         let (key, propagation) = self
             .manager
             .set_key_disabled(&caller, &key_id, true, wait)
@@ -269,7 +269,7 @@ impl KeyService for KeyServiceHandler {
     ) -> Result<Response<pb::EnableKeyResponse>, Status> {
         let caller = self.caller(&request).await?;
         let key_id = parse_key_id("key_id", &request.get_ref().key_id).map_err(invalid)?;
-        let wait = request.get_ref().wait_for_propagation.unwrap_or(false);
+        let wait = request.get_ref().wait_for_propagation;
         let (key, propagation) = self
             .manager
             .set_key_disabled(&caller, &key_id, false, wait)
@@ -287,7 +287,7 @@ impl KeyService for KeyServiceHandler {
     ) -> Result<Response<pb::RevokeKeyResponse>, Status> {
         let caller = self.caller(&request).await?;
         let key_id = parse_key_id("key_id", &request.get_ref().key_id).map_err(invalid)?;
-        let wait = request.get_ref().wait_for_propagation.unwrap_or(true);
+        let wait = request.get_ref().wait_for_propagation;
         let (key, propagation) = self
             .manager
             .revoke_key(&caller, &key_id, wait)
@@ -305,7 +305,7 @@ impl KeyService for KeyServiceHandler {
     ) -> Result<Response<pb::DeleteKeyResponse>, Status> {
         let caller = self.caller(&request).await?;
         let key_id = parse_key_id("key_id", &request.get_ref().key_id).map_err(invalid)?;
-        let wait = request.get_ref().wait_for_propagation.unwrap_or(false);
+        let wait = request.get_ref().wait_for_propagation;
         let propagation = self
             .manager
             .delete_key(&caller, &key_id, wait)

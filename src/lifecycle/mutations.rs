@@ -1,6 +1,11 @@
 //! Changes to existing keys. Each locks the key's row and reads the caller's
 //! (one statement), checks both, then writes the change with a version bump
 //! and records its event (one statement), all in one transaction.
+//!
+//! Each takes `asked_wait`, the caller's choice of waiting for every live
+//! replica to apply the change: `None` waits exactly when the change takes
+//! access away (see [`crate::domain::key_change`]), decided on the row as
+//! locked.
 
 use std::collections::BTreeMap;
 
@@ -15,6 +20,7 @@ use crate::domain::events::{EventAction, StateChange};
 use crate::domain::key::{
     check_expiry, check_metadata, Description, DisplayName, FieldError, Key, KeyState,
 };
+use crate::domain::key_change::{takes_access_away, KeyChange};
 use crate::domain::permission::Scope;
 use crate::domain::token::{KeyId, Token};
 use crate::lifecycle::access::Caller;
@@ -85,12 +91,22 @@ impl KeyManager {
         Ok((transaction, target))
     }
 
+    /// Whether a change waits for every live replica to apply it: as its
+    /// caller asked, else when it takes access away from `before`, the key
+    /// as locked for the change.
+    fn waits(&self, asked: Option<bool>, before: &Key, change: &KeyChange<'_>) -> bool {
+        asked.unwrap_or_else(|| {
+            let policy = self.authorizer.policy();
+            takes_access_away(before, change, &policy.catalog, Utc::now())
+        })
+    }
+
     pub async fn update_key(
         &self,
         caller: &Caller,
         key_id: &KeyId,
         update: KeyUpdate,
-        wait: bool,
+        asked_wait: Option<bool>,
     ) -> Result<(Key, Propagation), ServiceError> {
         caller.require("api_keys:update")?;
         let now = Utc::now();
@@ -127,6 +143,12 @@ impl KeyManager {
         if let Some(networks) = &update.allowed_cidrs {
             caller.check_networks_within_own(networks)?;
         }
+        let change = KeyChange::Update {
+            scopes: new_scopes.as_deref(),
+            allowed_cidrs: update.allowed_cidrs.as_deref(),
+            expires_at: update.expires_at,
+        };
+        let wait = self.waits(asked_wait, &current, &change);
 
         let mut changes = Map::new();
         let name = update
@@ -205,7 +227,7 @@ impl KeyManager {
         caller: &Caller,
         key_id: &KeyId,
         rotation: Rotation,
-        wait: bool,
+        asked_wait: Option<bool>,
     ) -> Result<(KeyWithToken, Propagation), ServiceError> {
         caller.require("api_keys:update")?;
         // argon2 runs before any row is locked, so it holds neither a lock nor
@@ -218,6 +240,10 @@ impl KeyManager {
         let (mut transaction, current) = self.begin_on_key(&mut connection, caller, key_id).await?;
         refuse_rotating_revoked(&current)?;
         caller.check_may_reissue(&current)?;
+        let change = KeyChange::Rotate {
+            grace_period: rotation.grace_period,
+        };
+        let wait = self.waits(asked_wait, &current, &change);
         let previous_valid_until =
             (rotation.grace_period > Duration::zero()).then(|| Utc::now() + rotation.grace_period);
         let changes = json!({
@@ -262,7 +288,7 @@ impl KeyManager {
         caller: &Caller,
         key_id: &KeyId,
         disabled: bool,
-        wait: bool,
+        asked_wait: Option<bool>,
     ) -> Result<(Key, Propagation), ServiceError> {
         caller.require("api_keys:update")?;
         let mut connection = self.connection().await?;
@@ -277,11 +303,12 @@ impl KeyManager {
         if current.disabled_at.is_some() == disabled {
             return Ok((current, Propagation::default()));
         }
-        let action = if disabled {
-            EventAction::Disabled
+        let (action, key_change) = if disabled {
+            (EventAction::Disabled, KeyChange::Disable)
         } else {
-            EventAction::Enabled
+            (EventAction::Enabled, KeyChange::Enable)
         };
+        let wait = self.waits(asked_wait, &current, &key_change);
         let event = self.new_event(&current, Some(caller), action, json!({}));
         let (key, sequence) = set_disabled(&mut transaction, key_id, disabled, event).await?;
         self.announce(
@@ -312,11 +339,12 @@ impl KeyManager {
         &self,
         caller: &Caller,
         key_id: &KeyId,
-        wait: bool,
+        asked_wait: Option<bool>,
     ) -> Result<(Key, Propagation), ServiceError> {
         caller.require("api_keys:delete")?;
         let mut connection = self.connection().await?;
         let (mut transaction, current) = self.begin_on_key(&mut connection, caller, key_id).await?;
+        let wait = self.waits(asked_wait, &current, &KeyChange::Revoke);
         if current.revoked_at.is_some() {
             // Already revoked: a retry still learns whether that revocation
             // reached every replica.
@@ -360,11 +388,12 @@ impl KeyManager {
         &self,
         caller: &Caller,
         key_id: &KeyId,
-        wait: bool,
+        asked_wait: Option<bool>,
     ) -> Result<Propagation, ServiceError> {
         caller.require("api_keys:delete")?;
         let mut connection = self.connection().await?;
         let (mut transaction, current) = self.begin_on_key(&mut connection, caller, key_id).await?;
+        let wait = self.waits(asked_wait, &current, &KeyChange::Delete);
         let action = EventAction::Deleted;
         let event = self.new_event(&current, Some(caller), action, json!({}));
         let sequence = delete_key(&mut transaction, key_id, event).await?;

@@ -230,8 +230,14 @@ async fn cli_gets_updates_disables_enables_and_deletes_a_key_and_shows_its_event
     let disabled = disabled.ok().json();
     assert_eq!(disabled["key"]["state"], "disabled");
     assert!(disabled["key"]["disable_time"].is_string());
+    assert_eq!(
+        disabled["propagation"]["waited"], true,
+        "a disable waits unless --no-wait"
+    );
     let enabled = as_admin(&app, &["keys", "enable", &key.id, "--output", "json"]).await;
-    assert_eq!(enabled.ok().json()["key"]["state"], "active");
+    let enabled = enabled.ok().json();
+    assert_eq!(enabled["key"]["state"], "active");
+    assert_eq!(enabled["propagation"]["waited"], false);
 
     let events = as_admin(&app, &["keys", "events", &key.id]).await.ok();
     for action in ["created", "updated", "disabled", "enabled"] {
