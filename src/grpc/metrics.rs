@@ -55,29 +55,43 @@ pub fn record_authorize_error(code: tonic::Code, started: Instant) {
         .record(started.elapsed().as_secs_f64());
 }
 
-/// A tower layer that times every call of the service it wraps by method and
-/// status code (used for KeyService; Authorize records its own, more cheaply).
-#[derive(Clone, Copy, Default)]
-pub struct RpcMetricsLayer;
+/// A tower layer that puts each call's status on its span and, when timed,
+/// records the call's duration by method and status code.
+#[derive(Clone, Copy)]
+pub struct RpcOutcomeLayer {
+    timed: bool,
+}
 
-impl<S> tower::Layer<S> for RpcMetricsLayer {
-    type Service = RpcMetrics<S>;
+impl RpcOutcomeLayer {
+    /// Status and duration: KeyService (Authorize records its own, more cheaply).
+    pub const TIMED: RpcOutcomeLayer = RpcOutcomeLayer { timed: true };
+    /// The status alone: health checks and server reflection, whose spans are
+    /// optional and whose calls are not worth a series.
+    pub const STATUS_ONLY: RpcOutcomeLayer = RpcOutcomeLayer { timed: false };
+}
 
-    fn layer(&self, inner: S) -> RpcMetrics<S> {
-        RpcMetrics { inner }
+impl<S> tower::Layer<S> for RpcOutcomeLayer {
+    type Service = RpcOutcome<S>;
+
+    fn layer(&self, inner: S) -> RpcOutcome<S> {
+        RpcOutcome {
+            inner,
+            timed: self.timed,
+        }
     }
 }
 
 #[derive(Clone)]
-pub struct RpcMetrics<S> {
+pub struct RpcOutcome<S> {
     inner: S,
+    timed: bool,
 }
 
-impl<S: tonic::server::NamedService> tonic::server::NamedService for RpcMetrics<S> {
+impl<S: tonic::server::NamedService> tonic::server::NamedService for RpcOutcome<S> {
     const NAME: &'static str = S::NAME;
 }
 
-impl<S, RequestBody, ResponseBody> tower::Service<http::Request<RequestBody>> for RpcMetrics<S>
+impl<S, RequestBody, ResponseBody> tower::Service<http::Request<RequestBody>> for RpcOutcome<S>
 where
     S: tower::Service<http::Request<RequestBody>, Response = http::Response<ResponseBody>>,
     S::Future: Send + 'static,
@@ -91,60 +105,18 @@ where
     }
 
     fn call(&mut self, request: http::Request<RequestBody>) -> Self::Future {
-        let method = method_label(request.uri().path());
-        let started = Instant::now();
+        let timing = self
+            .timed
+            .then(|| (method_label(request.uri().path()), Instant::now()));
         let call = self.inner.call(request);
         Box::pin(async move {
             let response = call.await?;
             let status_code = response_code(&response);
             record_status(status_code);
-            metrics::histogram!("keygate_rpc_duration_seconds", "method" => method, "code" => code_name(status_code))
-                .record(started.elapsed().as_secs_f64());
-            Ok(response)
-        })
-    }
-}
-
-/// A tower layer that puts each call's status on its span, without timing it
-/// (health checks and server reflection, whose spans are optional).
-#[derive(Clone, Copy, Default)]
-pub struct RpcStatusLayer;
-
-impl<S> tower::Layer<S> for RpcStatusLayer {
-    type Service = RpcStatus<S>;
-
-    fn layer(&self, inner: S) -> RpcStatus<S> {
-        RpcStatus { inner }
-    }
-}
-
-#[derive(Clone)]
-pub struct RpcStatus<S> {
-    inner: S,
-}
-
-impl<S: tonic::server::NamedService> tonic::server::NamedService for RpcStatus<S> {
-    const NAME: &'static str = S::NAME;
-}
-
-impl<S, RequestBody, ResponseBody> tower::Service<http::Request<RequestBody>> for RpcStatus<S>
-where
-    S: tower::Service<http::Request<RequestBody>, Response = http::Response<ResponseBody>>,
-    S::Future: Send + 'static,
-{
-    type Response = S::Response;
-    type Error = S::Error;
-    type Future = Pin<Box<dyn Future<Output = Result<S::Response, S::Error>> + Send>>;
-
-    fn poll_ready(&mut self, context: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
-        self.inner.poll_ready(context)
-    }
-
-    fn call(&mut self, request: http::Request<RequestBody>) -> Self::Future {
-        let call = self.inner.call(request);
-        Box::pin(async move {
-            let response = call.await?;
-            record_status(response_code(&response));
+            if let Some((method, started)) = timing {
+                metrics::histogram!("keygate_rpc_duration_seconds", "method" => method, "code" => code_name(status_code))
+                    .record(started.elapsed().as_secs_f64());
+            }
             Ok(response)
         })
     }

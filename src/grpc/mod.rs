@@ -23,19 +23,19 @@ use crate::authorizer::log_throttle::{LogThrottle, Throttled, LOG_INTERVAL, TRAC
 use crate::authorizer::Authorizer;
 use crate::lifecycle::error::ServiceError;
 use crate::lifecycle::KeyManager;
-use metrics::{RpcMetrics, RpcMetricsLayer, RpcStatus, RpcStatusLayer};
+use metrics::{RpcOutcome, RpcOutcomeLayer};
 use pb::authorizer_server::AuthorizerServer;
 use pb::key_service_server::KeyServiceServer;
 
 /// `keygate.v1.KeyService` over `manager`, each call timed by method and status.
-pub fn key_service(manager: KeyManager) -> RpcMetrics<KeyServiceServer<KeyServiceHandler>> {
+pub fn key_service(manager: KeyManager) -> RpcOutcome<KeyServiceServer<KeyServiceHandler>> {
     let service = KeyServiceServer::new(KeyServiceHandler::new(manager));
-    tower::Layer::layer(&RpcMetricsLayer, service)
+    tower::Layer::layer(&RpcOutcomeLayer::TIMED, service)
 }
 
 /// `service` (health checks, server reflection) with each call's status on its span.
-pub fn with_status_on_span<S>(service: S) -> RpcStatus<S> {
-    tower::Layer::layer(&RpcStatusLayer, service)
+pub fn with_status_on_span<S>(service: S) -> RpcOutcome<S> {
+    tower::Layer::layer(&RpcOutcomeLayer::STATUS_ONLY, service)
 }
 
 /// `keygate.v1.Authorizer` over `authorizer` (it times its own calls, more cheaply).
