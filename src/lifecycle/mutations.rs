@@ -64,7 +64,42 @@ impl Rotation {
     }
 }
 
+/// A change one transaction wrote to a key: its event's sequence number,
+/// the key's version after it, and what a cached copy may do with it.
+struct WrittenChange<'a> {
+    key_id: &'a KeyId,
+    sequence: i64,
+    version: i64,
+    action: EventAction,
+    /// The state change a cached copy takes in place (disable, enable,
+    /// revoke); `None` evicts it.
+    in_place: Option<StateChange>,
+}
+
 impl KeyManager {
+    /// Announces `written` to every replica inside its transaction (the
+    /// notification goes out only if the change commits), commits, and
+    /// follows the change in this replica's cache at once.
+    async fn commit_change(
+        &self,
+        mut transaction: Transaction<'_, Postgres>,
+        written: &WrittenChange<'_>,
+        wait: bool,
+    ) -> Result<(), ServiceError> {
+        let WrittenChange {
+            key_id,
+            sequence,
+            version,
+            action,
+            in_place,
+        } = *written;
+        self.announce(&mut transaction, key_id, sequence, version, action, wait)
+            .await?;
+        transaction.commit().await.map_err(StoreError::from)?;
+        self.authorizer.follow_change(key_id, version, in_place);
+        Ok(())
+    }
+
     /// A pooled connection for a change: it also makes the wait's first read.
     async fn connection(&self) -> Result<PoolConnection<Postgres>, ServiceError> {
         Ok(self.pool.acquire().await.map_err(StoreError::from)?)
@@ -203,18 +238,14 @@ impl KeyManager {
             Value::Object(changes),
         );
         let (key, sequence) = update_fields(&mut transaction, key_id, &fields, event).await?;
-        let action = EventAction::Updated;
-        self.announce(
-            &mut transaction,
+        let written = WrittenChange {
             key_id,
             sequence,
-            key.version,
-            action,
-            wait,
-        )
-        .await?;
-        transaction.commit().await.map_err(StoreError::from)?;
-        self.authorizer.follow_change(key_id, key.version, None);
+            version: key.version,
+            action: EventAction::Updated,
+            in_place: None,
+        };
+        self.commit_change(transaction, &written, wait).await?;
         tracing::info!(key_id = %key.id, version = key.version, "key updated");
         Ok((
             key,
@@ -259,18 +290,14 @@ impl KeyManager {
             event,
         )
         .await?;
-        let action = EventAction::Rotated;
-        self.announce(
-            &mut transaction,
+        let written = WrittenChange {
             key_id,
             sequence,
-            key.version,
-            action,
-            wait,
-        )
-        .await?;
-        transaction.commit().await.map_err(StoreError::from)?;
-        self.authorizer.follow_change(key_id, key.version, None);
+            version: key.version,
+            action: EventAction::Rotated,
+            in_place: None,
+        };
+        self.commit_change(transaction, &written, wait).await?;
         tracing::info!(key_id = %key.id, grace_seconds = rotation.grace_period.num_seconds(), "key rotated");
         let propagation = self.propagation.wait_for(sequence, wait, connection).await;
         Ok((
@@ -311,22 +338,17 @@ impl KeyManager {
         let wait = self.waits(asked_wait, &current, &key_change);
         let event = self.new_event(&current, Some(caller), action, json!({}));
         let (key, sequence) = set_disabled(&mut transaction, key_id, disabled, event).await?;
-        self.announce(
-            &mut transaction,
+        let written = WrittenChange {
             key_id,
             sequence,
-            key.version,
+            version: key.version,
             action,
-            wait,
-        )
-        .await?;
-        transaction.commit().await.map_err(StoreError::from)?;
-        let change = StateChange {
-            action,
-            at: key.updated_at,
+            in_place: Some(StateChange {
+                action,
+                at: key.updated_at,
+            }),
         };
-        self.authorizer
-            .follow_change(key_id, key.version, Some(change));
+        self.commit_change(transaction, &written, wait).await?;
         tracing::info!(key_id = %key.id, disabled, "key state changed");
         Ok((
             key,
@@ -360,22 +382,17 @@ impl KeyManager {
         let action = EventAction::Revoked;
         let event = self.new_event(&current, Some(caller), action, json!({}));
         let (key, sequence) = set_revoked(&mut transaction, key_id, event).await?;
-        self.announce(
-            &mut transaction,
+        let written = WrittenChange {
             key_id,
             sequence,
-            key.version,
+            version: key.version,
             action,
-            wait,
-        )
-        .await?;
-        transaction.commit().await.map_err(StoreError::from)?;
-        let change = StateChange {
-            action: EventAction::Revoked,
-            at: key.updated_at,
+            in_place: Some(StateChange {
+                action,
+                at: key.updated_at,
+            }),
         };
-        self.authorizer
-            .follow_change(key_id, key.version, Some(change));
+        self.commit_change(transaction, &written, wait).await?;
         tracing::info!(key_id = %key.id, "key revoked");
         Ok((
             key,
@@ -397,17 +414,14 @@ impl KeyManager {
         let action = EventAction::Deleted;
         let event = self.new_event(&current, Some(caller), action, json!({}));
         let sequence = delete_key(&mut transaction, key_id, event).await?;
-        self.announce(
-            &mut transaction,
+        let written = WrittenChange {
             key_id,
             sequence,
-            DELETED_VERSION,
+            version: DELETED_VERSION,
             action,
-            wait,
-        )
-        .await?;
-        transaction.commit().await.map_err(StoreError::from)?;
-        self.authorizer.follow_change(key_id, DELETED_VERSION, None);
+            in_place: None,
+        };
+        self.commit_change(transaction, &written, wait).await?;
         tracing::info!(key_id = %current.id, "key deleted");
         Ok(self.propagation.wait_for(sequence, wait, connection).await)
     }
