@@ -9,12 +9,7 @@ use std::time::Duration;
 use keygate::grpc::pb;
 use keygate::grpc::pb::authorizer_client::AuthorizerClient;
 use keygate::grpc::pb::key_service_client::KeyServiceClient;
-use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
-    TraceService, TraceServiceServer,
-};
-use opentelemetry_proto::tonic::collector::trace::v1::{
-    ExportTraceServiceRequest, ExportTraceServiceResponse,
-};
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::any_value::Value;
 use opentelemetry_proto::tonic::common::v1::KeyValue;
 use opentelemetry_proto::tonic::trace::v1::status::StatusCode;
@@ -28,6 +23,7 @@ use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
 use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
 use tonic_reflection::pb::v1::ServerReflectionRequest;
 
+use crate::support::otlp::{attribute, start_receiver, string_attribute};
 use crate::support::process::{bootstrap_token, keygate, ServerProcess};
 use crate::support::{authed, TestDatabase};
 
@@ -96,42 +92,10 @@ async fn info_lines_are_logged_while_traces_are_exported() {
     }
 }
 
-/// An OTLP trace receiver: hands every export request to the test.
-struct Receiver {
-    exports: mpsc::UnboundedSender<ExportTraceServiceRequest>,
-}
-
-#[tonic::async_trait]
-impl TraceService for Receiver {
-    async fn export(
-        &self,
-        request: tonic::Request<ExportTraceServiceRequest>,
-    ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
-        let _ = self.exports.send(request.into_inner());
-        Ok(tonic::Response::new(ExportTraceServiceResponse::default()))
-    }
-}
-
 /// What a collector received from one server run.
 struct Collected {
     spans: Vec<Span>,
     resources: Vec<Vec<KeyValue>>,
-}
-
-async fn start_receiver() -> (
-    std::net::SocketAddr,
-    mpsc::UnboundedReceiver<ExportTraceServiceRequest>,
-) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let address = listener.local_addr().unwrap();
-    let (sender, receiver) = mpsc::unbounded_channel();
-    let service = TraceServiceServer::new(Receiver { exports: sender });
-    tokio::spawn(
-        tonic::transport::Server::builder()
-            .add_service(service)
-            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
-    );
-    (address, receiver)
 }
 
 /// Spawns `keygate serve <extra>` exporting to a fresh receiver.
@@ -176,21 +140,6 @@ async fn stop_and_collect(
         }
     }
     collected
-}
-
-fn attribute<'a>(attributes: &'a [KeyValue], key: &str) -> Option<&'a Value> {
-    attributes
-        .iter()
-        .find(|attribute| attribute.key == key)
-        .and_then(|attribute| attribute.value.as_ref())
-        .and_then(|value| value.value.as_ref())
-}
-
-fn string_attribute<'a>(attributes: &'a [KeyValue], key: &str) -> Option<&'a str> {
-    match attribute(attributes, key) {
-        Some(Value::StringValue(text)) => Some(text),
-        _ => None,
-    }
 }
 
 fn status_code_attribute(span: &Span) -> Option<i64> {

@@ -20,6 +20,7 @@ pub mod cli_runner;
 pub mod database;
 pub mod keys;
 pub mod mutations;
+pub mod otlp;
 pub mod pki;
 pub mod postgres;
 pub mod process;
