@@ -12,7 +12,7 @@ use std::marker::PhantomData;
 
 use serde::de::{self, Deserializer, MapAccess, Visitor};
 use serde::Deserialize;
-use serde_saphyr::{DuplicateKeyPolicy, Spanned, UserMessageFormatter};
+use serde_saphyr::{DuplicateKeyPolicy, MergeKeyPolicy, Spanned, UserMessageFormatter};
 
 use crate::domain::quoted::Quoted;
 
@@ -105,6 +105,7 @@ impl<'de, Value: Deserialize<'de>> Visitor<'de> for EntriesVisitor<Value> {
 pub(super) fn read(text: &str) -> Result<PolicyFile, String> {
     let options = serde_saphyr::options! {
         duplicate_keys: DuplicateKeyPolicy::Error,
+        merge_keys: MergeKeyPolicy::Error,
         with_snippet: false,
     };
     serde_saphyr::from_str_with_options(text, options).map_err(|error| {

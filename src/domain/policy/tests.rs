@@ -161,6 +161,33 @@ fn duplicate_keys_are_refused_naming_the_line_and_the_key() {
     }
 }
 
+/// A YAML merge key (`<<`) would let a key written out in full quietly
+/// replace a merged one, past the duplicate check: refused wherever it stands.
+#[test]
+fn merge_keys_are_refused_naming_the_line() {
+    let cases = [
+        (
+            "catalog:\n  resources:\n    <<: {customers: [read, write]}\n    customers: [read]\n",
+            "line 3",
+        ),
+        (
+            "catalog:\n  resources: {a: [read, write]}\nroutes:\n  - <<: {GET /a: a:write}\n    GET /a: a:read\n",
+            "line 4",
+        ),
+        (
+            "catalog:\n  resources: {a: [read]}\n  presets:\n    <<: {mine: [a:read]}\n    mine: [a:read]\n",
+            "line 4",
+        ),
+    ];
+    for (text, line) in cases {
+        let error = refusal(text);
+        assert!(
+            error.contains(line) && error.contains("merge key"),
+            "{text}: {error}"
+        );
+    }
+}
+
 #[test]
 fn actions_holding_a_colon_are_refused() {
     let error = refusal("catalog:\n  resources:\n    customers:\n      - read\n      - a:b\n");
