@@ -23,7 +23,10 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(error) => return command_line_error(error),
+    };
     let style = if cli.log_format == "json" {
         LogStyle::Json
     } else {
@@ -115,4 +118,29 @@ async fn bootstrap(args: BootstrapArgs) -> anyhow::Result<()> {
         created.token.expose_secret()
     );
     Ok(())
+}
+
+/// A command line clap refuses exits 2 with its usage text, except for
+/// `keygate health`: a container health check reads 2 as reserved, so it
+/// exits 1 with one line, as every other failure of the probe does.
+fn command_line_error(error: clap::Error) -> ExitCode {
+    if !error.use_stderr() || !is_health_command(std::env::args().skip(1)) {
+        error.exit()
+    }
+    let message = error.to_string();
+    let first_line = message.lines().next().unwrap_or("error: invalid arguments");
+    eprintln!("{first_line}");
+    ExitCode::from(1)
+}
+
+/// Whether the subcommand (after the global `--log-format`) is `health`.
+fn is_health_command(mut arguments: impl Iterator<Item = String>) -> bool {
+    while let Some(argument) = arguments.next() {
+        if argument == "--log-format" {
+            arguments.next();
+        } else if !argument.starts_with("--log-format=") {
+            return argument == "health";
+        }
+    }
+    false
 }

@@ -71,6 +71,12 @@ async fn health_fails_with_one_line_when_nothing_answers() {
         .await
         .failed(1, &format!("cannot connect to {nothing}"));
     // Settings errors exit 1 too: a container health check reads 2 as reserved.
+    health(&nothing, &["--timeout", "5x"], &[])
+        .await
+        .failed(1, "invalid value '5x'");
+    health(&nothing, &["--bogus"], &[])
+        .await
+        .failed(1, "unexpected argument '--bogus'");
     health(&format!("https://127.0.0.1:{unused_port}"), &[], &[])
         .await
         .failed(1, "an https:// server needs --ca-cert");
