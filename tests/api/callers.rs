@@ -139,6 +139,34 @@ async fn caller_tokens_are_required_and_rotate_without_a_restart() {
         authorize_as(channel(), Some(WRONG_TOKEN), &token).await,
         "a wrong caller token",
     );
+    let padded = format!(" {OLD_TOKEN} ");
+    for (caller_token, what) in [
+        ("", "an empty caller token"),
+        (padded.as_str(), "the right token with spaces around it"),
+        (&OLD_TOKEN[1..], "the right token cut short"),
+    ] {
+        assert_refused(
+            authorize_as(channel(), Some(caller_token), &token).await,
+            what,
+        );
+    }
+    // The caller token in `authorization`, where Authorize's callers may put
+    // the API key being checked, is not taken for it.
+    let mut misplaced = tonic::Request::new(pb::AuthorizeRequest {
+        token: token.clone(),
+        method: "GET".into(),
+        path: "/customers".into(),
+        ..Default::default()
+    });
+    let bearer = format!("Bearer {OLD_TOKEN}");
+    misplaced
+        .metadata_mut()
+        .insert("authorization", bearer.parse().unwrap());
+    let answer = AuthorizerClient::new(channel()).authorize(misplaced).await;
+    assert_refused(
+        answer.map(tonic::Response::into_inner),
+        "the caller token in authorization",
+    );
     let decision = authorize_as(channel(), Some(OLD_TOKEN), &token)
         .await
         .unwrap();
